@@ -1,0 +1,60 @@
+"""A tenant's API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, delete, get, post
+from litestar.params import Body
+
+from cloudeasyml.api.auth import requires_scope
+from cloudeasyml.api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
+from cloudeasyml.domain.api_keys import ApiKeyService, KeyRequest
+from cloudeasyml.domain.principal import Principal
+from cloudeasyml.services import Services
+
+__all__ = ("ApiKeyController",)
+
+
+class ApiKeyController(Controller):
+    """Issue, list and revoke keys of the caller's tenant."""
+
+    path = "/api-keys"
+    tags = ["API keys"]
+
+    @post("/", summary="Create an API key", guards=[requires_scope("keys:write")])
+    async def issue_key(
+        self, request: Request[Principal, Any, Any], data: Annotated[ApiKeyCreate, Body()]
+    ) -> ApiKeyCreated:
+        """Create a key with at most the caller's own scopes. The full ``key`` is in this response only."""
+        services: Services = request.app.state.services
+        principal = request.user
+        async with services.sessions.begin() as session:
+            issued = await ApiKeyService(session, principal.tenant_id).issue(
+                KeyRequest(
+                    name=data.name,
+                    scopes=tuple(data.scopes),
+                    expires_at=data.expires_at,
+                    rate_limit_per_minute=data.rate_limit_per_minute,
+                ),
+                issuer=principal,
+                user_id=principal.user_id,
+            )
+        return ApiKeyCreated(**msgspec.structs.asdict(ApiKeyRead.of(issued.row)), key=issued.key)
+
+    @get("/", summary="List API keys", guards=[requires_scope("keys:read")])
+    async def list_keys(self, request: Request[Principal, Any, Any]) -> list[ApiKeyRead]:
+        """The tenant's keys, newest first; never secrets or hashes."""
+        services: Services = request.app.state.services
+        async with services.sessions() as session:
+            rows = await ApiKeyService(session, request.user.tenant_id).list()
+        return [ApiKeyRead.of(row) for row in rows]
+
+    @delete("/{key_id:str}", summary="Revoke an API key", guards=[requires_scope("keys:write")])
+    async def revoke_key(self, request: Request[Principal, Any, Any], key_id: str) -> None:
+        """Revoke a key; it stops working at once on this process. Another tenant's key is a 404."""
+        services: Services = request.app.state.services
+        async with services.sessions.begin() as session:
+            await ApiKeyService(session, request.user.tenant_id).revoke(key_id)
+        services.authenticator.forget(key_id)

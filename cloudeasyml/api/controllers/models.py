@@ -1,0 +1,55 @@
+"""Installed model plugins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get
+
+from cloudeasyml.api.schemas import ModelRead
+from cloudeasyml.plugins.catalog import CatalogEntry
+from cloudeasyml.runtime.resolver import ArtifactResolver
+from cloudeasyml.services import Services
+
+__all__ = ("ModelController", "model_read")
+
+
+def model_read(entry: CatalogEntry, resolver: ArtifactResolver) -> ModelRead:
+    """The public description of an installed model."""
+    model = entry.model
+    return ModelRead(
+        name=model.name,
+        version=model.version,
+        versions=resolver.versions(model),
+        description=model.description or (type(model).__doc__ or "").strip(),
+        task=model.task,
+        plugin=entry.plugin,
+        source=entry.source,
+        input_schema=msgspec.json.schema(model.input_type),
+        output_schema=msgspec.json.schema(model.output_type),
+        example_input=msgspec.to_builtins(model.example_inputs()[0]),
+        pricing=model.pricing,
+        serving=model.serving,
+        input_tensors=list(model.input_tensors),
+        output_tensors=list(model.output_tensors),
+    )
+
+
+class ModelController(Controller):
+    """``GET /models`` and ``GET /models/{name}``: any valid key may read them."""
+
+    path = "/models"
+    tags = ["Models"]
+
+    @get("/", summary="List installed models")
+    async def list_models(self, request: Request[Any, Any, Any]) -> list[ModelRead]:
+        """Every installed, valid model (plugins that failed to load are left out and logged)."""
+        services: Services = request.app.state.services
+        return [model_read(entry, services.resolver) for entry in services.catalog]
+
+    @get("/{name:str}", summary="Describe one model")
+    async def get_model(self, request: Request[Any, Any, Any], name: str) -> ModelRead:
+        """One model's metadata, schemas, example input, pricing and serving defaults."""
+        services: Services = request.app.state.services
+        return model_read(services.catalog.get(name), services.resolver)

@@ -1,0 +1,44 @@
+"""Usage reports."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from litestar import Controller, Request, get
+
+from cloudeasyml.api.auth import requires_scope
+from cloudeasyml.db.types import utc_now
+from cloudeasyml.domain.principal import Principal
+from cloudeasyml.domain.usage import UsageReport, usage_report
+from cloudeasyml.errors import InvalidInputError
+from cloudeasyml.services import Services
+
+__all__ = ("UsageController",)
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class UsageController(Controller):
+    """``GET /usage``."""
+
+    path = "/usage"
+    tags = ["Usage"]
+
+    @get("/", summary="Usage and cost over a period", guards=[requires_scope("usage:read")])
+    async def get_usage(
+        self, request: Request[Principal, Any, Any], start: datetime | None = None, end: datetime | None = None
+    ) -> UsageReport:
+        """The caller's tenant's requests and cost in ``[start, end)`` (ISO 8601; naive times are UTC),
+        by model. Defaults: the start of the current month until now."""
+        services: Services = request.app.state.services
+        await services.meter.flush()  # usage written behind responses must be visible to its reader
+        now = utc_now()
+        start = _aware(start) if start else now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = _aware(end) if end else now
+        if start >= end:
+            raise InvalidInputError("start must be before end")
+        async with services.sessions() as session:
+            return await usage_report(session, request.user.tenant_id, start, end)

@@ -1,0 +1,94 @@
+"""Every error leaves as RFC 9457 problem details; no stack trace ever does."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from cloudeasyml.errors import (
+    AuthenticationError,
+    CloudEasyMLError,
+    ConflictError,
+    DeadlineExceededError,
+    InvalidInputError,
+    MalformedRequestError,
+    ModelNotReadyError,
+    NotFoundError,
+    OverloadedError,
+    PermissionDeniedError,
+)
+
+__all__ = ("STATUS_BY_ERROR", "exception_handlers", "problem")
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+STATUS_BY_ERROR: dict[type[CloudEasyMLError], int] = {
+    AuthenticationError: 401,
+    PermissionDeniedError: 403,
+    NotFoundError: 404,
+    ConflictError: 409,
+    InvalidInputError: 422,
+    MalformedRequestError: 400,
+    OverloadedError: 503,
+    ModelNotReadyError: 503,
+    DeadlineExceededError: 504,
+}
+
+
+def problem(
+    request: Request[Any, Any, Any], status: int, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> Response[dict[str, Any]]:
+    """A problem-details response. ``type`` is ``about:blank``, so ``title`` is the status phrase."""
+    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
+    body["instance"] = request.url.path
+    body.update(extra)
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _status_of(exc: CloudEasyMLError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 500
+
+
+def handle_domain_error(request: Request[Any, Any, Any], exc: CloudEasyMLError) -> Response[dict[str, Any]]:
+    """Domain errors by the table above."""
+    status = _status_of(exc)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, OverloadedError) else None
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="cloudeasyml"'}
+    if status >= 500 and not isinstance(exc, OverloadedError | ModelNotReadyError | DeadlineExceededError):
+        log.error("%s on %s: %s", type(exc).__name__, request.url.path, exc.detail)
+    return problem(request, status, exc.detail, headers=headers)
+
+
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    """Litestar's own errors (unknown route, wrong method, body too large, invalid parameters)."""
+    extra: dict[str, Any] = {}
+    if exc.extra:
+        extra["errors"] = exc.extra
+    status = exc.status_code
+    if status >= 500:
+        log.error("HTTP %s on %s: %s", status, request.url.path, exc.detail)
+        return problem(request, status, HTTPStatus(status).phrase)
+    return problem(request, status, exc.detail, headers=exc.headers, **extra)
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Anything else is our bug: log it whole, tell the client nothing about it."""
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(request, 500, "internal server error")
+
+
+exception_handlers = {
+    CloudEasyMLError: handle_domain_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}

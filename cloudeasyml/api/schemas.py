@@ -1,0 +1,145 @@
+"""Wire schemas of the management API (camelCase JSON)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+from cloudeasyml.db.models import ApiKey, Deployment
+from cloudeasyml.domain.principal import DEFAULT_KEY_SCOPES
+from cloudeasyml.metering.pricing import Pricing
+from cloudeasyml.plugins.model import TensorSpec
+from cloudeasyml.runtime.config import ServingConfig
+
+__all__ = (
+    "ApiKeyCreate",
+    "ApiKeyCreated",
+    "ApiKeyRead",
+    "DeploymentCreate",
+    "DeploymentRead",
+    "Health",
+    "ModelRead",
+)
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class _Wire(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class Health(_Wire):
+    """Liveness."""
+
+    status: str
+    timestamp: datetime
+    models_loaded: int
+    """Deployments loaded in this process."""
+    models_installed: int
+
+
+class ModelRead(_Wire):
+    """An installed model plugin."""
+
+    name: str
+    version: str
+    versions: list[str]
+    """The shipped version first, then versions produced by ``cloudeasyml train``."""
+    description: str
+    task: str
+    plugin: str
+    source: str
+    input_schema: dict[str, Any]
+    """JSON Schema of one element of a predict request's ``inputs``."""
+    output_schema: dict[str, Any]
+    """JSON Schema of one element of a predict response's ``predictions``."""
+    example_input: Any
+    pricing: Pricing
+    serving: ServingConfig
+    """Default serving config; a deployment may override any field."""
+    input_tensors: list[TensorSpec]
+    output_tensors: list[TensorSpec]
+
+
+class DeploymentCreate(_Wire):
+    """Body of ``POST /deployments``."""
+
+    model_name: Name
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=63)] | None = None
+    """Unique per tenant; lower-case letters, digits, ``-``, ``_``, ``.``. Generated when absent."""
+    model_version: Name | None = None
+    """Defaults to the shipped version."""
+    config: dict[str, Any] | None = None
+    """Overrides of the model's serving defaults, e.g. ``{"maxBatchSize": 64}``."""
+
+
+class DeploymentRead(_Wire):
+    """A deployment."""
+
+    id: uuid.UUID
+    name: str
+    model_name: str
+    model_version: str
+    config: ServingConfig
+    status: str
+    loaded: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: Deployment, *, loaded: bool) -> DeploymentRead:
+        """From a row."""
+        return cls(
+            id=row.id,
+            name=row.name,
+            model_name=row.model_name,
+            model_version=row.model_version,
+            config=msgspec.convert(row.config, ServingConfig),
+            status=row.status,
+            loaded=loaded,
+            created_at=row.created_at,
+        )
+
+
+class ApiKeyCreate(_Wire):
+    """Body of ``POST /api-keys``."""
+
+    name: Name
+    scopes: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_KEY_SCOPES))
+    expires_at: datetime | None = None
+    rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+
+
+class ApiKeyRead(_Wire):
+    """A key as listed: never its secret or hash."""
+
+    key_id: str
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    rate_limit_per_minute: int | None
+
+    @classmethod
+    def of(cls, row: ApiKey) -> ApiKeyRead:
+        """From a row."""
+        return cls(
+            key_id=row.id,
+            name=row.name,
+            scopes=list(row.scopes),
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            revoked_at=row.revoked_at,
+            last_used_at=row.last_used_at,
+            rate_limit_per_minute=row.rate_limit_per_minute,
+        )
+
+
+class ApiKeyCreated(ApiKeyRead):
+    """A new key, with the full ``key`` shown this once."""
+
+    key: str

@@ -1,0 +1,82 @@
+"""The Litestar application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+import cloudeasyml
+from cloudeasyml.api.auth import PUBLIC_PATHS, ApiKeyMiddleware
+from cloudeasyml.api.controllers.api_keys import ApiKeyController
+from cloudeasyml.api.controllers.deployments import DeploymentController
+from cloudeasyml.api.controllers.health import HealthController
+from cloudeasyml.api.controllers.inference import InferenceController
+from cloudeasyml.api.controllers.models import ModelController
+from cloudeasyml.api.controllers.usage import UsageController
+from cloudeasyml.api.problems import exception_handlers
+from cloudeasyml.plugins.manager import PluginManager
+from cloudeasyml.services import Services, build_services
+from cloudeasyml.settings import Settings, load_settings
+
+__all__ = ("create_app",)
+
+ROUTES = [
+    HealthController,
+    ModelController,
+    DeploymentController,
+    InferenceController,
+    ApiKeyController,
+    UsageController,
+]
+
+
+def _openapi() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="CloudEasyML",
+        version=cloudeasyml.__version__,
+        description="Multi-tenant model serving with API keys, metering and billing. "
+        "Authenticate with `Authorization: Bearer <key>`.",
+        path="/schema",
+        render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        components=Components(
+            security_schemes={"ApiKey": SecurityScheme(type="http", scheme="bearer", description="sk_….<secret>")}
+        ),
+        security=[{"ApiKey": []}],
+    )
+
+
+def create_app(settings: Settings | None = None, plugin_manager: PluginManager | None = None) -> Litestar:
+    """Build the app. Tests pass ``settings`` and a ``plugin_manager`` instead of patching the environment."""
+    settings = settings if settings is not None else load_settings()
+    services = build_services(settings, plugin_manager)
+
+    @asynccontextmanager
+    async def lifespan(_app: Litestar) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    return Litestar(
+        route_handlers=ROUTES,
+        middleware=[DefineMiddleware(ApiKeyMiddleware, exclude=list(PUBLIC_PATHS))],
+        exception_handlers=exception_handlers,  # type: ignore[arg-type]
+        state=State({"services": services}),
+        lifespan=[lifespan],
+        openapi_config=_openapi(),
+        request_max_body_size=settings.server.max_body_bytes,
+        debug=False,
+    )
+
+
+def services_of(app: Litestar) -> Services:
+    """The app's wired services (for tests and the CLI)."""
+    return app.state.services

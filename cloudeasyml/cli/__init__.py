@@ -1,0 +1,1 @@
+"""The ``cloudeasyml`` command line."""

@@ -1,0 +1,40 @@
+"""``cloudeasyml plugins``: what is installed."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import msgspec
+
+from cloudeasyml.plugins.catalog import build_catalog
+from cloudeasyml.plugins.manager import get_plugin_manager
+from cloudeasyml.settings import load_settings
+
+__all__ = ("plugins",)
+
+
+@click.group()
+def plugins() -> None:
+    """Model plugins (pip packages with a `cloudeasyml` entry point)."""
+
+
+@plugins.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: models and failures.")
+def list_plugins(as_json: bool) -> None:
+    """List installed models, their versions and where they came from, and plugins that failed to load."""
+    catalog = build_catalog(get_plugin_manager(blocked=load_settings().plugins.blocked))
+    models = [
+        {"model": e.model.name, "version": e.model.version, "task": e.model.task, "plugin": e.plugin, "source": e.source}
+        for e in catalog
+    ]
+    failures = [msgspec.to_builtins(f) for f in catalog.failures]
+    if as_json:
+        sys.stdout.write(msgspec.json.encode({"models": models, "failures": failures}).decode() + "\n")
+        return
+    if not models:
+        click.echo("no models installed (pip install a plugin, e.g. plugin_packages/cloudeasyml-housing)")
+    for m in models:
+        click.echo(f"{m['model']:<16} {m['version']:<10} {m['task']:<20} {m['source']} (entry point {m['plugin']})")
+    for f in failures:
+        click.secho(f"FAILED {f['plugin']} ({f['source']}): {f['error']}", fg="red", err=True)

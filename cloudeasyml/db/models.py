@@ -1,0 +1,100 @@
+"""Tables. Every tenant-scoped table carries ``tenant_id``; queries on them always filter by it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cloudeasyml.db.base import Base
+from cloudeasyml.db.types import Money, UTCDateTime, utc_now
+
+__all__ = ("ApiKey", "Deployment", "Tenant", "UsageRecord", "User")
+
+
+class Tenant(Base):
+    """An organisation: the unit of isolation and billing."""
+
+    __tablename__ = "tenant"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    plan: Mapped[str] = mapped_column(String(50), default="default")
+    spend_cap: Mapped[Decimal | None] = mapped_column(Money)
+    """Most the tenant may spend per calendar month; None is unlimited."""
+    request_cap: Mapped[int | None]
+    """Most requests per calendar month; None is unlimited."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class User(Base):
+    """A person in a tenant."""
+
+    __tablename__ = "app_user"
+    __table_args__ = (UniqueConstraint("tenant_id", "email"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(20), default="member")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class ApiKey(Base):
+    """An API key. Only the SHA-256 of its secret is stored; the full key is shown once, at creation."""
+
+    __tablename__ = "api_key"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """The public key id, ``sk_`` + 16 characters."""
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("app_user.id", ondelete="SET NULL"))
+    name: Mapped[str] = mapped_column(String(200))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    rate_limit_per_minute: Mapped[int | None]
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class Deployment(Base):
+    """A tenant's named, configured instance of one model version."""
+
+    __tablename__ = "deployment"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    model_name: Mapped[str] = mapped_column(String(100))
+    model_version: Mapped[str] = mapped_column(String(100))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default="ready")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class UsageRecord(Base):
+    """One billed request. The request id is the primary key, so writing a record twice is harmless."""
+
+    __tablename__ = "usage_record"
+    __table_args__ = (Index("ix_usage_record_tenant_id_created_at", "tenant_id", "created_at"),)
+
+    request_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
+    api_key_id: Mapped[str | None] = mapped_column(String(32))
+    # No foreign key: usage outlives the deployment it was billed to.
+    deployment_id: Mapped[uuid.UUID]
+    deployment_name: Mapped[str] = mapped_column(String(100))
+    model_name: Mapped[str] = mapped_column(String(100))
+    model_version: Mapped[str] = mapped_column(String(100))
+    items: Mapped[int]
+    processing_ms: Mapped[float]
+    gpu_ms: Mapped[float] = mapped_column(default=0.0)
+    cost: Mapped[Decimal] = mapped_column(Money)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)

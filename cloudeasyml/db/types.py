@@ -1,0 +1,67 @@
+"""Column types that behave the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+from cloudeasyml.metering.pricing import COST_SCALE
+
+__all__ = ("Money", "UTCDateTime", "from_scaled", "utc_now")
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def from_scaled(value: Any) -> Decimal:
+    """A stored (or summed) scaled integer back to an exact Decimal."""
+    return Decimal(int(value or 0)).scaleb(-COST_SCALE)
+
+
+class Money(TypeDecorator[Decimal]):
+    """An exact decimal with ``COST_SCALE`` places, stored as a scaled 64-bit integer.
+
+    SQLite has no exact decimal type (its NUMERIC affinity is a float), so sums there would drift; an integer
+    column sums exactly on both databases. Room: about 9.2e8 currency units per value or sum.
+    """
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        scaled = Decimal(value).scaleb(COST_SCALE)
+        if scaled != scaled.to_integral_value():
+            raise ValueError(f"{value} has more than {COST_SCALE} decimal places")
+        return int(scaled)
+
+    def process_result_value(self, value: int | None, dialect: Dialect) -> Decimal | None:
+        return None if value is None else from_scaled(value)

@@ -1,0 +1,1 @@
+"""Business rules: tenants, keys, deployments, inference, usage. Never imports litestar."""

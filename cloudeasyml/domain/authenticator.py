@@ -1,0 +1,82 @@
+"""Bearer API key → Principal, with a short-lived cache so the hot path does not touch the database."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cloudeasyml.db.models import ApiKey
+from cloudeasyml.db.types import utc_now
+from cloudeasyml.domain.key_format import parse_key, secret_matches
+from cloudeasyml.domain.principal import Principal
+from cloudeasyml.errors import AuthenticationError
+
+__all__ = ("ApiKeyAuthenticator",)
+
+_BAD_KEY = "invalid API key"
+
+
+class _CachedKey(msgspec.Struct):
+    secret_hash: str
+    principal: Principal
+    expires_at: datetime | None
+    revoked: bool
+    fetched_at: float
+
+
+class ApiKeyAuthenticator:
+    """Verifies API keys.
+
+    This is the only cross-tenant read in the platform: a key id is looked up before its tenant is known.
+    The stored hash, scopes and expiry are cached for ``cache_seconds``; ``forget`` drops a key at once
+    (revocation through this process), other processes see a revocation within ``cache_seconds``.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, cache_seconds: float = 5.0) -> None:
+        self._sessions = sessions
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, _CachedKey] = {}
+
+    async def authenticate(self, token: str) -> Principal:
+        """The principal of a full key, or ``AuthenticationError`` (same message for every failure, so a
+        caller cannot tell an unknown key from a wrong secret)."""
+        parsed = parse_key(token)
+        if parsed is None:
+            raise AuthenticationError(_BAD_KEY)
+        key_id, secret = parsed
+        cached = self._cache.get(key_id)
+        if cached is None or time.monotonic() - cached.fetched_at > self._cache_seconds:
+            cached = await self._load(key_id)
+        if cached is None or not secret_matches(secret, cached.secret_hash):
+            raise AuthenticationError(_BAD_KEY)
+        if cached.revoked:
+            raise AuthenticationError("API key has been revoked")
+        if cached.expires_at is not None and cached.expires_at <= utc_now():
+            raise AuthenticationError("API key has expired")
+        return cached.principal
+
+    def forget(self, key_id: str) -> None:
+        """Drop a key from the cache so its next use reads the database (after revocation)."""
+        self._cache.pop(key_id, None)
+
+    async def _load(self, key_id: str) -> _CachedKey | None:
+        async with self._sessions() as session:
+            row = await session.scalar(select(ApiKey).where(ApiKey.id == key_id))
+        if row is None:
+            self._cache.pop(key_id, None)
+            return None
+        cached = _CachedKey(
+            secret_hash=row.secret_hash,
+            principal=Principal(
+                tenant_id=row.tenant_id, key_id=row.id, scopes=frozenset(row.scopes), user_id=row.user_id
+            ),
+            expires_at=row.expires_at,
+            revoked=row.revoked_at is not None,
+            fetched_at=time.monotonic(),
+        )
+        self._cache[key_id] = cached
+        return cached

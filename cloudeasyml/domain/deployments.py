@@ -1,0 +1,125 @@
+"""A tenant's deployments: create, list, get, delete. Every query filters on ``tenant_id``."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from typing import Any
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cloudeasyml.db.models import Deployment
+from cloudeasyml.db.types import utc_now
+from cloudeasyml.errors import ConflictError, InvalidInputError, NotFoundError
+from cloudeasyml.plugins.catalog import ModelCatalog
+from cloudeasyml.runtime.config import ServingConfig
+from cloudeasyml.runtime.registry import DeploymentSpec
+from cloudeasyml.runtime.resolver import ArtifactResolver
+
+__all__ = ("DeploymentRequest", "DeploymentService", "to_spec")
+
+DEPLOYMENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+class DeploymentRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """What a new deployment should be; ``config`` overrides the model's serving defaults field by field."""
+
+    model_name: str
+    name: str | None = None
+    model_version: str | None = None
+    config: dict[str, Any] | None = None
+
+
+def to_spec(row: Deployment) -> DeploymentSpec:
+    """The runtime's view of a deployment row."""
+    return DeploymentSpec(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        name=row.name,
+        model_name=row.model_name,
+        model_version=row.model_version,
+        config=msgspec.convert(row.config, ServingConfig),
+    )
+
+
+def merge_config(defaults: ServingConfig, overrides: dict[str, Any] | None) -> ServingConfig:
+    """The model's defaults with the request's camelCase overrides applied and validated."""
+    merged = msgspec.to_builtins(defaults)
+    merged.update(overrides or {})
+    try:
+        return msgspec.convert(merged, ServingConfig)
+    except msgspec.ValidationError as exc:
+        raise InvalidInputError(f"invalid config: {exc}") from exc
+
+
+class DeploymentService:
+    """One tenant's deployments."""
+
+    def __init__(
+        self, session: AsyncSession, tenant_id: uuid.UUID, catalog: ModelCatalog, resolver: ArtifactResolver
+    ) -> None:
+        self._session = session
+        self._tenant_id = tenant_id
+        self._catalog = catalog
+        self._resolver = resolver
+
+    async def create(self, request: DeploymentRequest) -> Deployment:
+        """Validate the model, version, name and config, then insert; a duplicate name is a conflict."""
+        model = self._catalog.get(request.model_name).model
+        version = request.model_version or model.version
+        self._resolver.check_version(model, version)
+        name = request.name or f"{model.name}-{secrets.token_hex(3)}"
+        if not DEPLOYMENT_NAME.match(name):
+            raise InvalidInputError(f"name {name!r} must match {DEPLOYMENT_NAME.pattern}")
+        config = merge_config(model.serving, request.config)
+        row = Deployment(
+            tenant_id=self._tenant_id,
+            name=name,
+            model_name=model.name,
+            model_version=version,
+            config=msgspec.to_builtins(config),
+            status="ready",
+            created_at=utc_now(),
+        )
+        self._session.add(row)
+        try:
+            await self._session.flush()
+        except IntegrityError as exc:
+            raise ConflictError(f"a deployment named {name!r} already exists") from exc
+        return row
+
+    async def list(self) -> list[Deployment]:
+        """The tenant's deployments, newest first."""
+        result = await self._session.scalars(
+            select(Deployment).where(Deployment.tenant_id == self._tenant_id).order_by(Deployment.created_at.desc())
+        )
+        return list(result)
+
+    async def get(self, deployment_id: uuid.UUID) -> Deployment:
+        """One of the tenant's deployments; another tenant's is reported as not found."""
+        row = await self._session.scalar(
+            select(Deployment).where(Deployment.tenant_id == self._tenant_id, Deployment.id == deployment_id)
+        )
+        if row is None:
+            raise NotFoundError(f"deployment {deployment_id} not found")
+        return row
+
+    async def get_by_name(self, name: str) -> Deployment:
+        """One of the tenant's deployments by name."""
+        row = await self._session.scalar(
+            select(Deployment).where(Deployment.tenant_id == self._tenant_id, Deployment.name == name)
+        )
+        if row is None:
+            raise NotFoundError(f"deployment {name!r} not found")
+        return row
+
+    async def delete(self, deployment_id: uuid.UUID) -> Deployment:
+        """Delete one of the tenant's deployments (its usage records stay)."""
+        row = await self.get(deployment_id)
+        await self._session.delete(row)
+        await self._session.flush()
+        return row

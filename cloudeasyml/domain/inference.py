@@ -1,0 +1,138 @@
+"""A prediction, end to end: deployment → model → decode → batch → price → meter."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+
+from cloudeasyml.db.types import utc_now
+from cloudeasyml.domain.deployment_directory import DeploymentDirectory
+from cloudeasyml.domain.principal import Principal
+from cloudeasyml.errors import InvalidInputError, MalformedRequestError, ModelNotReadyError, NotFoundError
+from cloudeasyml.metering.meter import Meter, Usage
+from cloudeasyml.metering.pricing import CostInputs, price
+from cloudeasyml.plugins.catalog import CatalogEntry, ModelCatalog
+from cloudeasyml.runtime.batcher import BatchResult
+from cloudeasyml.runtime.registry import DeploymentSpec, LoadedDeployment, ServingRegistry
+
+
+__all__ = ("InferenceService", "PredictResponse", "decode_json")
+
+
+class _DeploymentRef(msgspec.Struct, rename="camel"):
+    deployment_id: uuid.UUID
+
+
+class PredictResponse(msgspec.Struct, rename="camel"):
+    """The answer to ``POST /predict``."""
+
+    predictions: list[Any]
+    model_name: str
+    model_version: str
+    deployment_id: uuid.UUID
+    processing_time_ms: float
+    """This request's share of its batch's processing time: what it is billed for."""
+    request_id: str
+
+
+def decode_json(body: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
+    """Decode a request body: malformed JSON is a ``MalformedRequestError`` (400), valid JSON of the wrong shape
+    an ``InvalidInputError`` (422) with msgspec's message, which names the path (``$.inputs[0].bedrooms``)."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidInputError(str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise MalformedRequestError(f"malformed JSON: {exc}") from exc
+
+
+class InferenceService:
+    """Serves predictions for authenticated callers. Holds no per-request state."""
+
+    def __init__(
+        self, catalog: ModelCatalog, directory: DeploymentDirectory, registry: ServingRegistry, meter: Meter
+    ) -> None:
+        self._catalog = catalog
+        self._directory = directory
+        self._registry = registry
+        self._meter = meter
+        self._ref_decoder = msgspec.json.Decoder(_DeploymentRef)
+        self._request_decoders: dict[str, msgspec.json.Decoder[Any]] = {}
+        self._encoder = msgspec.json.Encoder()
+
+    async def predict(self, principal: Principal, body: bytes, deployment_id: uuid.UUID | None = None) -> bytes:
+        """Decode, run and bill one request; returns the encoded ``PredictResponse``."""
+        if deployment_id is None:
+            deployment_id = decode_json(body, self._ref_decoder).deployment_id
+        spec = await self._directory.by_id(principal.tenant_id, deployment_id)
+        entry = self.entry_for(spec)
+        inputs = decode_json(body, self._decoder_for(entry)).inputs
+        loaded = await self.load(spec, entry)
+        result = await self.run(loaded, inputs)
+        request_id = self.bill(principal, loaded, result, len(inputs))
+        response = PredictResponse(
+            predictions=result.outputs,
+            model_name=spec.model_name,
+            model_version=spec.model_version,
+            deployment_id=spec.id,
+            processing_time_ms=round(result.processing_ms, 3),
+            request_id=request_id,
+        )
+        return self._encoder.encode(response)
+
+    def entry_for(self, spec: DeploymentSpec) -> CatalogEntry:
+        """The deployment's model; a model uninstalled since the deployment was made is not ready."""
+        try:
+            return self._catalog.get(spec.model_name)
+        except NotFoundError as exc:
+            raise ModelNotReadyError(f"model {spec.model_name!r} of deployment {spec.name!r} is not installed") from exc
+
+    async def load(self, spec: DeploymentSpec, entry: CatalogEntry) -> LoadedDeployment:
+        """The deployment, loaded (lazily, once)."""
+        return self._registry.get_loaded(spec.id) or await self._registry.load(spec, entry.model)
+
+    async def run(self, loaded: LoadedDeployment, inputs: list[Any]) -> BatchResult:
+        """Batch and run; a plugin's ``ValueError`` on the content of an input is the client's error."""
+        try:
+            return await loaded.predict(inputs)
+        except ValueError as exc:
+            raise InvalidInputError(f"the model rejected the inputs: {exc}") from exc
+
+    def bill(self, principal: Principal, loaded: LoadedDeployment, result: BatchResult, items: int) -> str:
+        """Price and meter one successful request; returns its request id."""
+        spec = loaded.spec
+        gpu_ms = result.processing_ms if loaded.on_gpu else 0.0
+        cost = price(loaded.model.pricing, CostInputs(processing_ms=result.processing_ms, gpu_ms=gpu_ms))
+        request_id = str(uuid.uuid4())
+        self._meter.record(
+            Usage(
+                request_id=request_id,
+                tenant_id=principal.tenant_id,
+                api_key_id=principal.key_id,
+                deployment_id=spec.id,
+                deployment_name=spec.name,
+                model_name=spec.model_name,
+                model_version=spec.model_version,
+                items=items,
+                processing_ms=result.processing_ms,
+                gpu_ms=gpu_ms,
+                cost=cost,
+                created_at=utc_now(),
+            )
+        )
+        return request_id
+
+    def _decoder_for(self, entry: CatalogEntry) -> msgspec.json.Decoder[Any]:
+        decoder = self._request_decoders.get(entry.model.name)
+        if decoder is None:
+            request_type = msgspec.defstruct(
+                f"{entry.model.name.title()}PredictRequest",
+                [("inputs", entry.inputs_type), ("deployment_id", uuid.UUID | None, None)],
+                kw_only=True,
+                rename="camel",
+                forbid_unknown_fields=True,
+            )
+            decoder = self._request_decoders[entry.model.name] = msgspec.json.Decoder(request_type)
+        return decoder

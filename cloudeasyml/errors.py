@@ -1,0 +1,108 @@
+"""Domain errors. They know nothing of HTTP; ``api/exceptions.py`` maps each to a status."""
+
+from __future__ import annotations
+
+__all__ = (
+    "AuthenticationError",
+    "CloudEasyMLError",
+    "ConflictError",
+    "DeadlineExceededError",
+    "ExportError",
+    "InvalidInputError",
+    "MalformedRequestError",
+    "ModelNotFoundError",
+    "ModelNotReadyError",
+    "NotFoundError",
+    "OverloadedError",
+    "ParityError",
+    "PermissionDeniedError",
+    "PluginError",
+)
+
+
+class CloudEasyMLError(Exception):
+    """Base of every error the platform raises on purpose."""
+
+    title = "Error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class AuthenticationError(CloudEasyMLError):
+    """No credentials, or credentials that are malformed, unknown, revoked or expired."""
+
+    title = "Unauthorized"
+
+
+class PermissionDeniedError(CloudEasyMLError):
+    """The caller is authenticated but its key lacks a scope the operation needs."""
+
+    title = "Forbidden"
+
+
+class NotFoundError(CloudEasyMLError):
+    """No such resource for this tenant (another tenant's resource is reported the same way)."""
+
+    title = "Not Found"
+
+
+class ModelNotFoundError(NotFoundError):
+    """No installed model plugin has that name (or version)."""
+
+
+class ConflictError(CloudEasyMLError):
+    """The request conflicts with existing state, e.g. a duplicate deployment name."""
+
+    title = "Conflict"
+
+
+class InvalidInputError(CloudEasyMLError):
+    """The request is well-formed JSON but its content is not valid for the operation."""
+
+    title = "Unprocessable Content"
+
+
+class MalformedRequestError(InvalidInputError):
+    """The request body is not parseable at all (e.g. not JSON)."""
+
+    title = "Bad Request"
+
+
+class OverloadedError(CloudEasyMLError):
+    """A deployment's queue is full; the client should retry after ``retry_after`` seconds."""
+
+    title = "Service Unavailable"
+
+    def __init__(self, detail: str, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class ModelNotReadyError(CloudEasyMLError):
+    """The model cannot be served right now (no artifact and no way to export it, or still loading)."""
+
+    title = "Service Unavailable"
+
+
+class DeadlineExceededError(CloudEasyMLError):
+    """The request waited past its deadline."""
+
+    title = "Gateway Timeout"
+
+
+class PluginError(CloudEasyMLError):
+    """A plugin failed to load or registered something invalid."""
+
+    title = "Plugin Error"
+
+
+class ExportError(CloudEasyMLError):
+    """Export to ONNX failed or is impossible here (no torch)."""
+
+    title = "Export Failed"
+
+
+class ParityError(ExportError):
+    """The exported graph's outputs differ from torch's beyond the model's tolerance."""

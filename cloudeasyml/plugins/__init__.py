@@ -1,0 +1,1 @@
+"""The plugin host: hookspecs, the ModelPlugin base class, discovery through entry points."""

@@ -1,0 +1,154 @@
+"""The base class every model plugin subclasses.
+
+A plugin says what its model is (metadata, tensors, pricing, serving defaults), how to build its torch module
+from weights, and how JSON inputs become named arrays and ONNX outputs become predictions. The host owns
+everything else: export to ONNX, parity checks, the artifact store, onnxruntime sessions and batching.
+torch is imported only by ``build_module`` and ``train``; serving an exported model never imports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
+
+import msgspec
+import numpy as np
+
+from cloudeasyml.metering.pricing import Pricing
+from cloudeasyml.runtime.config import ServingConfig
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ("ModelPlugin", "TensorSpec", "TrainOptions", "TrainProgress", "TrainResult", "Weights")
+
+InputT = TypeVar("InputT")
+OutputT = TypeVar("OutputT")
+
+Weights = dict[str, np.ndarray]
+"""A model's parameters by name: a torch ``state_dict`` as numpy arrays."""
+
+TrainProgress = Callable[[int, int, Mapping[str, float]], None]
+"""Called as ``progress(step, total_steps, metrics)`` while training."""
+
+
+class TensorSpec(msgspec.Struct, frozen=True):
+    """One input or output tensor of the exported ONNX graph."""
+
+    name: str
+    """The tensor's name in the graph, and the key in ``to_arrays`` / ``from_outputs`` dictionaries."""
+    datatype: Literal["FP32", "FP64", "INT32", "INT64", "BOOL"]
+    """Element type, in the Open Inference Protocol's names."""
+    shape: tuple[int, ...]
+    """Dimensions; -1 marks a dynamic axis. Axis 0 is always the batch axis."""
+    dynamic_axes: tuple[str, ...] = ()
+    """Names of the dynamic axes, in order (``("batch",)``, ``("batch", "sequence")``); used for export."""
+
+
+class TrainOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """Options of one training run."""
+
+    epochs: int = 20
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    seed: int = 0
+    validation_fraction: float = 0.2
+
+
+class TrainResult(msgspec.Struct, kw_only=True):
+    """What training produced: held-out metrics and the new weights."""
+
+    metrics: dict[str, float]
+    weights: Weights
+
+
+class ModelPlugin(Generic[InputT, OutputT]):
+    """One servable model. Subclass it, set the class attributes, implement the four abstract methods.
+
+    Required overrides: ``example_inputs``, ``build_module``, ``to_arrays``, ``from_outputs``.
+    Optional: ``train``, ``random_arrays``, ``parity_error``, ``weights_path``, ``load_weights``.
+    """
+
+    name: ClassVar[str]
+    """Unique across installed plugins; what clients pass as ``modelName``."""
+    version: ClassVar[str]
+    """The version of the shipped weights and code (PEP 440)."""
+    description: ClassVar[str] = ""
+    task: ClassVar[str] = "custom"
+    """What the model does: ``regression``, ``text-classification``, ``embedding``, ..."""
+    input_type: ClassVar[Any]
+    """The type of one element of a predict request's ``inputs`` (a msgspec Struct, ``str``, ...)."""
+    output_type: ClassVar[Any]
+    """The type of one prediction (a msgspec Struct, ``list[float]``, ...)."""
+    input_tensors: ClassVar[tuple[TensorSpec, ...]]
+    output_tensors: ClassVar[tuple[TensorSpec, ...]]
+    pricing: ClassVar[Pricing] = Pricing()
+    serving: ClassVar[ServingConfig] = ServingConfig()
+    opset: ClassVar[int] = 18
+    """ONNX opset the host exports with."""
+    parity_tolerance: ClassVar[float] = 1e-4
+    """Largest ``parity_error`` between torch and onnxruntime that export accepts."""
+    weights_resource: ClassVar[str] = "weights.npz"
+    """File of shipped weights inside the plugin's package (see ``weights_path``)."""
+
+    # --- weights -------------------------------------------------------------------------------------
+    def weights_path(self) -> Path:
+        """Where the shipped weights lie: ``weights_resource`` inside the plugin's top-level package."""
+        package = type(self).__module__.split(".")[0]
+        return Path(str(files(package) / self.weights_resource))
+
+    def load_weights(self) -> Weights:
+        """The shipped weights as arrays (``.npz`` by default)."""
+        with np.load(self.weights_path()) as archive:
+            return {key: archive[key] for key in archive.files}
+
+    def weights_digest(self) -> str:
+        """SHA-256 of the shipped weights file: part of the artifact key, computed without torch."""
+        digest = hashlib.sha256()
+        with self.weights_path().open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    # --- what plugins implement ------------------------------------------------------------------------
+    def example_inputs(self) -> list[InputT]:
+        """Valid inputs for export, warm-up and docs; the first is published as ``exampleInput``."""
+        raise NotImplementedError
+
+    def build_module(self, weights: Weights) -> torch.nn.Module:
+        """The torch module in eval mode, loaded with ``weights``. Its forward takes the input tensors in
+        ``input_tensors`` order and returns the output tensors in ``output_tensors`` order."""
+        raise NotImplementedError
+
+    def to_arrays(self, items: list[InputT]) -> dict[str, np.ndarray]:
+        """Turn a batch of decoded inputs into the graph's named input arrays (axis 0 = item)."""
+        raise NotImplementedError
+
+    def from_outputs(self, outputs: Mapping[str, np.ndarray]) -> list[OutputT]:
+        """Turn the graph's named output arrays for a batch back into one prediction per item."""
+        raise NotImplementedError
+
+    def train(self, data: Path, options: TrainOptions, progress: TrainProgress | None = None) -> TrainResult:
+        """Train on the data file at ``data`` from the shipped weights; return metrics and new weights."""
+        raise NotImplementedError(f"model {self.name!r} does not support training")
+
+    # --- optional overrides --------------------------------------------------------------------------
+    def random_arrays(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
+        """A random batch for the export parity check. The default repeats the example inputs to
+        ``batch_size`` rows and adds noise to floating-point tensors."""
+        base = self.to_arrays(self.example_inputs())
+        rows = rng.integers(0, len(self.example_inputs()), size=batch_size)
+        batch = {}
+        for key, array in base.items():
+            picked = array[rows]
+            if np.issubdtype(picked.dtype, np.floating):
+                picked = (picked + rng.normal(0, 0.1, size=picked.shape) * (np.abs(picked) + 1)).astype(array.dtype)
+            batch[key] = picked
+        return batch
+
+    def parity_error(self, expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray]) -> float:
+        """How far onnxruntime's outputs are from torch's: the largest absolute difference by default."""
+        return max(float(np.max(np.abs(expected[k].astype(np.float64) - actual[k]))) for k in expected)

@@ -1,0 +1,1 @@
+"""Model runtime: export to ONNX, the artifact store, onnxruntime sessions and the batcher. Never imports db."""

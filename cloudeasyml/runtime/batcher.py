@@ -1,0 +1,170 @@
+"""Dynamic batching for one deployment.
+
+Requests queue per deployment. An idle deployment runs a request at once (no batch window is waited out
+when nothing else is queued); while a batch runs, new requests gather and go together in the next one, up to
+``max_batch_size`` items. With several ``instances``, a free instance waits up to ``max_batch_delay_ms`` for a
+fuller batch only while another instance is busy. Runs happen in worker threads (onnxruntime releases the
+GIL), so the event loop keeps accepting and authenticating requests meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+
+from cloudeasyml.errors import DeadlineExceededError, ModelNotReadyError, OverloadedError
+
+__all__ = ("BatchResult", "Batcher")
+
+RunBatch = Callable[[list[Any]], list[Any]]
+
+
+class BatchResult(msgspec.Struct, frozen=True):
+    """One request's outputs and its share of the batch's processing time (by item count)."""
+
+    outputs: list[Any]
+    processing_ms: float
+    batch_items: int
+
+
+class _Pending:
+    __slots__ = ("cancelled", "future", "items")
+
+    def __init__(self, items: Sequence[Any], future: asyncio.Future[BatchResult]) -> None:
+        self.items = items
+        self.future = future
+        self.cancelled = False
+
+
+class Batcher:
+    """Queues requests of one deployment and runs them in batches through ``run_batch``."""
+
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        *,
+        max_batch_size: int,
+        max_batch_delay_ms: float,
+        instances: int,
+        max_queue_items: int,
+        timeout_ms: float,
+    ) -> None:
+        self._run_batch = run_batch
+        self._max_batch_size = max_batch_size
+        self._delay = max_batch_delay_ms / 1000
+        self._instances = instances
+        self._max_queue_items = max_queue_items
+        self._timeout = timeout_ms / 1000
+        self._queue: deque[_Pending] = deque()
+        self._queued_items = 0
+        self._running = 0
+        self._closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix="cloudeasyml-batch")
+
+    @property
+    def queued_items(self) -> int:
+        """Items waiting for a batch."""
+        return self._queued_items
+
+    async def submit(self, items: Sequence[Any]) -> BatchResult:
+        """Run ``items`` (one request) in the next batch; ``OverloadedError`` at once when the queue is full,
+        ``DeadlineExceededError`` past the deadline (the request is then dropped if still queued)."""
+        if self._closing:
+            raise ModelNotReadyError("the deployment is being deleted")
+        if self._queued_items + len(items) > self._max_queue_items:
+            raise OverloadedError("the deployment's queue is full; retry shortly", retry_after=1)
+        loop = asyncio.get_running_loop()
+        pending = _Pending(items, loop.create_future())
+        self._queue.append(pending)
+        self._queued_items += len(items)
+        if self._running < self._instances:
+            self._running += 1
+            self._idle.clear()
+            loop.create_task(self._work())
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await asyncio.shield(pending.future)
+        except TimeoutError:
+            pending.cancelled = True
+            raise DeadlineExceededError(f"no result within {self._timeout * 1000:.0f} ms") from None
+
+    async def drain(self) -> None:
+        """Refuse new requests and wait until queued and running ones have finished; then free the threads."""
+        self._closing = True
+        await self._idle.wait()
+        self._executor.shutdown(wait=False)
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                if self._running > 1 and self._delay and self._queued_items < self._max_batch_size:
+                    await asyncio.sleep(self._delay)
+                batch = self._take()
+                if batch:
+                    await self._run(loop, batch)
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
+
+    def _take(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        size = 0
+        while self._queue:
+            head = self._queue[0]
+            if batch and size + len(head.items) > self._max_batch_size:
+                break
+            self._queue.popleft()
+            self._queued_items -= len(head.items)
+            if head.cancelled:
+                continue
+            batch.append(head)
+            size += len(head.items)
+        return batch
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        items = [item for pending in batch for item in pending.items]
+        try:
+            outputs, elapsed_ms = await loop.run_in_executor(self._executor, self._timed, items)
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0], exc)
+            else:
+                # One bad request must not fail its neighbours: run each alone to find the culprit.
+                for pending in batch:
+                    await self._run(loop, [pending])
+            return
+        offset = 0
+        for pending in batch:
+            count = len(pending.items)
+            share = elapsed_ms * count / len(items)
+            result = BatchResult(outputs=outputs[offset : offset + count], processing_ms=share, batch_items=len(items))
+            _settle(pending, result)
+            offset += count
+
+    def _timed(self, items: list[Any]) -> tuple[list[Any], float]:
+        started = time.perf_counter()
+        outputs = self._run_batch(items)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if len(outputs) != len(items):
+            raise RuntimeError(f"the model returned {len(outputs)} predictions for {len(items)} inputs")
+        return outputs, elapsed_ms
+
+
+def _settle(pending: _Pending, outcome: BatchResult | BaseException) -> None:
+    future = pending.future
+    if future.done() or pending.cancelled:  # a caller past its deadline has gone; nobody would read this
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

@@ -1,0 +1,33 @@
+"""How a deployment is served: batching, device, instances, threads."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+__all__ = ("Device", "ServingConfig")
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class ServingConfig(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True, omit_defaults=False):
+    """Serving settings of one deployment. A model plugin gives defaults; a deployment may override any field."""
+
+    max_batch_size: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 32
+    """Most items run together in one onnxruntime call."""
+    max_batch_delay_ms: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 2.0
+    """Longest a batch waits for more requests while another batch of the same deployment is running.
+    A request that finds the deployment idle runs at once."""
+    device: Device = "auto"
+    """``auto`` takes CUDA when onnxruntime can use it, else the CPU."""
+    instances: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    """onnxruntime runs of this deployment that may be in flight side by side."""
+    intra_op_threads: Annotated[int, msgspec.Meta(ge=0, le=256)] = 0
+    """Threads onnxruntime uses inside one operator; 0 lets onnxruntime choose."""
+    max_queue_items: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 4096
+    """Items waiting beyond which new requests are refused with 503 at once."""
+    timeout_ms: Annotated[float, msgspec.Meta(gt=0, le=600_000)] = 30_000
+    """Deadline of one request, queueing included; past it the caller gets 504."""
+    eager_load: bool = False
+    """Load the model when the deployment is created rather than on its first request."""

@@ -1,0 +1,80 @@
+"""The long-lived objects of one running app, built from settings and a plugin manager."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from cloudeasyml.db.engine import create_engine, session_factory
+from cloudeasyml.domain.authenticator import ApiKeyAuthenticator
+from cloudeasyml.domain.deployment_directory import DeploymentDirectory
+from cloudeasyml.domain.inference import InferenceService
+from cloudeasyml.metering.meter import Meter
+from cloudeasyml.plugins.catalog import ModelCatalog, build_catalog
+from cloudeasyml.plugins.manager import PluginManager, get_plugin_manager
+from cloudeasyml.runtime.artifacts import ArtifactStore
+from cloudeasyml.runtime.registry import ServingRegistry
+from cloudeasyml.runtime.resolver import ArtifactResolver
+from cloudeasyml.settings import Settings
+
+__all__ = ("Services", "build_catalog_from_settings", "build_services")
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything a request handler may need, wired once per app."""
+
+    settings: Settings
+    plugin_manager: PluginManager
+    catalog: ModelCatalog
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    authenticator: ApiKeyAuthenticator
+    resolver: ArtifactResolver
+    registry: ServingRegistry
+    directory: DeploymentDirectory
+    meter: Meter
+    inference: InferenceService
+
+    async def start(self) -> None:
+        """Start background work (the meter's writer)."""
+        await self.meter.start()
+
+    async def stop(self) -> None:
+        """Drain deployments, write outstanding usage, close the database."""
+        await self.registry.close()
+        await self.meter.stop()
+        await self.engine.dispose()
+
+
+def build_catalog_from_settings(settings: Settings) -> tuple[PluginManager, ModelCatalog]:
+    """Installed plugins (minus blocked ones) and their validated models."""
+    pm = get_plugin_manager(blocked=settings.plugins.blocked)
+    return pm, build_catalog(pm)
+
+
+def build_services(settings: Settings, plugin_manager: PluginManager | None = None) -> Services:
+    """Wire the app's objects. Nothing here touches the database or loads a model yet."""
+    pm = plugin_manager if plugin_manager is not None else get_plugin_manager(blocked=settings.plugins.blocked)
+    catalog = build_catalog(pm)
+    engine = create_engine(settings.database_url, echo=settings.database.echo, pool_size=settings.database.pool_size)
+    sessions = session_factory(engine)
+    resolver = ArtifactResolver(ArtifactStore(settings.artifact_path), export_on_load=settings.runtime.export_on_load)
+    registry = ServingRegistry(resolver)
+    cache_seconds = settings.server.key_cache_seconds
+    directory = DeploymentDirectory(sessions, catalog, resolver, cache_seconds=cache_seconds)
+    meter = Meter(sessions)
+    return Services(
+        settings=settings,
+        plugin_manager=pm,
+        catalog=catalog,
+        engine=engine,
+        sessions=sessions,
+        authenticator=ApiKeyAuthenticator(sessions, cache_seconds=cache_seconds),
+        resolver=resolver,
+        registry=registry,
+        directory=directory,
+        meter=meter,
+        inference=InferenceService(catalog, directory, registry, meter),
+    )

@@ -1,0 +1,107 @@
+"""Settings: one frozen Struct per concern, read once from ``CLOUDEASYML_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+__all__ = ("DatabaseSettings", "PluginSettings", "RuntimeSettings", "ServerSettings", "Settings", "load_settings")
+
+PREFIX = "CLOUDEASYML_"
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("CLOUDEASYML_HOME", Path.home() / ".cloudeasyml"))
+
+
+class DatabaseSettings(msgspec.Struct, frozen=True):
+    """Where tenants, keys, deployments and usage live."""
+
+    url: str = ""
+    """SQLAlchemy async URL. Empty means a SQLite file under ``CLOUDEASYML_HOME`` (``~/.cloudeasyml``).
+    PostgreSQL: ``postgresql+asyncpg://user:pass@host/db``."""
+    echo: bool = False
+    """Log every SQL statement (noisy; for debugging)."""
+    pool_size: int = 10
+    """Connections per process (PostgreSQL)."""
+
+
+class ServerSettings(msgspec.Struct, frozen=True):
+    """The HTTP server."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    max_body_bytes: int = 10 * 1024 * 1024
+    """Requests with a larger body get 413."""
+    key_cache_seconds: float = 5.0
+    """How long a verified API key is trusted without a database read. Revocation through this process takes
+    effect at once; through another process, within this many seconds."""
+
+
+class RuntimeSettings(msgspec.Struct, frozen=True):
+    """Model loading and the artifact store."""
+
+    artifact_dir: str = ""
+    """Directory of exported ONNX artifacts, shareable by pods. Empty means ``CLOUDEASYML_HOME/artifacts``."""
+    export_on_load: bool = True
+    """Export a model on first load when it has no artifact and torch is installed."""
+
+
+class PluginSettings(msgspec.Struct, frozen=True):
+    """Which installed plugins to load."""
+
+    blocked: tuple[str, ...] = ()
+    """Entry-point names to skip, comma-separated in the environment (``CLOUDEASYML_PLUGINS__BLOCKED=a,b``)."""
+
+
+class Settings(msgspec.Struct, frozen=True):
+    """All settings."""
+
+    database: DatabaseSettings = DatabaseSettings()
+    server: ServerSettings = ServerSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+    plugins: PluginSettings = PluginSettings()
+    home: str = ""
+    """Data directory for the embedded defaults. Empty means ``~/.cloudeasyml``."""
+
+    @property
+    def home_dir(self) -> Path:
+        """The data directory, created on demand by whoever writes to it."""
+        return Path(self.home) if self.home else _data_dir()
+
+    @property
+    def database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data directory."""
+        return self.database.url or f"sqlite+aiosqlite:///{self.home_dir / 'cloudeasyml.db'}"
+
+    @property
+    def artifact_path(self) -> Path:
+        """The artifact store's root directory."""
+        return Path(self.runtime.artifact_dir) if self.runtime.artifact_dir else self.home_dir / "artifacts"
+
+
+# Short aliases users expect from the README and twelve-factor habits.
+_ALIASES = {"CLOUDEASYML_DATABASE_URL": "CLOUDEASYML_DATABASE__URL"}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from ``CLOUDEASYML_<SECTION>__<FIELD>`` variables (and ``CLOUDEASYML_DATABASE_URL``,
+    ``CLOUDEASYML_HOME``). Unknown variables are ignored; bad values raise ``msgspec.ValidationError``."""
+    environ = os.environ if environ is None else environ
+    tree: dict[str, object] = {}
+    for raw_key, value in environ.items():
+        key = _ALIASES.get(raw_key, raw_key)
+        if not key.startswith(PREFIX):
+            continue
+        path = key[len(PREFIX) :].lower().split("__")
+        if path == ["home"]:
+            tree["home"] = value
+        elif len(path) == 2 and path[0] in Settings.__struct_fields__:
+            section = tree.setdefault(path[0], {})
+            assert isinstance(section, dict)
+            section[path[1]] = value.split(",") if path[1] == "blocked" else value
+    return msgspec.convert(tree, Settings, strict=False)

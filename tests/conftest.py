@@ -1,0 +1,150 @@
+"""Fixtures: real SQLite files and (when CLOUDEASYML_TEST_POSTGRES_URL is set) real PostgreSQL databases,
+migrated with Alembic; the real app over ASGI; real exported models in a session-wide artifact store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cloudeasyml.app import create_app
+from cloudeasyml.db.engine import create_engine, session_factory
+from cloudeasyml.cli.db import upgrade_database
+from cloudeasyml.domain.tenants import NewTenant, create_tenant
+from cloudeasyml.plugins.manager import PluginManager, get_plugin_manager
+from cloudeasyml.settings import DatabaseSettings, RuntimeSettings, Settings
+from tests.support import tiny_model
+
+POSTGRES_URL = os.environ.get("CLOUDEASYML_TEST_POSTGRES_URL")
+
+
+def _plain_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def _admin(url: str, statement: str) -> None:
+    connection = await asyncpg.connect(_plain_dsn(url))
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(name="database_url", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def fx_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file, or a fresh PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+        return
+    if not POSTGRES_URL:
+        pytest.skip("CLOUDEASYML_TEST_POSTGRES_URL is not set")
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(POSTGRES_URL, f'CREATE DATABASE "{name}"'))
+    yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    asyncio.run(_admin(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(name="migrated_url")
+def fx_migrated_url(database_url: str) -> str:
+    """The database, migrated to head with Alembic (as `cloudeasyml db upgrade` does)."""
+    upgrade_database(database_url)
+    return database_url
+
+
+@pytest.fixture(name="artifact_dir", scope="session")
+def fx_artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One artifact store for the session, so each model is exported once."""
+    return tmp_path_factory.mktemp("artifacts")
+
+
+def installed_plugins() -> list[object]:
+    """Bundled plugin modules that are installed in this environment."""
+    modules = []
+    for name in ("cloudeasyml_housing", "cloudeasyml_sentiment", "cloudeasyml_minilm"):
+        try:
+            modules.append(__import__(name))
+        except ImportError:
+            pass
+    return modules
+
+
+@pytest.fixture(name="plugin_manager")
+def fx_plugin_manager() -> PluginManager:
+    """The tiny test model plus the housing plugin when installed (not every installed plugin: tests pick)."""
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(tiny_model, name="tiny")
+    try:
+        import cloudeasyml_housing
+    except ImportError:
+        pass
+    else:
+        pm.register(cloudeasyml_housing, name="housing")
+    return pm
+
+
+@pytest.fixture(name="settings")
+def fx_settings(migrated_url: str, artifact_dir: Path, tmp_path: Path) -> Settings:
+    """Settings for one test app."""
+    return Settings(
+        database=DatabaseSettings(url=migrated_url),
+        runtime=RuntimeSettings(artifact_dir=str(artifact_dir)),
+        home=str(tmp_path / "home"),
+    )
+
+
+@pytest.fixture(name="app")
+def fx_app(settings: Settings, plugin_manager: PluginManager) -> Litestar:
+    """The real app."""
+    return create_app(settings, plugin_manager)
+
+
+@pytest.fixture(name="client")
+async def fx_client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """An HTTP client over ASGI, with the app's lifespan (meter, shutdown drain) running."""
+    async with AsyncTestClient(app=app) as client:
+        yield client
+
+
+@asynccontextmanager
+async def db_session(url: str) -> AsyncIterator[AsyncSession]:
+    """A session on the test's own engine: the app's pool lives on the test client's event loop, which
+    asyncpg connections cannot leave."""
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine).begin() as session:
+            yield session
+    finally:
+        await engine.dispose()
+
+
+async def new_tenant(url: str, name: str | None = None) -> NewTenant:
+    """Create a tenant with its owner and admin key, as `cloudeasyml tenants create` does."""
+    async with db_session(url) as session:
+        return await create_tenant(session, name or f"tenant-{uuid.uuid4().hex[:8]}", "owner@example.com")
+
+
+def bearer(key: str) -> dict[str, str]:
+    """Authorization header for a key."""
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(name="tenant")
+async def fx_tenant(migrated_url: str) -> NewTenant:
+    """Tenant A with an admin key."""
+    return await new_tenant(migrated_url, "tenant-a")
+
+
+@pytest.fixture(name="other_tenant")
+async def fx_other_tenant(migrated_url: str) -> NewTenant:
+    """Tenant B with an admin key."""
+    return await new_tenant(migrated_url, "tenant-b")
