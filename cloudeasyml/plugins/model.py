@@ -35,7 +35,7 @@ TrainProgress = Callable[[int, int, Mapping[str, float]], None]
 """Called as ``progress(step, total_steps, metrics)`` while training."""
 
 
-class TensorSpec(msgspec.Struct, frozen=True):
+class TensorSpec(msgspec.Struct, frozen=True, rename="camel"):
     """One input or output tensor of the exported ONNX graph."""
 
     name: str

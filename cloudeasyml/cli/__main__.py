@@ -1,0 +1,5 @@
+"""``python -m cloudeasyml.cli``."""
+
+from cloudeasyml.cli.main import cli
+
+cli()

@@ -1,0 +1,153 @@
+"""Raw named tensors through a deployment (the Open Inference Protocol path): validate, run, time, bill.
+
+Unlike ``/predict``, the caller sends the graph's own input tensors, so the plugin's ``to_arrays`` and
+``from_outputs`` are skipped and requests are not batched together: each one is already a batch. Metering is
+the same: one usage record per successful request, ``items`` = the batch size (axis 0), priced with the
+model's pricing over the time the session ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+from cloudeasyml.domain.inference import InferenceService
+from cloudeasyml.domain.principal import Principal
+from cloudeasyml.errors import DeadlineExceededError, InvalidInputError
+from cloudeasyml.plugins.model import ModelPlugin, TensorSpec
+from cloudeasyml.runtime.batcher import BatchResult
+from cloudeasyml.runtime.registry import DeploymentSpec, LoadedDeployment
+
+__all__ = ("DTYPE_BY_DATATYPE", "TensorResult", "check_inputs", "datatype_of", "infer_tensors")
+
+DTYPE_BY_DATATYPE: Mapping[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+"""Open Inference Protocol datatypes with a fixed-size numpy equivalent (``BYTES`` has none)."""
+
+_DATATYPE_BY_DTYPE = {dtype: name for name, dtype in DTYPE_BY_DATATYPE.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class TensorResult:
+    """The outcome of one successful tensor request."""
+
+    outputs: dict[str, np.ndarray]
+    """The graph's outputs by name."""
+    processing_ms: float
+    """Time the session ran: what the request is billed for."""
+    request_id: str
+    """Id of the usage record."""
+
+
+def datatype_of(dtype: np.dtype) -> str:
+    """The protocol's name of a numpy dtype (``float32`` → ``FP32``).
+
+    Raises:
+        ValueError: The dtype has no protocol equivalent.
+    """
+    name = _DATATYPE_BY_DTYPE.get(np.dtype(dtype).newbyteorder("="))
+    if name is None:
+        raise ValueError(f"numpy dtype {dtype} has no Open Inference Protocol datatype")
+    return name
+
+
+def check_inputs(model: ModelPlugin, arrays: Mapping[str, np.ndarray], max_batch_size: int) -> int:
+    """Check named arrays against the model's ``input_tensors``.
+
+    Args:
+        model: The deployment's model plugin.
+        arrays: The request's tensors by name.
+        max_batch_size: Largest batch (axis 0) the deployment accepts.
+
+    Returns:
+        The batch size, shared by every input.
+
+    Raises:
+        InvalidInputError: Unknown or missing names, a wrong datatype or shape, or a bad batch size.
+    """
+    specs = {spec.name: spec for spec in model.input_tensors}
+    unknown = sorted(set(arrays) - set(specs))
+    missing = sorted(set(specs) - set(arrays))
+    if unknown or missing:
+        parts = [f"unknown input(s) {unknown}" if unknown else "", f"missing input(s) {missing}" if missing else ""]
+        raise InvalidInputError(f"{'; '.join(p for p in parts if p)}; the model's inputs are {sorted(specs)}")
+    for spec in model.input_tensors:
+        _check_tensor(spec, arrays[spec.name])
+    batches = {name: int(array.shape[0]) for name, array in arrays.items()}
+    if len(set(batches.values())) > 1:
+        raise InvalidInputError(f"inputs disagree on the batch size (axis 0): {batches}")
+    batch = next(iter(batches.values()))
+    if not 1 <= batch <= max_batch_size:
+        raise InvalidInputError(f"batch size (axis 0) is {batch}; this deployment takes 1 to {max_batch_size}")
+    return batch
+
+
+def _check_tensor(spec: TensorSpec, array: np.ndarray) -> None:
+    datatype = datatype_of(array.dtype)
+    if datatype != spec.datatype:
+        raise InvalidInputError(f"input {spec.name!r} has datatype {datatype}; the model expects {spec.datatype}")
+    if array.ndim != len(spec.shape) or any(
+        want != -1 and got != want for got, want in zip(array.shape, spec.shape, strict=True)
+    ):
+        raise InvalidInputError(
+            f"input {spec.name!r} has shape {list(array.shape)}; the model expects {list(spec.shape)} (-1: any size)"
+        )
+
+
+async def infer_tensors(
+    inference: InferenceService, principal: Principal, spec: DeploymentSpec, arrays: Mapping[str, np.ndarray]
+) -> TensorResult:
+    """Validate, run and bill one request of raw tensors on a deployment (loading it on first use).
+
+    Args:
+        inference: The app's inference service (loading and billing).
+        principal: The caller, billed for the request.
+        spec: The caller's deployment.
+        arrays: Input tensors by name.
+
+    Returns:
+        The outputs, the billed processing time and the usage record's id.
+
+    Raises:
+        InvalidInputError: The tensors do not fit the model, or onnxruntime rejected them.
+        DeadlineExceededError: The run took longer than the deployment's ``timeout_ms``.
+        ModelNotReadyError: The deployment's model is no longer installed or cannot be loaded.
+    """
+    entry = inference.entry_for(spec)
+    batch = check_inputs(entry.model, arrays, spec.config.max_batch_size)
+    loaded = await inference.load(spec, entry)
+    timeout_s = spec.config.timeout_ms / 1000
+    try:
+        async with asyncio.timeout(timeout_s):
+            outputs, elapsed_ms = await asyncio.to_thread(_timed_run, loaded, arrays)
+    except TimeoutError:
+        raise DeadlineExceededError(f"no result within {spec.config.timeout_ms:.0f} ms") from None
+    except InvalidArgument as exc:
+        raise InvalidInputError(f"the model rejected the inputs: {exc}") from exc
+    result = BatchResult(outputs=[], processing_ms=elapsed_ms, batch_items=batch)
+    request_id = inference.bill(principal, loaded, result, batch)
+    return TensorResult(outputs=outputs, processing_ms=elapsed_ms, request_id=request_id)
+
+
+def _timed_run(loaded: LoadedDeployment, arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+    # Timed inside the worker thread, as the batcher does: waiting for a thread is not billed.
+    started = time.perf_counter()
+    outputs = loaded.run_arrays(arrays)
+    return outputs, (time.perf_counter() - started) * 1000

@@ -1,0 +1,84 @@
+"""Deployments: create, list, read, delete; validation; tenancy."""
+
+from __future__ import annotations
+
+from cloudeasyml.domain.tenants import NewTenant
+from tests.conftest import bearer
+
+
+async def test_deployment_lifecycle(client, tenant: NewTenant) -> None:
+    headers = bearer(tenant.key)
+    created = await client.post(
+        "/deployments", json={"modelName": "tiny", "name": "scorer", "config": {"maxBatchSize": 8}}, headers=headers
+    )
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["name"] == "scorer" and body["modelName"] == "tiny" and body["modelVersion"] == "1.0.0"
+    assert body["status"] == "ready" and body["config"]["maxBatchSize"] == 8
+    assert body["config"]["device"] == "auto"  # the model's default, kept
+    listed = (await client.get("/deployments", headers=headers)).json()
+    assert [d["id"] for d in listed] == [body["id"]]
+    assert (await client.get(f"/deployments/{body['id']}", headers=headers)).json()["name"] == "scorer"
+    assert (await client.delete(f"/deployments/{body['id']}", headers=headers)).status_code == 204
+    assert (await client.get(f"/deployments/{body['id']}", headers=headers)).status_code == 404
+    gone = await client.post(
+        f"/deployments/{body['id']}/predict", json={"inputs": [{"x": 1, "y": 1}]}, headers=headers
+    )
+    assert gone.status_code == 404
+
+
+async def test_generated_name_and_eager_load(client, tenant: NewTenant) -> None:
+    response = await client.post(
+        "/deployments", json={"modelName": "tiny", "config": {"eagerLoad": True}}, headers=bearer(tenant.key)
+    )
+    assert response.status_code == 201
+    assert response.json()["name"].startswith("tiny-") and response.json()["loaded"] is True
+    health = (await client.get("/health")).json()
+    assert health["modelsLoaded"] == 1
+
+
+async def test_duplicate_name_is_a_conflict(client, tenant: NewTenant, other_tenant: NewTenant) -> None:
+    body = {"modelName": "tiny", "name": "same"}
+    assert (await client.post("/deployments", json=body, headers=bearer(tenant.key))).status_code == 201
+    duplicate = await client.post("/deployments", json=body, headers=bearer(tenant.key))
+    assert duplicate.status_code == 409
+    # Names are unique per tenant, not globally.
+    assert (await client.post("/deployments", json=body, headers=bearer(other_tenant.key))).status_code == 201
+
+
+async def test_invalid_deployments_are_refused_and_nothing_is_written(client, tenant: NewTenant) -> None:
+    headers = bearer(tenant.key)
+    cases = [
+        ({"modelName": "no-such-model"}, 404),
+        ({"modelName": "tiny", "modelVersion": "9.9.9"}, 404),
+        ({"modelName": "tiny", "name": "Bad Name!"}, 422),
+        ({"modelName": "tiny", "config": {"maxBatchSize": 0}}, 422),
+        ({"modelName": "tiny", "config": {"noSuchOption": 1}}, 422),
+        ({"modelName": "tiny", "config": {"device": "tpu"}}, 422),
+        ({"name": "x"}, 400),
+    ]
+    for body, status in cases:
+        response = await client.post("/deployments", json=body, headers=headers)
+        assert response.status_code == status, (body, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+    assert (await client.get("/deployments", headers=headers)).json() == []
+    malformed = await client.post(
+        "/deployments", content=b"{nope", headers={**headers, "Content-Type": "application/json"}
+    )
+    assert malformed.status_code == 400
+
+
+async def test_other_tenants_deployments_are_invisible(client, tenant: NewTenant, other_tenant: NewTenant) -> None:
+    created = (await client.post("/deployments", json={"modelName": "tiny"}, headers=bearer(tenant.key))).json()
+    b = bearer(other_tenant.key)
+    assert (await client.get("/deployments", headers=b)).json() == []
+    assert (await client.get(f"/deployments/{created['id']}", headers=b)).status_code == 404
+    assert (await client.delete(f"/deployments/{created['id']}", headers=b)).status_code == 404
+    assert (await client.get(f"/deployments/{created['id']}", headers=bearer(tenant.key))).status_code == 200
+
+
+async def test_unknown_routes_and_methods_are_problem_details(client, tenant: NewTenant) -> None:
+    missing = await client.get("/nothing-here", headers=bearer(tenant.key))
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("application/problem+json")
+    wrong = await client.put("/deployments", headers=bearer(tenant.key))
+    assert wrong.status_code == 405

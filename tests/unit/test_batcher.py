@@ -1,0 +1,123 @@
+"""The batcher: no waiting when idle, gathering while busy, bounded queue, deadlines, error isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from cloudeasyml.errors import DeadlineExceededError, ModelNotReadyError, OverloadedError
+from cloudeasyml.runtime.batcher import Batcher
+
+
+def make(run, **overrides):  # type: ignore[no-untyped-def]
+    options = dict(max_batch_size=8, max_batch_delay_ms=5, instances=1, max_queue_items=100, timeout_ms=5000)
+    options.update(overrides)
+    return Batcher(run, **options)
+
+
+async def test_an_idle_deployment_runs_a_request_at_once() -> None:
+    batcher = make(lambda items: [i * 2 for i in items], max_batch_delay_ms=1000)
+    started = time.perf_counter()
+    result = await batcher.submit([1, 2, 3])
+    assert result.outputs == [2, 4, 6] and result.batch_items == 3
+    assert time.perf_counter() - started < 0.5  # far below the 1 s batch window
+
+
+async def test_requests_arriving_during_a_run_are_batched_together() -> None:
+    gate = threading.Event()
+    sizes: list[int] = []
+
+    def run(items):  # type: ignore[no-untyped-def]
+        sizes.append(len(items))
+        if len(sizes) == 1:
+            gate.wait(5)
+        return [i + 1 for i in items]
+
+    batcher = make(run)
+    first = asyncio.ensure_future(batcher.submit([0]))
+    await asyncio.sleep(0.05)
+    rest = [asyncio.ensure_future(batcher.submit([i])) for i in range(1, 6)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    results = await asyncio.gather(first, *rest)
+    assert [r.outputs for r in results] == [[1], [2], [3], [4], [5], [6]]
+    assert sizes == [1, 5]
+    assert all(r.batch_items == 5 for r in results[1:])
+
+
+async def test_batches_never_exceed_max_batch_size_and_time_is_shared_by_items() -> None:
+    sizes: list[int] = []
+
+    def run(items):  # type: ignore[no-untyped-def]
+        sizes.append(len(items))
+        time.sleep(0.01)
+        return items
+
+    batcher = make(run, max_batch_size=4)
+    results = await asyncio.gather(*(batcher.submit([i, i]) for i in range(10)))
+    assert max(sizes) <= 4 and sum(sizes) == 20
+    by_batch: dict[int, list[float]] = {}
+    for r in results:
+        by_batch.setdefault(r.batch_items, []).append(r.processing_ms)
+    assert all(ms > 0 for ms in sum(by_batch.values(), []))
+
+
+async def test_a_full_queue_is_refused_at_once() -> None:
+    gate = threading.Event()
+    batcher = make(lambda items: (gate.wait(5), items)[1], max_queue_items=3)
+    running = asyncio.ensure_future(batcher.submit([1]))
+    await asyncio.sleep(0.05)
+    queued = asyncio.ensure_future(batcher.submit([1, 2, 3]))
+    await asyncio.sleep(0.01)
+    with pytest.raises(OverloadedError):
+        await batcher.submit([4])
+    gate.set()
+    await asyncio.gather(running, queued)
+
+
+async def test_a_request_past_its_deadline_gets_a_timeout() -> None:
+    gate = threading.Event()
+    batcher = make(lambda items: (gate.wait(5), items)[1], timeout_ms=100)
+    with pytest.raises(DeadlineExceededError):
+        await batcher.submit([1])
+    gate.set()
+
+
+async def test_one_bad_request_does_not_fail_its_batch_neighbours() -> None:
+    gate = threading.Event()
+
+    def run(items):  # type: ignore[no-untyped-def]
+        gate.wait(5)
+        if "bad" in items:
+            raise ValueError("bad item")
+        return [f"ok {i}" for i in items]
+
+    batcher = make(run)
+    blocker = asyncio.ensure_future(batcher.submit(["first"]))
+    await asyncio.sleep(0.05)
+    good = asyncio.ensure_future(batcher.submit(["a"]))
+    bad = asyncio.ensure_future(batcher.submit(["bad"]))
+    await asyncio.sleep(0.01)
+    gate.set()
+    assert (await blocker).outputs == ["ok first"]
+    assert (await good).outputs == ["ok a"]
+    with pytest.raises(ValueError):
+        await bad
+
+
+async def test_drain_waits_for_in_flight_requests() -> None:
+    def run(items):  # type: ignore[no-untyped-def]
+        time.sleep(0.1)
+        return items
+
+    batcher = make(run)
+    pending = asyncio.ensure_future(batcher.submit([1]))
+    await asyncio.sleep(0.01)
+    await batcher.drain()
+    # The run has finished: its caller gets the result without waiting for another run.
+    assert (await asyncio.wait_for(pending, timeout=0.05)).outputs == [1]
+    with pytest.raises(ModelNotReadyError):
+        await batcher.submit([2])

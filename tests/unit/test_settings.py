@@ -1,0 +1,34 @@
+"""Settings from the environment."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from cloudeasyml.settings import load_settings
+
+
+def test_defaults_are_a_sqlite_file_in_the_home_directory() -> None:
+    settings = load_settings({"CLOUDEASYML_HOME": "/srv/ceml"})
+    assert settings.database_url == "sqlite+aiosqlite:////srv/ceml/cloudeasyml.db"
+    assert str(settings.artifact_path) == "/srv/ceml/artifacts"
+
+
+def test_environment_variables_override_nested_settings() -> None:
+    settings = load_settings(
+        {
+            "CLOUDEASYML_DATABASE_URL": "postgresql+asyncpg://u@h/db",
+            "CLOUDEASYML_SERVER__PORT": "9000",
+            "CLOUDEASYML_PLUGINS__BLOCKED": "a,b",
+            "CLOUDEASYML_RUNTIME__EXPORT_ON_LOAD": "false",
+            "UNRELATED": "x",
+        }
+    )
+    assert settings.database_url == "postgresql+asyncpg://u@h/db"
+    assert settings.server.port == 9000 and settings.plugins.blocked == ("a", "b")
+    assert settings.runtime.export_on_load is False
+
+
+def test_bad_values_are_reported() -> None:
+    with pytest.raises(msgspec.ValidationError):
+        load_settings({"CLOUDEASYML_SERVER__PORT": "eighty"})
