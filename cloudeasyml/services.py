@@ -11,6 +11,7 @@ from cloudeasyml.domain.authenticator import ApiKeyAuthenticator
 from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.inference import InferenceService
 from cloudeasyml.metering.meter import Meter
+from cloudeasyml.metering.pricing_book import PricingBook
 from cloudeasyml.plugins.catalog import ModelCatalog, build_catalog
 from cloudeasyml.plugins.manager import PluginManager, get_plugin_manager
 from cloudeasyml.runtime.artifacts import ArtifactStore
@@ -71,10 +72,12 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         catalog=catalog,
         engine=engine,
         sessions=sessions,
-        authenticator=ApiKeyAuthenticator(sessions, cache_seconds=cache_seconds),
+        authenticator=ApiKeyAuthenticator(
+            sessions, cache_seconds=cache_seconds, external=lambda token: pm.hook.cloudeasyml_authenticate(token=token)
+        ),
         resolver=resolver,
         registry=registry,
         directory=directory,
         meter=meter,
-        inference=InferenceService(catalog, directory, registry, meter),
+        inference=InferenceService(catalog, directory, registry, meter, pricing=PricingBook(pm)),
     )

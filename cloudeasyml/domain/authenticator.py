@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cloudeasyml.db.models import ApiKey
+from cloudeasyml.db.models import ApiKey, Tenant
 from cloudeasyml.db.types import utc_now
 from cloudeasyml.domain.key_format import parse_key, secret_matches
 from cloudeasyml.domain.principal import Principal
@@ -36,17 +37,28 @@ class ApiKeyAuthenticator:
     (revocation through this process), other processes see a revocation within ``cache_seconds``.
     """
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, cache_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        cache_seconds: float = 5.0,
+        external: Callable[[str], Principal | None] | None = None,
+    ) -> None:
         self._sessions = sessions
         self._cache_seconds = cache_seconds
+        self._external = external
         self._cache: dict[str, _CachedKey] = {}
 
     async def authenticate(self, token: str) -> Principal:
         """The principal of a full key, or ``AuthenticationError`` (same message for every failure, so a
-        caller cannot tell an unknown key from a wrong secret)."""
+        caller cannot tell an unknown key from a wrong secret). Tokens not shaped like API keys go to the
+        ``cloudeasyml_authenticate`` plugins, if any."""
         parsed = parse_key(token)
         if parsed is None:
-            raise AuthenticationError(_BAD_KEY)
+            principal = self._external(token) if self._external is not None else None
+            if principal is None:
+                raise AuthenticationError(_BAD_KEY)
+            return principal
         key_id, secret = parsed
         cached = self._cache.get(key_id)
         if cached is None or time.monotonic() - cached.fetched_at > self._cache_seconds:
@@ -65,14 +77,19 @@ class ApiKeyAuthenticator:
 
     async def _load(self, key_id: str) -> _CachedKey | None:
         async with self._sessions() as session:
-            row = await session.scalar(select(ApiKey).where(ApiKey.id == key_id))
-        if row is None:
+            found = (
+                await session.execute(
+                    select(ApiKey, Tenant.plan).join(Tenant, Tenant.id == ApiKey.tenant_id).where(ApiKey.id == key_id)
+                )
+            ).first()
+        if found is None:
             self._cache.pop(key_id, None)
             return None
+        row, plan = found
         cached = _CachedKey(
             secret_hash=row.secret_hash,
             principal=Principal(
-                tenant_id=row.tenant_id, key_id=row.id, scopes=frozenset(row.scopes), user_id=row.user_id
+                tenant_id=row.tenant_id, key_id=row.id, scopes=frozenset(row.scopes), user_id=row.user_id, plan=plan
             ),
             expires_at=row.expires_at,
             revoked=row.revoked_at is not None,

@@ -13,6 +13,7 @@ from cloudeasyml.domain.principal import Principal
 from cloudeasyml.errors import InvalidInputError, MalformedRequestError, ModelNotReadyError, NotFoundError
 from cloudeasyml.metering.meter import Meter, Usage
 from cloudeasyml.metering.pricing import CostInputs, price
+from cloudeasyml.metering.pricing_book import PricingBook
 from cloudeasyml.plugins.catalog import CatalogEntry, ModelCatalog
 from cloudeasyml.runtime.batcher import BatchResult
 from cloudeasyml.runtime.registry import DeploymentSpec, LoadedDeployment, ServingRegistry
@@ -52,9 +53,16 @@ class InferenceService:
     """Serves predictions for authenticated callers. Holds no per-request state."""
 
     def __init__(
-        self, catalog: ModelCatalog, directory: DeploymentDirectory, registry: ServingRegistry, meter: Meter
+        self,
+        catalog: ModelCatalog,
+        directory: DeploymentDirectory,
+        registry: ServingRegistry,
+        meter: Meter,
+        *,
+        pricing: PricingBook,
     ) -> None:
         self._catalog = catalog
+        self._pricing = pricing
         self._directory = directory
         self._registry = registry
         self._meter = meter
@@ -104,7 +112,8 @@ class InferenceService:
         """Price and meter one successful request; returns its request id."""
         spec = loaded.spec
         gpu_ms = result.processing_ms if loaded.on_gpu else 0.0
-        cost = price(loaded.model.pricing, CostInputs(processing_ms=result.processing_ms, gpu_ms=gpu_ms))
+        pricing = self._pricing.for_plan(principal.plan, loaded.model, spec.model_version)
+        cost = price(pricing, CostInputs(processing_ms=result.processing_ms, gpu_ms=gpu_ms))
         request_id = str(uuid.uuid4())
         self._meter.record(
             Usage(

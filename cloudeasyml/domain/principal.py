@@ -30,6 +30,8 @@ class Principal(msgspec.Struct, frozen=True):
     key_id: str
     scopes: frozenset[str]
     user_id: uuid.UUID | None = None
+    plan: str = "default"
+    """The tenant's price plan (pricing hooks may bill plans differently)."""
 
     def has_scope(self, scope: str) -> bool:
         """Whether this caller holds ``scope`` directly or through ``admin`` / the matching ``:write``."""

@@ -1,0 +1,35 @@
+"""Effective prices per plan and model: the model's defaults, adjusted once by pricing plugins, then cached."""
+
+from __future__ import annotations
+
+import logging
+
+import pluggy
+
+from cloudeasyml.metering.pricing import Pricing
+from cloudeasyml.plugins.model import ModelPlugin
+
+__all__ = ("PricingBook",)
+
+log = logging.getLogger(__name__)
+
+
+class PricingBook:
+    """Asks ``cloudeasyml_adjust_pricing`` once per (plan, model, version) and remembers the answer, so no hook
+    runs per request."""
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self._pm = pm
+        self._prices: dict[tuple[str, str, str], Pricing] = {}
+
+    def for_plan(self, plan: str, model: ModelPlugin, version: str) -> Pricing:
+        """What ``plan`` pays for ``model`` at ``version``."""
+        key = (plan, model.name, version)
+        pricing = self._prices.get(key)
+        if pricing is None:
+            adjusted = self._pm.hook.cloudeasyml_adjust_pricing(model=model, plan=plan, pricing=model.pricing)
+            if adjusted is not None and not isinstance(adjusted, Pricing):
+                log.error("a pricing plugin returned %r for %s; using the default", adjusted, model.name)
+                adjusted = None
+            pricing = self._prices[key] = adjusted or model.pricing
+        return pricing
