@@ -132,13 +132,15 @@ class ModelPlugin(Generic[InputT, OutputT]):
         raise NotImplementedError
 
     def train(self, data: Path, options: TrainOptions, progress: TrainProgress | None = None) -> TrainResult:
-        """Train on the data file at ``data`` from the shipped weights; return metrics and new weights."""
+        """Train on the data file at ``data`` (from the shipped weights or from scratch, as the plugin documents);
+        return held-out metrics and the new weights."""
         raise NotImplementedError(f"model {self.name!r} does not support training")
 
     # --- optional overrides --------------------------------------------------------------------------
     def random_arrays(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
         """A random batch for the export parity check. The default repeats the example inputs to
-        ``batch_size`` rows and adds noise to floating-point tensors."""
+        ``batch_size`` rows and adds noise to floating-point tensors; override it when float columns hold
+        integers or flags, or when a random batch should exercise padding."""
         base = self.to_arrays(self.example_inputs())
         rows = rng.integers(0, len(self.example_inputs()), size=batch_size)
         batch = {}

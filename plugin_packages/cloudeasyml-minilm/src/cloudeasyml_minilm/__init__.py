@@ -1,0 +1,19 @@
+"""CloudEasyML plugin: all-MiniLM-L6-v2 sentence embeddings (model name ``minilm``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cloudeasyml import hookimpl
+from cloudeasyml_minilm.model import MiniLMModel
+
+if TYPE_CHECKING:
+    from cloudeasyml.plugins.hookspecs import RegisterModel
+
+__all__ = ("MiniLMModel", "cloudeasyml_register_models")
+
+
+@hookimpl
+def cloudeasyml_register_models(register: RegisterModel) -> None:
+    """Register the MiniLM embedding model."""
+    register(MiniLMModel())
