@@ -12,6 +12,7 @@ from cloudeasyml.cli.export import export
 from cloudeasyml.cli.plugins import plugins
 from cloudeasyml.cli.serve import serve
 from cloudeasyml.cli.tenants import tenants
+from cloudeasyml.cli.train import train
 
 __all__ = ("cli",)
 
@@ -33,3 +34,4 @@ cli.add_command(tenants)
 cli.add_command(serve)
 cli.add_command(plugins)
 cli.add_command(export)
+cli.add_command(train)

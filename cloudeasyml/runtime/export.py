@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -92,18 +93,20 @@ def export_onnx(model: ModelPlugin, weights: Weights, path: Path) -> ExportRepor
     args = tuple(torch.from_numpy(example[spec.name]) for spec in model.input_tensors)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        torch.onnx.export(
-            module,
-            args,
-            str(path),
-            input_names=[spec.name for spec in model.input_tensors],
-            output_names=[spec.name for spec in model.output_tensors],
-            opset_version=model.opset,
-            dynamo=True,
-            dynamic_shapes=_dynamic_shapes(model),
-            external_data=False,
-            verbose=False,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecations, not ours to fix
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                input_names=[spec.name for spec in model.input_tensors],
+                output_names=[spec.name for spec in model.output_tensors],
+                opset_version=model.opset,
+                dynamo=True,
+                dynamic_shapes=_dynamic_shapes(model),
+                external_data=False,
+                verbose=False,
+            )
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:  # the exporter raises many types; all mean the same to the caller
         path.unlink(missing_ok=True)
