@@ -7,7 +7,10 @@ import sys
 import click
 import msgspec
 
+from pathlib import Path
+
 from cloudeasyml.plugins.catalog import build_catalog
+from cloudeasyml.plugins.scaffold import scaffold_plugin
 from cloudeasyml.plugins.manager import get_plugin_manager
 from cloudeasyml.settings import load_settings
 
@@ -38,3 +41,17 @@ def list_plugins(as_json: bool) -> None:
         click.echo(f"{m['model']:<16} {m['version']:<10} {m['task']:<20} {m['source']} (entry point {m['plugin']})")
     for f in failures:
         click.secho(f"FAILED {f['plugin']} ({f['source']}): {f['error']}", fg="red", err=True)
+
+
+@plugins.command("new")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
+              show_default=True, help="Where to create the package.")
+def new_plugin(name: str, directory: Path) -> None:
+    """Create cloudeasyml-NAME/: a model plugin package that installs, exports, serves and passes its test."""
+    try:
+        root = scaffold_plugin(name, directory)
+    except (ValueError, FileExistsError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"created {root}")
+    click.echo(f"next: pip install -c constraints.txt -e {root}  &&  cloudeasyml plugins list")

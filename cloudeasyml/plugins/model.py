@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Callable, Mapping
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 import msgspec
 import numpy as np
@@ -49,13 +49,13 @@ class TensorSpec(msgspec.Struct, frozen=True, rename="camel"):
 
 
 class TrainOptions(msgspec.Struct, frozen=True, kw_only=True):
-    """Options of one training run."""
+    """Options of one training run (validated when built with ``msgspec.convert``; the CLI checks the same bounds)."""
 
-    epochs: int = 20
-    learning_rate: float = 1e-3
-    batch_size: int = 32
+    epochs: Annotated[int, msgspec.Meta(ge=1)] = 20
+    learning_rate: Annotated[float, msgspec.Meta(gt=0)] = 1e-3
+    batch_size: Annotated[int, msgspec.Meta(ge=1)] = 32
     seed: int = 0
-    validation_fraction: float = 0.2
+    validation_fraction: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.2
 
 
 class TrainResult(msgspec.Struct, kw_only=True):
