@@ -20,6 +20,7 @@ from cloudeasyml.api.controllers.health import HealthController
 from cloudeasyml.api.controllers.inference import InferenceController
 from cloudeasyml.api.controllers.models import ModelController
 from cloudeasyml.api.controllers.usage import UsageController
+from cloudeasyml.api.controllers.v2 import OpenInferenceController
 from cloudeasyml.api.problems import exception_handlers
 from cloudeasyml.plugins.manager import PluginManager
 from cloudeasyml.services import Services, build_services
@@ -34,6 +35,7 @@ ROUTES = [
     InferenceController,
     ApiKeyController,
     UsageController,
+    OpenInferenceController,
 ]
 
 

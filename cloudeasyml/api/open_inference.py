@@ -211,7 +211,9 @@ def decode_inputs(inputs: Sequence[RequestInput], binary: bytes) -> dict[str, np
             continue
         chunk = binary[offset : offset + size]
         if len(chunk) != size:
-            raise InvalidInputError(f"input {tensor.name!r}: the body ends before its {size} bytes of binary data")
+            raise InvalidInputError(
+                f"input {tensor.name!r}: the body ends before its {size} bytes of binary data (is {HEADER_LENGTH} set?)"
+            )
         arrays[tensor.name] = _from_bytes(tensor, dtype, chunk)
         offset += size
     if offset != len(binary):
@@ -222,7 +224,9 @@ def decode_inputs(inputs: Sequence[RequestInput], binary: bytes) -> dict[str, np
 def _dtype(name: str, datatype: str) -> np.dtype:
     dtype = DTYPE_BY_DATATYPE.get(datatype)
     if dtype is None:
-        raise InvalidInputError(f"input {name!r}: unsupported datatype {datatype!r}; known: {sorted(DTYPE_BY_DATATYPE)}")
+        raise InvalidInputError(
+            f"input {name!r}: unsupported datatype {datatype!r}; known: {sorted(DTYPE_BY_DATATYPE)}"
+        )
     return dtype
 
 

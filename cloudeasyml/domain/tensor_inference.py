@@ -90,13 +90,26 @@ def check_inputs(model: ModelPlugin, arrays: Mapping[str, np.ndarray], max_batch
         raise InvalidInputError(f"{'; '.join(p for p in parts if p)}; the model's inputs are {sorted(specs)}")
     for spec in model.input_tensors:
         _check_tensor(spec, arrays[spec.name])
-    batches = {name: int(array.shape[0]) for name, array in arrays.items()}
-    if len(set(batches.values())) > 1:
-        raise InvalidInputError(f"inputs disagree on the batch size (axis 0): {batches}")
-    batch = next(iter(batches.values()))
+    sizes = _dynamic_sizes(model.input_tensors, arrays)
+    for axis, by_input in sizes.items():
+        if len(set(by_input.values())) > 1:
+            raise InvalidInputError(f"inputs disagree on the size of their {axis!r} axis: {by_input}")
+    batch = next(iter(sizes["batch"].values()))
     if not 1 <= batch <= max_batch_size:
         raise InvalidInputError(f"batch size (axis 0) is {batch}; this deployment takes 1 to {max_batch_size}")
     return batch
+
+
+def _dynamic_sizes(specs: tuple[TensorSpec, ...], arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, int]]:
+    """Sizes of the named dynamic axes (``batch``, ``sequence``, ...) by input: axes of one name must agree."""
+    sizes: dict[str, dict[str, int]] = {"batch": {}}
+    for spec in specs:
+        dynamic = [axis for axis, size in enumerate(spec.shape) if size == -1]
+        names = dict(zip(dynamic, spec.dynamic_axes, strict=False))
+        names[0] = "batch"  # axis 0 is always the batch, named or not
+        for axis, name in names.items():
+            sizes.setdefault(name, {})[spec.name] = int(arrays[spec.name].shape[axis])
+    return sizes
 
 
 def _check_tensor(spec: TensorSpec, array: np.ndarray) -> None:

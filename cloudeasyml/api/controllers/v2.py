@@ -1,0 +1,211 @@
+"""The Open Inference Protocol (KServe V2) over REST, so stock clients such as ``tritonclient.http`` work.
+
+The protocol's model name is the name of one of the caller's tenant's deployments; another tenant's is
+unknown (404). Errors are problem details with an ``error`` member as well, which is what the protocol (and
+``tritonclient``) read; every bad request is a 400 here, as the protocol prescribes.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.exceptions import HTTPException
+from litestar.params import FromPath
+from litestar.status_codes import HTTP_200_OK
+from sqlalchemy import text
+
+import cloudeasyml
+from cloudeasyml.api.auth import requires_scope
+from cloudeasyml.api.open_inference import (
+    HEADER_LENGTH,
+    InferenceRequest,
+    InferenceResponse,
+    Live,
+    ModelMetadata,
+    ModelReady,
+    Ready,
+    ServerMetadata,
+    TensorMetadata,
+    decode_inputs,
+    decompress,
+    encode_outputs,
+    select_outputs,
+    split_body,
+)
+from cloudeasyml.api.problems import handle_domain_error, handle_http_exception, handle_unexpected, problem
+from cloudeasyml.domain.inference import decode_json
+from cloudeasyml.domain.principal import Principal
+from cloudeasyml.domain.tensor_inference import infer_tensors
+from cloudeasyml.errors import CloudEasyMLError, NotFoundError
+from cloudeasyml.plugins.model import TensorSpec
+from cloudeasyml.runtime.registry import DeploymentSpec
+from cloudeasyml.services import Services
+
+__all__ = ("OpenInferenceController",)
+
+PLATFORM = "onnxruntime_onnx"
+EXTENSIONS = ["binary_tensor_data"]
+
+_REQUEST_DECODER = msgspec.json.Decoder(InferenceRequest)
+_ENCODER = msgspec.json.Encoder()
+
+_MODEL = "/models/{name:str}"
+_VERSION = "/models/{name:str}/versions/{version:str}"
+
+
+def _with_error(response: Response[Any]) -> Response[Any]:
+    """Add the protocol's ``error`` member to a problem response; a 422 becomes the protocol's 400."""
+    body = dict(response.content)
+    status = 400 if response.status_code == 422 else response.status_code
+    body.update(status=status, title=HTTPStatus(status).phrase, error=body["detail"])
+    return Response(body, status_code=status, media_type=response.media_type, headers=dict(response.headers))
+
+
+def _domain_error(request: Request[Any, Any, Any], exc: CloudEasyMLError) -> Response[Any]:
+    return _with_error(handle_domain_error(request, exc))
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    return _with_error(handle_http_exception(request, exc))
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    return _with_error(handle_unexpected(request, exc))
+
+
+def _tensors(specs: tuple[TensorSpec, ...]) -> list[TensorMetadata]:
+    return [TensorMetadata(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in specs]
+
+
+async def _deployment(services: Services, principal: Principal, name: str, version: str | None) -> DeploymentSpec:
+    """The caller's deployment called ``name``; a ``version`` other than its model's is unknown."""
+    spec = await services.directory.by_name(principal.tenant_id, name)
+    if version is not None and version != spec.model_version:
+        raise NotFoundError(f"deployment {name!r} serves version {spec.model_version!r}, not {version!r}")
+    return spec
+
+
+async def _read_request(request: Request[Any, Any, Any], max_body_bytes: int) -> tuple[InferenceRequest, bytes]:
+    """The request's JSON header, decoded, and the binary tensor data after it."""
+    body = decompress(await request.body(), request.headers.get("content-encoding"), max_body_bytes)
+    header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
+    return decode_json(header, _REQUEST_DECODER), binary
+
+
+async def _metadata(request: Request[Principal, Any, Any], name: str, version: str | None = None) -> ModelMetadata:
+    """The deployment's metadata, with its model plugin's tensors."""
+    services: Services = request.app.state.services
+    spec = await _deployment(services, request.user, name, version)
+    model = services.inference.entry_for(spec).model
+    return ModelMetadata(
+        name=spec.name,
+        versions=[spec.model_version],
+        platform=PLATFORM,
+        inputs=_tensors(model.input_tensors),
+        outputs=_tensors(model.output_tensors),
+    )
+
+
+async def _ready(request: Request[Principal, Any, Any], name: str, version: str | None = None) -> ModelReady:
+    """Ready once loaded: loading here makes the answer true to its word and warms the deployment up."""
+    services: Services = request.app.state.services
+    spec = await _deployment(services, request.user, name, version)
+    await services.inference.load(spec, services.inference.entry_for(spec))
+    return ModelReady(name=spec.name, ready=True)
+
+
+async def _infer(request: Request[Principal, Any, Any], name: str, version: str | None = None) -> Response[bytes]:
+    """Decode the tensors, run and bill them, and answer in JSON, or JSON plus binary data where asked."""
+    services: Services = request.app.state.services
+    spec = await _deployment(services, request.user, name, version)
+    infer_request, binary = await _read_request(request, services.settings.server.max_body_bytes)
+    arrays = decode_inputs(infer_request.inputs, binary)
+    model = services.inference.entry_for(spec).model
+    selected = select_outputs(infer_request, [t.name for t in model.output_tensors])
+    result = await infer_tensors(services.inference, request.user, spec, arrays)
+    outputs, blob = encode_outputs(result.outputs, selected)
+    response = InferenceResponse(
+        model_name=spec.name, model_version=spec.model_version, outputs=outputs, id=infer_request.id
+    )
+    header = _ENCODER.encode(response)
+    if not any(binary for _, binary in selected):
+        return Response(header, media_type="application/json")
+    return Response(header + blob, media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(header))})
+
+
+class OpenInferenceController(Controller):
+    """Health, server and model metadata, model readiness and inference under ``/v2``."""
+
+    path = "/v2"
+    tags = ["Open Inference Protocol (V2)"]
+    exception_handlers = {
+        CloudEasyMLError: _domain_error,
+        HTTPException: _http_error,
+        Exception: _unexpected,
+    }
+
+    @get("/", summary="Server metadata")
+    async def server_metadata(self) -> ServerMetadata:
+        """Name, version and the protocol extensions this server supports."""
+        return ServerMetadata(name="cloudeasyml", version=cloudeasyml.__version__, extensions=EXTENSIONS)
+
+    @get("/health/live", summary="Server liveness", exclude_from_auth=True)
+    async def live(self) -> Live:
+        """The process is up (no key needed)."""
+        return Live(live=True)
+
+    @get("/health/ready", summary="Server readiness", exclude_from_auth=True)
+    async def ready(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        """Ready when the database answers (no key needed); models load on first use."""
+        services: Services = request.app.state.services
+        try:
+            async with services.sessions() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception as exc:  # any database failure means not ready; say which, briefly
+            detail = f"database not ready: {type(exc).__name__}"
+            return problem(request, 503, detail, ready=False, error=detail)
+        return Response(Ready(ready=True))
+
+    @get(_MODEL, summary="Model metadata")
+    async def model_metadata(self, request: Request[Principal, Any, Any], name: FromPath[str]) -> ModelMetadata:
+        """The deployment's version, platform and input and output tensors (-1: a dynamic axis)."""
+        return await _metadata(request, name)
+
+    @get(_VERSION, summary="Model metadata of a version")
+    async def version_metadata(
+        self, request: Request[Principal, Any, Any], name: FromPath[str], version: FromPath[str]
+    ) -> ModelMetadata:
+        """As ``GET /v2/models/{name}``; a version other than the deployment's is a 404."""
+        return await _metadata(request, name, version)
+
+    @get(f"{_MODEL}/ready", summary="Model readiness")
+    async def model_ready(self, request: Request[Principal, Any, Any], name: FromPath[str]) -> ModelReady:
+        """Loads the deployment if needed, then answers ready; a model that cannot load is a 503."""
+        return await _ready(request, name)
+
+    @get(f"{_VERSION}/ready", summary="Model readiness of a version")
+    async def version_ready(
+        self, request: Request[Principal, Any, Any], name: FromPath[str], version: FromPath[str]
+    ) -> ModelReady:
+        """As ``GET /v2/models/{name}/ready``; a version other than the deployment's is a 404."""
+        return await _ready(request, name, version)
+
+    @post(f"{_MODEL}/infer", summary="Inference", status_code=HTTP_200_OK, guards=[requires_scope("predict")])
+    async def infer(self, request: Request[Principal, Any, Any], name: FromPath[str]) -> Response[bytes]:
+        """Run the graph on named tensors (JSON or binary); each successful request is billed once."""
+        return await _infer(request, name)
+
+    @post(
+        f"{_VERSION}/infer",
+        summary="Inference on a version",
+        status_code=HTTP_200_OK,
+        guards=[requires_scope("predict")],
+    )
+    async def version_infer(
+        self, request: Request[Principal, Any, Any], name: FromPath[str], version: FromPath[str]
+    ) -> Response[bytes]:
+        """As ``POST /v2/models/{name}/infer``; a version other than the deployment's is a 404."""
+        return await _infer(request, name, version)
