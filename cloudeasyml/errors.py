@@ -7,6 +7,7 @@ __all__ = (
     "CloudEasyMLError",
     "ConflictError",
     "DeadlineExceededError",
+    "DeploymentUnloadedError",
     "ExportError",
     "InvalidInputError",
     "MalformedRequestError",
@@ -84,6 +85,10 @@ class ModelNotReadyError(CloudEasyMLError):
     """The model cannot be served right now (no artifact and no way to export it, or still loading)."""
 
     title = "Service Unavailable"
+
+
+class DeploymentUnloadedError(ModelNotReadyError):
+    """The deployment was unloaded (deleted, or evicted for memory) while a request was on its way to it."""
 
 
 class DeadlineExceededError(CloudEasyMLError):

@@ -62,7 +62,7 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
     engine = create_engine(settings.database_url, echo=settings.database.echo, pool_size=settings.database.pool_size)
     sessions = session_factory(engine)
     resolver = ArtifactResolver(ArtifactStore(settings.artifact_path), export_on_load=settings.runtime.export_on_load)
-    registry = ServingRegistry(resolver)
+    registry = ServingRegistry(resolver, memory_budget_bytes=int(settings.runtime.memory_budget_mb * 2**20))
     cache_seconds = settings.server.key_cache_seconds
     directory = DeploymentDirectory(sessions, catalog, resolver, cache_seconds=cache_seconds)
     meter = Meter(sessions)

@@ -49,6 +49,9 @@ class RuntimeSettings(msgspec.Struct, frozen=True):
     """Directory of exported ONNX artifacts, shareable by pods. Empty means ``CLOUDEASYML_HOME/artifacts``."""
     export_on_load: bool = True
     """Export a model on first load when it has no artifact and torch is installed."""
+    memory_budget_mb: float = 0
+    """Most memory loaded models may take (estimated by their ONNX files' size); past it the least recently
+    used are unloaded and load again on their next request. 0 means no limit."""
 
 
 class PluginSettings(msgspec.Struct, frozen=True):

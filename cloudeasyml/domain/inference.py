@@ -10,7 +10,13 @@ import msgspec
 from cloudeasyml.db.types import utc_now
 from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.principal import Principal
-from cloudeasyml.errors import InvalidInputError, MalformedRequestError, ModelNotReadyError, NotFoundError
+from cloudeasyml.errors import (
+    DeploymentUnloadedError,
+    InvalidInputError,
+    MalformedRequestError,
+    ModelNotReadyError,
+    NotFoundError,
+)
 from cloudeasyml.metering.meter import Meter, Usage
 from cloudeasyml.metering.pricing import CostInputs, price
 from cloudeasyml.metering.pricing_book import PricingBook
@@ -78,7 +84,13 @@ class InferenceService:
         entry = self.entry_for(spec)
         inputs = decode_json(body, self._decoder_for(entry)).inputs
         loaded = await self.load(spec, entry)
-        result = await self.run(loaded, inputs)
+        try:
+            result = await self.run(loaded, inputs)
+        except DeploymentUnloadedError:
+            # Evicted for memory (or deleted) between lookup and queueing: if it still exists, load it again.
+            spec = await self._directory.by_id(principal.tenant_id, deployment_id)
+            loaded = await self.load(spec, entry)
+            result = await self.run(loaded, inputs)
         request_id = self.bill(principal, loaded, result, len(inputs))
         response = PredictResponse(
             predictions=result.outputs,

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from cloudeasyml.errors import DeadlineExceededError, ModelNotReadyError, OverloadedError
+from cloudeasyml.errors import DeadlineExceededError, DeploymentUnloadedError, OverloadedError
 
 __all__ = ("BatchResult", "Batcher")
 
@@ -78,7 +78,7 @@ class Batcher:
         """Run ``items`` (one request) in the next batch; ``OverloadedError`` at once when the queue is full,
         ``DeadlineExceededError`` past the deadline (the request is then dropped if still queued)."""
         if self._closing:
-            raise ModelNotReadyError("the deployment is being deleted")
+            raise DeploymentUnloadedError("the deployment is being unloaded")
         if self._queued_items + len(items) > self._max_queue_items:
             raise OverloadedError("the deployment's queue is full; retry shortly", retry_after=1)
         loop = asyncio.get_running_loop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +19,7 @@ from cloudeasyml.runtime.config import ServingConfig
 from cloudeasyml.runtime.resolver import ArtifactResolver
 from cloudeasyml.runtime.session import OnnxSession, open_session
 
-__all__ = ("DeploymentSpec", "LoadedDeployment", "ServingRegistry")
+__all__ = ("DeploymentSpec", "LoadedDeployment", "ServingRegistry", "SessionKey")
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,19 @@ class DeploymentSpec(msgspec.Struct, frozen=True):
     config: ServingConfig
 
 
+SessionKey = tuple[Path, str, int]
+"""(artifact path, device, intra-op threads): deployments with equal keys share one session."""
+
+
 class LoadedDeployment:
     """A deployment ready to serve: its model, session and batcher."""
 
-    def __init__(self, spec: DeploymentSpec, model: ModelPlugin, session: OnnxSession) -> None:
+    def __init__(self, spec: DeploymentSpec, model: ModelPlugin, session: OnnxSession, session_key: SessionKey) -> None:
         self.spec = spec
         self.model = model
         self.session = session
+        self.session_key = session_key
+        self.last_used = time.monotonic()
         config = spec.config
         self.batcher = Batcher(
             self._run_batch,
@@ -67,20 +74,29 @@ class LoadedDeployment:
 
     async def predict(self, items: list[Any]) -> BatchResult:
         """Queue one request's items into the deployment's batcher."""
+        self.last_used = time.monotonic()
         return await self.batcher.submit(items)
 
 
 class ServingRegistry:
-    """Loads deployments lazily, shares sessions by artifact, and unloads deployments after draining them."""
+    """Loads deployments lazily and shares sessions by artifact. When the sessions' estimated memory (their
+    artifacts' size) passes ``memory_budget_bytes``, the least recently used ones are unloaded, after their
+    in-flight requests drain; their deployments load again on their next request."""
 
-    def __init__(self, resolver: ArtifactResolver) -> None:
+    def __init__(self, resolver: ArtifactResolver, *, memory_budget_bytes: int = 0) -> None:
         self.resolver = resolver
+        self._budget = memory_budget_bytes
         self._loaded: dict[uuid.UUID, LoadedDeployment] = {}
-        self._sessions: dict[tuple[Path, str, int], OnnxSession] = {}
+        self._sessions: dict[SessionKey, tuple[OnnxSession, int]] = {}
         self._loading: dict[uuid.UUID, asyncio.Task[LoadedDeployment]] = {}
 
     def __len__(self) -> int:
         return len(self._loaded)
+
+    @property
+    def session_bytes(self) -> int:
+        """Estimated memory of the open sessions (the size of their ONNX files)."""
+        return sum(size for _session, size in self._sessions.values())
 
     def get_loaded(self, deployment_id: uuid.UUID) -> LoadedDeployment | None:
         """The deployment if it is loaded already."""
@@ -100,19 +116,34 @@ class ServingRegistry:
 
     async def _load(self, spec: DeploymentSpec, model: ModelPlugin) -> LoadedDeployment:
         path = await asyncio.to_thread(self.resolver.ensure, model, spec.model_version)
-        key = (path, spec.config.device, spec.config.intra_op_threads)
-        session = self._sessions.get(key)
-        if session is None:
+        key: SessionKey = (path, spec.config.device, spec.config.intra_op_threads)
+        if key not in self._sessions:
             session = await asyncio.to_thread(
                 open_session, path, device=spec.config.device, intra_op_threads=spec.config.intra_op_threads
             )
             # Warm up: the first run allocates and plans; a user should not pay for it.
             await asyncio.to_thread(session.run, model.to_arrays(model.example_inputs()))
-            self._sessions[key] = session
-        loaded = LoadedDeployment(spec, model, session)
+            self._sessions[key] = (session, path.stat().st_size)
+        loaded = LoadedDeployment(spec, model, self._sessions[key][0], key)
         self._loaded[spec.id] = loaded
-        log.info("loaded deployment %s (%s %s) on %s", spec.name, spec.model_name, spec.model_version, session.providers[0])
+        log.info("loaded deployment %s (%s %s) on %s", spec.name, spec.model_name, spec.model_version,
+                 loaded.session.providers[0])
+        await self._evict_over_budget(keep=key)
         return loaded
+
+    async def _evict_over_budget(self, keep: SessionKey) -> None:
+        if not self._budget:
+            return
+
+        def last_used(key: SessionKey) -> float:
+            return max((d.last_used for d in self._loaded.values() if d.session_key == key), default=0.0)
+
+        for key in sorted((k for k in self._sessions if k != keep), key=last_used):
+            if self.session_bytes <= self._budget:
+                return
+            log.info("memory budget exceeded: unloading %s", key[0])
+            for deployment_id in [d.spec.id for d in self._loaded.values() if d.session_key == key]:
+                await self.unload(deployment_id)
 
     async def unload(self, deployment_id: uuid.UUID) -> None:
         """Drain the deployment's in-flight requests, then drop it (and its session if nothing else uses it)."""
@@ -120,8 +151,8 @@ class ServingRegistry:
         if loaded is None:
             return
         await loaded.batcher.drain()
-        if all(other.session is not loaded.session for other in self._loaded.values()):
-            self._sessions = {k: s for k, s in self._sessions.items() if s is not loaded.session}
+        if all(other.session_key != loaded.session_key for other in self._loaded.values()):
+            self._sessions.pop(loaded.session_key, None)
 
     async def close(self) -> None:
         """Drain and drop every deployment."""

@@ -1,0 +1,44 @@
+"""Sessions are shared by deployments of one artifact and evicted least-recently-used past the memory budget."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+import pytest
+from litestar.testing import AsyncTestClient
+
+from cloudeasyml.app import create_app
+from tests.conftest import bearer
+
+pytest.importorskip("cloudeasyml_housing")
+
+
+async def predict(client, key: str, deployment: dict, inputs: list) -> None:  # type: ignore[no-untyped-def]
+    response = await client.post(f"/deployments/{deployment['id']}/predict", json={"inputs": inputs}, headers=bearer(key))
+    assert response.status_code == 200, response.text
+
+
+async def test_least_recently_used_model_is_unloaded_past_the_budget_and_reloads(settings, plugin_manager, tenant) -> None:
+    # tiny's graph is ~4 kB and housing's ~19 kB: a 0.02 MiB (~21 kB) budget holds one of them, not both.
+    runtime = msgspec.structs.replace(settings.runtime, memory_budget_mb=0.02)
+    app = create_app(msgspec.structs.replace(settings, runtime=runtime), plugin_manager)
+    headers = bearer(tenant.key)
+    async with AsyncTestClient(app=app) as client:
+        housing_example = (await client.get("/models/housing", headers=headers)).json()["exampleInput"]
+        tiny = (await client.post("/deployments", json={"modelName": "tiny"}, headers=headers)).json()
+        tiny_twin = (await client.post("/deployments", json={"modelName": "tiny"}, headers=headers)).json()
+        housing = (await client.post("/deployments", json={"modelName": "housing"}, headers=headers)).json()
+        registry = app.state.services.registry
+
+        await predict(client, tenant.key, tiny, [{"x": 1, "y": 2}])
+        await predict(client, tenant.key, tiny_twin, [{"x": 1, "y": 2}])
+        assert len(registry) == 2 and len(registry._sessions) == 1  # one artifact, one shared session
+
+        await predict(client, tenant.key, housing, [housing_example])
+        assert registry.get_loaded(uuid.UUID(housing["id"])) is not None
+        assert len(registry) == 1  # both tiny deployments went with their session
+
+        await predict(client, tenant.key, tiny, [{"x": 3, "y": 4}])  # loads again, evicting housing
+        assert len(registry) == 1 and registry.session_bytes <= 0.02 * 2**20
+        assert (await client.get("/health")).json()["modelsLoaded"] == 1
