@@ -16,6 +16,7 @@ import cloudeasyml
 from cloudeasyml.api.auth import PUBLIC_PATHS, ApiKeyMiddleware
 from cloudeasyml.api.controllers.api_keys import ApiKeyController
 from cloudeasyml.api.controllers.deployments import DeploymentController
+from cloudeasyml.api.controllers.embeddings import EmbeddingsController
 from cloudeasyml.api.controllers.health import HealthController
 from cloudeasyml.api.controllers.inference import InferenceController
 from cloudeasyml.api.controllers.models import ModelController
@@ -35,6 +36,7 @@ ROUTES = [
     InferenceController,
     ApiKeyController,
     UsageController,
+    EmbeddingsController,
     OpenInferenceController,
 ]
 

@@ -25,7 +25,7 @@ from cloudeasyml.runtime.batcher import BatchResult
 from cloudeasyml.runtime.registry import DeploymentSpec, LoadedDeployment, ServingRegistry
 
 
-__all__ = ("InferenceService", "PredictResponse", "decode_json")
+__all__ = ("InferenceService", "PredictResponse", "Served", "decode_json")
 
 
 class _DeploymentRef(msgspec.Struct, rename="camel"):
@@ -42,6 +42,14 @@ class PredictResponse(msgspec.Struct, rename="camel"):
     processing_time_ms: float
     """This request's share of its batch's processing time: what it is billed for."""
     request_id: str
+
+
+class Served(msgspec.Struct, frozen=True):
+    """A request that ran and was billed."""
+
+    result: BatchResult
+    request_id: str
+    loaded: LoadedDeployment
 
 
 def decode_json(body: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
@@ -83,24 +91,28 @@ class InferenceService:
         spec = await self._directory.by_id(principal.tenant_id, deployment_id)
         entry = self.entry_for(spec)
         inputs = decode_json(body, self._decoder_for(entry)).inputs
+        served = await self.infer(principal, spec, entry, inputs)
+        response = PredictResponse(
+            predictions=served.result.outputs,
+            model_name=spec.model_name,
+            model_version=spec.model_version,
+            deployment_id=spec.id,
+            processing_time_ms=round(served.result.processing_ms, 3),
+            request_id=served.request_id,
+        )
+        return self._encoder.encode(response)
+
+    async def infer(self, principal: Principal, spec: DeploymentSpec, entry: CatalogEntry, inputs: list[Any]) -> Served:
+        """Run decoded inputs on a deployment (loading it if needed) and bill the request."""
         loaded = await self.load(spec, entry)
         try:
             result = await self.run(loaded, inputs)
         except DeploymentUnloadedError:
             # Evicted for memory (or deleted) between lookup and queueing: if it still exists, load it again.
-            spec = await self._directory.by_id(principal.tenant_id, deployment_id)
+            spec = await self._directory.by_id(principal.tenant_id, spec.id)
             loaded = await self.load(spec, entry)
             result = await self.run(loaded, inputs)
-        request_id = self.bill(principal, loaded, result, len(inputs))
-        response = PredictResponse(
-            predictions=result.outputs,
-            model_name=spec.model_name,
-            model_version=spec.model_version,
-            deployment_id=spec.id,
-            processing_time_ms=round(result.processing_ms, 3),
-            request_id=request_id,
-        )
-        return self._encoder.encode(response)
+        return Served(result=result, request_id=self.bill(principal, loaded, result, len(inputs)), loaded=loaded)
 
     def entry_for(self, spec: DeploymentSpec) -> CatalogEntry:
         """The deployment's model; a model uninstalled since the deployment was made is not ready."""

@@ -4,16 +4,12 @@ errors, and the stock ``tritonclient.http`` client against a real uvicorn server
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
@@ -22,6 +18,7 @@ from cloudeasyml.domain.tenants import NewTenant
 from cloudeasyml.plugins.manager import PluginManager
 from cloudeasyml.settings import Settings
 from tests.conftest import bearer
+from tests.support.live_server import serve_in_thread
 from tests.support.tiny_model import numpy_forward, tiny_weights
 
 POINTS = np.array([[1.5, -2.0], [0.0, 3.0], [-4.0, 0.5]], dtype=np.float32)
@@ -200,24 +197,8 @@ async def test_other_tenants_deployment_is_unknown_and_keys_are_required(
 @pytest.fixture(name="server")
 def fx_server(settings: Settings, plugin_manager: PluginManager) -> Iterator[str]:
     """The app under uvicorn on a free local port, in a background thread; yields ``host:port``."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(settings, plugin_manager), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
+    with serve_in_thread(create_app(settings, plugin_manager)) as address:
+        yield address
 
 
 @pytest.fixture(name="triton")
