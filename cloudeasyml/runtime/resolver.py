@@ -89,7 +89,7 @@ class ArtifactResolver:
             raise ModelNotReadyError(
                 f"model {model.name!r} {version} has not been exported; run `cloudeasyml export {model.name}`"
             )
-        if importlib.util.find_spec("torch") is None:
+        if not _torch_available():
             raise ModelNotReadyError(
                 f"model {model.name!r} {version} has no exported artifact in {self.store.root} and torch is not "
                 f"installed here: run `cloudeasyml export {model.name}` where torch is installed "
@@ -107,3 +107,11 @@ class ArtifactResolver:
     def _lock_for(self, name: str, version: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault((name, version), threading.Lock())
+
+
+def _torch_available() -> bool:
+    """Whether torch can be found, without importing it (a broken or blocked install counts as absent)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
