@@ -19,6 +19,7 @@ from cloudeasyml.api.controllers.deployments import DeploymentController
 from cloudeasyml.api.controllers.embeddings import EmbeddingsController
 from cloudeasyml.api.controllers.health import HealthController
 from cloudeasyml.api.controllers.inference import InferenceController
+from cloudeasyml.api.controllers.metrics import MetricsController
 from cloudeasyml.api.controllers.models import ModelController
 from cloudeasyml.api.controllers.usage import UsageController
 from cloudeasyml.api.controllers.v2 import OpenInferenceController
@@ -37,6 +38,7 @@ ROUTES = [
     ApiKeyController,
     UsageController,
     EmbeddingsController,
+    MetricsController,
     OpenInferenceController,
 ]
 

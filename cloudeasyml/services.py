@@ -11,6 +11,7 @@ from cloudeasyml.domain.authenticator import ApiKeyAuthenticator
 from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.inference import InferenceService
 from cloudeasyml.metering.meter import Meter
+from cloudeasyml.metering.metrics import Metrics
 from cloudeasyml.metering.pricing_book import PricingBook
 from cloudeasyml.plugins.catalog import ModelCatalog, build_catalog
 from cloudeasyml.plugins.manager import PluginManager, get_plugin_manager
@@ -36,6 +37,7 @@ class Services:
     registry: ServingRegistry
     directory: DeploymentDirectory
     meter: Meter
+    metrics: Metrics
     inference: InferenceService
 
     async def start(self) -> None:
@@ -66,6 +68,7 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
     cache_seconds = settings.server.key_cache_seconds
     directory = DeploymentDirectory(sessions, catalog, resolver, cache_seconds=cache_seconds)
     meter = Meter(sessions)
+    metrics = Metrics()
     return Services(
         settings=settings,
         plugin_manager=pm,
@@ -79,5 +82,6 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         registry=registry,
         directory=directory,
         meter=meter,
-        inference=InferenceService(catalog, directory, registry, meter, pricing=PricingBook(pm)),
+        metrics=metrics,
+        inference=InferenceService(catalog, directory, registry, meter, pricing=PricingBook(pm), metrics=metrics),
     )

@@ -48,6 +48,9 @@ def problem(
     body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
     body["instance"] = request.url.path
     body.update(extra)
+    services = getattr(request.app.state, "services", None)
+    if services is not None:
+        services.metrics.record_error(status)
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

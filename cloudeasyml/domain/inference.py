@@ -18,6 +18,7 @@ from cloudeasyml.errors import (
     NotFoundError,
 )
 from cloudeasyml.metering.meter import Meter, Usage
+from cloudeasyml.metering.metrics import Metrics
 from cloudeasyml.metering.pricing import CostInputs, price
 from cloudeasyml.metering.pricing_book import PricingBook
 from cloudeasyml.plugins.catalog import CatalogEntry, ModelCatalog
@@ -74,8 +75,10 @@ class InferenceService:
         meter: Meter,
         *,
         pricing: PricingBook,
+        metrics: Metrics,
     ) -> None:
         self._catalog = catalog
+        self._metrics = metrics
         self._pricing = pricing
         self._directory = directory
         self._registry = registry
@@ -139,6 +142,7 @@ class InferenceService:
         pricing = self._pricing.for_plan(principal.plan, loaded.model, spec.model_version)
         cost = price(pricing, CostInputs(processing_ms=result.processing_ms, gpu_ms=gpu_ms))
         request_id = str(uuid.uuid4())
+        self._metrics.record_success(spec.model_name, items, result.processing_ms)
         self._meter.record(
             Usage(
                 request_id=request_id,

@@ -98,6 +98,10 @@ class ServingRegistry:
         """Estimated memory of the open sessions (the size of their ONNX files)."""
         return sum(size for _session, size in self._sessions.values())
 
+    def loaded(self) -> list[LoadedDeployment]:
+        """Every loaded deployment."""
+        return list(self._loaded.values())
+
     def get_loaded(self, deployment_id: uuid.UUID) -> LoadedDeployment | None:
         """The deployment if it is loaded already."""
         return self._loaded.get(deployment_id)

@@ -73,3 +73,19 @@ async def test_openapi_document_describes_the_api(client) -> None:
     assert schema["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
     ui = await client.get("/schema")
     assert ui.status_code == 200 and "html" in ui.headers["content-type"]
+
+
+async def test_metrics_count_predictions_and_errors_in_prometheus_format(client, tenant: NewTenant) -> None:
+    headers = bearer(tenant.key)
+    deployment = (await client.post("/deployments", json={"modelName": "tiny", "name": "m"}, headers=headers)).json()
+    for _ in range(3):
+        await client.post(f"/deployments/{deployment['id']}/predict", json={"inputs": [{"x": 1, "y": 2}] * 2}, headers=headers)
+    await client.post(f"/deployments/{deployment['id']}/predict", json={"inputs": []}, headers=headers)
+    response = await client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'cloudeasyml_predictions_total{model="tiny"} 3' in text
+    assert 'cloudeasyml_prediction_items_total{model="tiny"} 6' in text
+    assert 'cloudeasyml_http_errors_total{status="422"} 1' in text
+    assert "cloudeasyml_deployments_loaded 1" in text
+    assert "# TYPE cloudeasyml_predictions_total counter" in text
