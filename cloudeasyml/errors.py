@@ -18,6 +18,7 @@ __all__ = (
     "ParityError",
     "PermissionDeniedError",
     "PluginError",
+    "RateLimitedError",
 )
 
 
@@ -75,6 +76,16 @@ class OverloadedError(CloudEasyMLError):
     """A deployment's queue is full; the client should retry after ``retry_after`` seconds."""
 
     title = "Service Unavailable"
+
+    def __init__(self, detail: str, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class RateLimitedError(CloudEasyMLError):
+    """The key has used up its request rate; retry after ``retry_after`` seconds."""
+
+    title = "Too Many Requests"
 
     def __init__(self, detail: str, retry_after: int = 1) -> None:
         super().__init__(detail)

@@ -10,6 +10,7 @@ from cloudeasyml.db.engine import create_engine, session_factory
 from cloudeasyml.domain.authenticator import ApiKeyAuthenticator
 from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.inference import InferenceService
+from cloudeasyml.domain.rate_limit import RateLimiter
 from cloudeasyml.metering.meter import Meter
 from cloudeasyml.metering.metrics import Metrics
 from cloudeasyml.metering.pricing_book import PricingBook
@@ -38,6 +39,7 @@ class Services:
     directory: DeploymentDirectory
     meter: Meter
     metrics: Metrics
+    rate_limiter: RateLimiter
     inference: InferenceService
 
     async def start(self) -> None:
@@ -83,5 +85,6 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         directory=directory,
         meter=meter,
         metrics=metrics,
+        rate_limiter=RateLimiter(),
         inference=InferenceService(catalog, directory, registry, meter, pricing=PricingBook(pm), metrics=metrics),
     )

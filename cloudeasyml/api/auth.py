@@ -35,6 +35,7 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
             raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
         services = connection.app.state.services
         principal = await services.authenticator.authenticate(token)
+        services.rate_limiter.check(principal.key_id, principal.rate_limit_per_minute)
         return AuthenticationResult(user=principal, auth=principal.key_id)
 
 

@@ -20,6 +20,7 @@ from cloudeasyml.errors import (
     NotFoundError,
     OverloadedError,
     PermissionDeniedError,
+    RateLimitedError,
 )
 
 __all__ = ("STATUS_BY_ERROR", "exception_handlers", "problem")
@@ -35,6 +36,7 @@ STATUS_BY_ERROR: dict[type[CloudEasyMLError], int] = {
     ConflictError: 409,
     InvalidInputError: 422,
     MalformedRequestError: 400,
+    RateLimitedError: 429,
     OverloadedError: 503,
     ModelNotReadyError: 503,
     DeadlineExceededError: 504,
@@ -64,7 +66,7 @@ def _status_of(exc: CloudEasyMLError) -> int:
 def handle_domain_error(request: Request[Any, Any, Any], exc: CloudEasyMLError) -> Response[dict[str, Any]]:
     """Domain errors by the table above."""
     status = _status_of(exc)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, OverloadedError) else None
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, OverloadedError | RateLimitedError) else None
     if status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="cloudeasyml"'}
     if status >= 500 and not isinstance(exc, OverloadedError | ModelNotReadyError | DeadlineExceededError):

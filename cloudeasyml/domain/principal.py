@@ -32,6 +32,8 @@ class Principal(msgspec.Struct, frozen=True):
     user_id: uuid.UUID | None = None
     plan: str = "default"
     """The tenant's price plan (pricing hooks may bill plans differently)."""
+    rate_limit_per_minute: int | None = None
+    """Requests per minute this key may make (None: unlimited)."""
 
     def has_scope(self, scope: str) -> bool:
         """Whether this caller holds ``scope`` directly or through ``admin`` / the matching ``:write``."""

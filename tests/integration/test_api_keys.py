@@ -115,3 +115,15 @@ async def test_other_tenants_keys_are_invisible_and_cannot_be_revoked(
     response = await client.delete(f"/api-keys/{tenant.key_id}", headers=bearer(other_tenant.key))
     assert response.status_code == 404
     assert (await client.get("/models", headers=bearer(tenant.key))).status_code == 200
+
+
+async def test_rate_limited_key_gets_429_with_retry_after(client, tenant: NewTenant) -> None:
+    limited = await issue(client, tenant.key, rateLimitPerMinute=3)
+    headers = bearer(limited["key"])
+    statuses = [(await client.get("/models", headers=headers)).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    refused = await client.get("/models", headers=headers)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert "3 requests per minute" in refused.json()["detail"]
+    # Other keys are unaffected.
+    assert (await client.get("/models", headers=bearer(tenant.key))).status_code == 200
