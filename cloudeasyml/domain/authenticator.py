@@ -89,7 +89,11 @@ class ApiKeyAuthenticator:
         cached = _CachedKey(
             secret_hash=row.secret_hash,
             principal=Principal(
-                tenant_id=row.tenant_id, key_id=row.id, scopes=frozenset(row.scopes), user_id=row.user_id, plan=plan,
+                tenant_id=row.tenant_id,
+                key_id=row.id,
+                scopes=frozenset(row.scopes),
+                user_id=row.user_id,
+                plan=plan,
                 rate_limit_per_minute=row.rate_limit_per_minute,
             ),
             expires_at=row.expires_at,
