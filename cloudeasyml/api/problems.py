@@ -28,6 +28,7 @@ __all__ = ("STATUS_BY_ERROR", "exception_handlers", "problem")
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+_CLIENT_GONE = "client disconnected prematurely"  # what Litestar's Request.stream raises
 
 STATUS_BY_ERROR: dict[type[CloudEasyMLError], int] = {
     AuthenticationError: 401,
@@ -80,6 +81,10 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     if exc.extra:
         extra["errors"] = exc.extra
     status = exc.status_code
+    if exc.detail == _CLIENT_GONE:
+        # The client hung up while its body was being read: nobody receives this answer, and it is no server error.
+        log.debug("client disconnected before %s was read", request.url.path)
+        return problem(request, 400, "client disconnected")
     if status >= 500:
         log.error("HTTP %s on %s: %s", status, request.url.path, exc.detail)
         return problem(request, status, HTTPStatus(status).phrase)

@@ -14,6 +14,7 @@ from cloudeasyml.db.models import ApiKey, Tenant
 from cloudeasyml.db.types import utc_now
 from cloudeasyml.domain.key_format import parse_key, secret_matches
 from cloudeasyml.domain.principal import Principal
+from cloudeasyml.domain.single_flight import SingleFlight
 from cloudeasyml.errors import AuthenticationError
 
 __all__ = ("ApiKeyAuthenticator",)
@@ -48,6 +49,7 @@ class ApiKeyAuthenticator:
         self._cache_seconds = cache_seconds
         self._external = external
         self._cache: dict[str, _CachedKey] = {}
+        self._loads: SingleFlight[_CachedKey | None] = SingleFlight()
 
     async def authenticate(self, token: str) -> Principal:
         """The principal of a full key, or ``AuthenticationError`` (same message for every failure, so a
@@ -62,7 +64,7 @@ class ApiKeyAuthenticator:
         key_id, secret = parsed
         cached = self._cache.get(key_id)
         if cached is None or time.monotonic() - cached.fetched_at > self._cache_seconds:
-            cached = await self._load(key_id)
+            cached = await self._loads.run(key_id, lambda: self._load(key_id))
         if cached is None or not secret_matches(secret, cached.secret_hash):
             raise AuthenticationError(_BAD_KEY)
         if cached.revoked:

@@ -8,6 +8,7 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cloudeasyml.domain.deployments import DeploymentService, to_spec
+from cloudeasyml.domain.single_flight import SingleFlight
 from cloudeasyml.plugins.catalog import ModelCatalog
 from cloudeasyml.runtime.registry import DeploymentSpec
 from cloudeasyml.runtime.resolver import ArtifactResolver
@@ -34,21 +35,28 @@ class DeploymentDirectory:
         self._cache_seconds = cache_seconds
         self._by_id: dict[tuple[uuid.UUID, uuid.UUID], tuple[DeploymentSpec, float]] = {}
         self._by_name: dict[tuple[uuid.UUID, str], tuple[DeploymentSpec, float]] = {}
+        self._loads: SingleFlight[DeploymentSpec] = SingleFlight()
 
     async def by_id(self, tenant_id: uuid.UUID, deployment_id: uuid.UUID) -> DeploymentSpec:
         """The tenant's deployment, or ``NotFoundError``."""
         hit = self._by_id.get((tenant_id, deployment_id))
         if hit is not None and time.monotonic() - hit[1] <= self._cache_seconds:
             return hit[0]
-        async with self._sessions() as session:
-            row = await self._service(session, tenant_id).get(deployment_id)
-        return self._remember(to_spec(row))
+        return await self._loads.run(("id", tenant_id, deployment_id), lambda: self._load_by_id(tenant_id, deployment_id))
 
     async def by_name(self, tenant_id: uuid.UUID, name: str) -> DeploymentSpec:
         """The tenant's deployment called ``name``, or ``NotFoundError``."""
         hit = self._by_name.get((tenant_id, name))
         if hit is not None and time.monotonic() - hit[1] <= self._cache_seconds:
             return hit[0]
+        return await self._loads.run(("name", tenant_id, name), lambda: self._load_by_name(tenant_id, name))
+
+    async def _load_by_id(self, tenant_id: uuid.UUID, deployment_id: uuid.UUID) -> DeploymentSpec:
+        async with self._sessions() as session:
+            row = await self._service(session, tenant_id).get(deployment_id)
+        return self._remember(to_spec(row))
+
+    async def _load_by_name(self, tenant_id: uuid.UUID, name: str) -> DeploymentSpec:
         async with self._sessions() as session:
             row = await self._service(session, tenant_id).get_by_name(name)
         return self._remember(to_spec(row))

@@ -60,6 +60,8 @@ def open_session(path: Path, *, device: Device = "auto", intra_op_threads: int =
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
+    # Idle intra-op threads would otherwise spin, taking CPU from the event loop on small machines.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     global _cuda_failed
     providers = providers_for(device)
     if _CUDA in providers:

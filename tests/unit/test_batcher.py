@@ -121,3 +121,46 @@ async def test_drain_waits_for_in_flight_requests() -> None:
     assert (await asyncio.wait_for(pending, timeout=0.05)).outputs == [1]
     with pytest.raises(ModelNotReadyError):
         await batcher.submit([2])
+
+
+async def test_cheap_batches_run_on_the_event_loop_after_the_first() -> None:
+    threads: list[str] = []
+
+    def run(items):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        return items
+
+    batcher = make(run)
+    for i in range(3):
+        assert (await batcher.submit([i])).outputs == [i]
+    assert threads[0].startswith("cloudeasyml-batch") and threads[1:] == ["MainThread", "MainThread"]
+    assert batcher.runs_inline
+
+
+async def test_under_load_a_batch_waits_for_a_full_queue_not_the_whole_window() -> None:
+    release = [threading.Event() for _ in range(3)]
+    sizes: list[int] = []
+
+    def run(items):  # type: ignore[no-untyped-def]
+        sizes.append(len(items))
+        release[min(len(sizes) - 1, 2)].wait(5)
+        time.sleep(0.002)  # slow enough to stay in the thread pool
+        return items
+
+    batcher = make(run, max_batch_size=4, max_batch_delay_ms=2000)
+    first = asyncio.ensure_future(batcher.submit([0]))
+    await asyncio.sleep(0.05)
+    second = [asyncio.ensure_future(batcher.submit([i])) for i in (1, 2)]
+    await asyncio.sleep(0.05)
+    release[0].set()  # the lone first request is done; the two queued ones run at once, together
+    await asyncio.sleep(0.05)
+    assert sizes == [1, 2]
+    late = [asyncio.ensure_future(batcher.submit([i])) for i in (3, 4)]
+    release[1].set()  # that batch held two requests: under load, so the next one gathers
+    await asyncio.sleep(0.05)
+    assert sizes == [1, 2]  # waiting for a full batch (2 of 4 items queued)
+    started = time.perf_counter()
+    more = [asyncio.ensure_future(batcher.submit([i])) for i in (5, 6)]
+    release[2].set()
+    await asyncio.gather(first, *second, *late, *more)
+    assert sizes == [1, 2, 4] and time.perf_counter() - started < 1.0  # ran when full, not after 2 s

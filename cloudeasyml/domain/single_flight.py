@@ -1,0 +1,28 @@
+"""Collapse concurrent identical loads into one (a cache entry expiring under load must cost one read)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+__all__ = ("SingleFlight",)
+
+T = TypeVar("T")
+
+
+class SingleFlight(Generic[T]):
+    """``await flight.run(key, load)``: while a load for ``key`` is in flight, later callers share its result."""
+
+    def __init__(self) -> None:
+        self._flights: dict[Hashable, asyncio.Future[T]] = {}
+
+    async def run(self, key: Hashable, load: Callable[[], Awaitable[T]]) -> T:
+        """The result of ``load()``, run once for all concurrent callers with the same ``key``."""
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = asyncio.ensure_future(load())
+            self._flights[key] = flight
+            flight.add_done_callback(lambda _f: self._flights.pop(key, None))
+        # shield: one caller's cancellation (a client gone) must not cancel the others' load.
+        return await asyncio.shield(flight)
