@@ -80,12 +80,22 @@ class Meter:
         await self.flush()
 
     async def flush(self) -> None:
-        """Write every buffered record now. On a database error the records stay buffered for the next try."""
+        """Write every buffered record now, including those recorded while writing. On a database error the
+        records stay buffered for the next try."""
+        while self._buffer:
+            await self._write_buffered()
+
+    async def _write_buffered(self) -> None:
+        """Write the records buffered at this moment (in chunks of ``batch_size``), not those that arrive
+        meanwhile: under steady load the writer then wakes every ``flush_interval`` instead of writing
+        continuously, a transaction per handful of rows."""
         async with self._lock:
-            while self._buffer:
-                batch = self._buffer[: self._batch_size]
+            pending = len(self._buffer)
+            while pending > 0:
+                batch = self._buffer[: min(self._batch_size, pending)]
                 await self._write(batch)
                 del self._buffer[: len(batch)]
+                pending -= len(batch)
 
     async def _run(self) -> None:
         while True:
@@ -95,7 +105,7 @@ class Meter:
                 pass
             self._wake.clear()
             try:
-                await self.flush()
+                await self._write_buffered()
             except Exception:  # keep metering alive through a database hiccup; records stay buffered
                 log.exception("writing %d usage records failed; will retry", len(self._buffer))
 
