@@ -87,9 +87,14 @@ class DeploymentRead(_Wire):
     status: str
     loaded: bool
     created_at: datetime
+    variant_report: dict[str, Any] | None = None
+    """While loaded with ``config.variant`` ``optimized`` or ``int8``: that graph against the float one, on the
+    model's example inputs and a random batch: ``parityErrorExamples``/``parityErrorRandom`` (the model's
+    parity measure: max absolute difference, or 1 - cosine for embeddings), ``relativeError*``, sizes in
+    bytes, and CPU load and run times in ms at batch 1 and 32. Null otherwise."""
 
     @classmethod
-    def of(cls, row: Deployment, *, loaded: bool) -> DeploymentRead:
+    def of(cls, row: Deployment, *, loaded: bool, variant_report: dict[str, Any] | None = None) -> DeploymentRead:
         """From a row."""
         return cls(
             id=row.id,
@@ -100,6 +105,7 @@ class DeploymentRead(_Wire):
             status=row.status,
             loaded=loaded,
             created_at=row.created_at,
+            variant_report=variant_report,
         )
 
 

@@ -51,9 +51,24 @@ def merge_config(defaults: ServingConfig, overrides: dict[str, Any] | None) -> S
     merged = msgspec.to_builtins(defaults)
     merged.update(overrides or {})
     try:
-        return msgspec.convert(merged, ServingConfig)
+        config = msgspec.convert(merged, ServingConfig)
     except msgspec.ValidationError as exc:
         raise InvalidInputError(f"invalid config: {exc}") from exc
+    _check_variant(config)
+    return config
+
+
+def _check_variant(config: ServingConfig) -> None:
+    """Refuse a variant with device ``cuda``: variants run on the CPU.
+
+    int8's integer kernels are CPU kernels, and the offline-optimised graph is optimised for the CPU execution
+    provider (onnxruntime's offline mode expects the graph to be served by the provider it was made for).
+    """
+    if config.variant != "float" and config.device == "cuda":
+        raise InvalidInputError(
+            f'invalid config: variant "{config.variant}" runs on the CPU, not with device "cuda" - at `$.variant`; '
+            f'use device "cpu" or "auto" with it, or variant "float" on CUDA'
+        )
 
 
 class DeploymentService:

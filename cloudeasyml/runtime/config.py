@@ -31,3 +31,11 @@ class ServingConfig(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_
     """Deadline of one request, queueing included; past it the caller gets 504."""
     eager_load: bool = False
     """Load the model when the deployment is created rather than on its first request."""
+    variant: Literal["float", "optimized", "int8"] = "float"
+    """Which graph serves. ``float``: the exported graph, which onnxruntime optimises each time a session
+    opens. ``optimized``: that graph with onnxruntime's extended optimisations applied once for the CPU and
+    saved (offline mode); sessions open it without optimising again. ``int8``: the weights of MatMul, Gemm,
+    Conv and Gather stored as int8 (dynamic quantisation), a quarter of their float size, often faster on
+    CPUs, at an accuracy cost that is measured and reported. Both variants run on the CPU (``auto`` picks it for
+    them; ``cuda`` is refused), are made on first load or by ``cloudeasyml export --variant``, and are kept
+    beside the float graph."""

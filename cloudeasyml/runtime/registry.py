@@ -17,7 +17,8 @@ from cloudeasyml.plugins.model import ModelPlugin
 from cloudeasyml.runtime.batcher import Batcher, BatchResult
 from cloudeasyml.runtime.config import ServingConfig
 from cloudeasyml.runtime.resolver import ArtifactResolver
-from cloudeasyml.runtime.session import OnnxSession, open_session
+from cloudeasyml.runtime.session import OnnxSession
+from cloudeasyml.runtime.variants import ensure_variant, open_for_serving
 
 __all__ = ("DeploymentSpec", "LoadedDeployment", "ServingRegistry", "SessionKey")
 
@@ -35,18 +36,27 @@ class DeploymentSpec(msgspec.Struct, frozen=True):
     config: ServingConfig
 
 
-SessionKey = tuple[Path, str, int]
-"""(artifact path, device, intra-op threads): deployments with equal keys share one session."""
+SessionKey = tuple[Path, str, str, int]
+"""(artifact path, variant, device, intra-op threads): deployments with equal keys share one session."""
 
 
 class LoadedDeployment:
     """A deployment ready to serve: its model, session and batcher."""
 
-    def __init__(self, spec: DeploymentSpec, model: ModelPlugin, session: OnnxSession, session_key: SessionKey) -> None:
+    def __init__(
+        self,
+        spec: DeploymentSpec,
+        model: ModelPlugin,
+        session: OnnxSession,
+        session_key: SessionKey,
+        variant_report: dict[str, Any] | None = None,
+    ) -> None:
         self.spec = spec
         self.model = model
         self.session = session
         self.session_key = session_key
+        self.variant_report = variant_report
+        """What the deployment's variant changes against the float graph (``VariantReport``); None for float."""
         self.last_used = time.monotonic()
         config = spec.config
         self.batcher = Batcher(
@@ -119,16 +129,22 @@ class ServingRegistry:
         return await asyncio.shield(task)
 
     async def _load(self, spec: DeploymentSpec, model: ModelPlugin) -> LoadedDeployment:
+        config = spec.config
         path = await asyncio.to_thread(self.resolver.ensure, model, spec.model_version)
-        key: SessionKey = (path, spec.config.device, spec.config.intra_op_threads)
+        report = None
+        if config.variant != "float":  # variants run on the CPU only
+            path, made = await asyncio.to_thread(ensure_variant, model, path, config.variant)
+            report = msgspec.to_builtins(made)
+        device = config.device if config.variant == "float" else "cpu"
+        key: SessionKey = (path, config.variant, device, config.intra_op_threads)
         if key not in self._sessions:
             session = await asyncio.to_thread(
-                open_session, path, device=spec.config.device, intra_op_threads=spec.config.intra_op_threads
+                open_for_serving, path, config.variant, device=device, intra_op_threads=config.intra_op_threads
             )
             # Warm up: the first run allocates and plans; a user should not pay for it.
             await asyncio.to_thread(session.run, model.to_arrays(model.example_inputs()))
             self._sessions[key] = (session, path.stat().st_size)
-        loaded = LoadedDeployment(spec, model, self._sessions[key][0], key)
+        loaded = LoadedDeployment(spec, model, self._sessions[key][0], key, report)
         self._loaded[spec.id] = loaded
         log.info("loaded deployment %s (%s %s) on %s", spec.name, spec.model_name, spec.model_version,
                  loaded.session.providers[0])

@@ -10,6 +10,7 @@ from litestar.params import Body
 
 from cloudeasyml.api.auth import requires_scope
 from cloudeasyml.api.schemas import DeploymentCreate, DeploymentRead
+from cloudeasyml.db.models import Deployment
 from cloudeasyml.domain.deployments import DeploymentRequest, DeploymentService, to_spec
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.services import Services
@@ -19,6 +20,12 @@ __all__ = ("DeploymentController",)
 
 def _service(services: Services, session: Any, principal: Principal) -> DeploymentService:
     return DeploymentService(session, principal.tenant_id, services.catalog, services.resolver)
+
+
+def _read(services: Services, row: Deployment) -> DeploymentRead:
+    loaded = services.registry.get_loaded(row.id)
+    report = loaded.variant_report if loaded is not None else None
+    return DeploymentRead.of(row, loaded=loaded is not None, variant_report=report)
 
 
 class DeploymentController(Controller):
@@ -43,7 +50,7 @@ class DeploymentController(Controller):
         spec = to_spec(row)
         if spec.config.eager_load:
             await services.inference.load(spec, services.catalog.get(spec.model_name))
-        return DeploymentRead.of(row, loaded=services.registry.get_loaded(row.id) is not None)
+        return _read(services, row)
 
     @get("/", summary="List deployments", guards=[requires_scope("deployments:read")])
     async def list_deployments(self, request: Request[Principal, Any, Any]) -> list[DeploymentRead]:
@@ -51,7 +58,7 @@ class DeploymentController(Controller):
         services: Services = request.app.state.services
         async with services.sessions() as session:
             rows = await _service(services, session, request.user).list()
-        return [DeploymentRead.of(row, loaded=services.registry.get_loaded(row.id) is not None) for row in rows]
+        return [_read(services, row) for row in rows]
 
     @get("/{deployment_id:uuid}", summary="Read a deployment", guards=[requires_scope("deployments:read")])
     async def get_deployment(self, request: Request[Principal, Any, Any], deployment_id: uuid.UUID) -> DeploymentRead:
@@ -59,7 +66,7 @@ class DeploymentController(Controller):
         services: Services = request.app.state.services
         async with services.sessions() as session:
             row = await _service(services, session, request.user).get(deployment_id)
-        return DeploymentRead.of(row, loaded=services.registry.get_loaded(row.id) is not None)
+        return _read(services, row)
 
     @delete("/{deployment_id:uuid}", summary="Delete a deployment", guards=[requires_scope("deployments:write")])
     async def delete_deployment(self, request: Request[Principal, Any, Any], deployment_id: uuid.UUID) -> None:
