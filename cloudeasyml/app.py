@@ -7,13 +7,12 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 import cloudeasyml
-from cloudeasyml.api.auth import PUBLIC_PATHS, ApiKeyMiddleware
+from cloudeasyml.api.auth import ApiKeyMiddleware
 from cloudeasyml.api.controllers.api_keys import ApiKeyController
 from cloudeasyml.api.controllers.deployments import DeploymentController
 from cloudeasyml.api.controllers.embeddings import EmbeddingsController
@@ -73,7 +72,7 @@ def create_app(settings: Settings | None = None, plugin_manager: PluginManager |
 
     return Litestar(
         route_handlers=ROUTES,
-        middleware=[DefineMiddleware(ApiKeyMiddleware, exclude=list(PUBLIC_PATHS))],
+        middleware=[ApiKeyMiddleware],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         state=State({"services": services}),
         lifespan=[lifespan],

@@ -2,41 +2,66 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
-from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
-from litestar.types import Guard
+from litestar.types import ASGIApp, Guard, Receive, Scope, Send
 
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.errors import AuthenticationError, PermissionDeniedError
 
-__all__ = ("PUBLIC_PATHS", "ApiKeyMiddleware", "requires_scope")
+__all__ = ("PUBLIC_PATHS", "ApiKeyMiddleware", "require", "requires_scope")
 
 PUBLIC_PATHS = (r"^/health", r"^/schema", r"^/v2/health", r"^/metrics$")
 """Paths that answer without a key (probes, docs, Prometheus scraping)."""
 
-_PREFIX = "bearer "
+_PUBLIC = re.compile("|".join(PUBLIC_PATHS))
 
 
-class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
+class ApiKeyMiddleware:
     """Authenticates ``Authorization: Bearer <key>`` (or ``X-API-Key: <key>``) through the app's
-    ``ApiKeyAuthenticator``."""
+    ``ApiKeyAuthenticator`` and puts the ``Principal`` in ``scope["user"]``.
 
-    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
-        """The caller's principal, or ``AuthenticationError`` (401)."""
-        header = connection.headers.get("authorization")
-        if header is not None and header[: len(_PREFIX)].lower() == _PREFIX:
-            token = header[len(_PREFIX) :].strip()
-        else:
-            token = connection.headers.get("x-api-key")
+    A plain ASGI middleware rather than Litestar's ``AbstractAuthenticationMiddleware``: it reads the raw
+    header list instead of building a ``Headers`` object and a connection per request, which matters on the
+    prediction path. Errors it raises are turned into problem details by the app's exception handlers.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _PUBLIC.match(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        token = _token(scope["headers"])
         if not token:
             raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
-        services = connection.app.state.services
+        services = scope["litestar_app"].state.services
         principal = await services.authenticator.authenticate(token)
         services.rate_limiter.check(principal.key_id, principal.rate_limit_per_minute)
-        return AuthenticationResult(user=principal, auth=principal.key_id)
+        scope["user"] = principal
+        scope["auth"] = principal.key_id
+        await self.app(scope, receive, send)
+
+
+def _token(headers: list[tuple[bytes, bytes]]) -> str | None:
+    api_key = None
+    for name, value in headers:
+        if name == b"authorization":
+            if value[:7].lower() == b"bearer ":
+                return value[7:].strip().decode("latin-1")
+        elif name == b"x-api-key":
+            api_key = value.decode("latin-1")
+    return api_key
+
+
+def require(principal: Principal, scope: str) -> None:
+    """Raise ``PermissionDeniedError`` (403) unless ``principal`` holds ``scope``."""
+    if not principal.has_scope(scope):
+        raise PermissionDeniedError(f"this API key lacks the {scope!r} scope")
 
 
 def requires_scope(scope: str) -> Guard:
@@ -44,7 +69,6 @@ def requires_scope(scope: str) -> Guard:
     sync guards in a thread pool, which costs more than the check."""
 
     async def guard(connection: ASGIConnection[Any, Principal, Any, Any], _handler: BaseRouteHandler) -> None:
-        if not connection.user.has_scope(scope):
-            raise PermissionDeniedError(f"this API key lacks the {scope!r} scope")
+        require(connection.user, scope)
 
     return guard

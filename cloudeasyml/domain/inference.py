@@ -29,8 +29,11 @@ from cloudeasyml.runtime.registry import DeploymentSpec, LoadedDeployment, Servi
 __all__ = ("InferenceService", "PredictResponse", "Served", "decode_json")
 
 
-class _DeploymentRef(msgspec.Struct, rename="camel"):
-    deployment_id: uuid.UUID
+class _Envelope(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """A predict body, with ``inputs`` left raw until the deployment (and so the input type) is known."""
+
+    inputs: msgspec.Raw
+    deployment_id: uuid.UUID | None = None
 
 
 class PredictResponse(msgspec.Struct, rename="camel"):
@@ -83,17 +86,19 @@ class InferenceService:
         self._directory = directory
         self._registry = registry
         self._meter = meter
-        self._ref_decoder = msgspec.json.Decoder(_DeploymentRef)
-        self._request_decoders: dict[str, msgspec.json.Decoder[Any]] = {}
+        self._envelope_decoder = msgspec.json.Decoder(_Envelope)
+        self._inputs_decoders: dict[str, msgspec.json.Decoder[Any]] = {}
         self._encoder = msgspec.json.Encoder()
 
     async def predict(self, principal: Principal, body: bytes, deployment_id: uuid.UUID | None = None) -> bytes:
         """Decode, run and bill one request; returns the encoded ``PredictResponse``."""
+        envelope = decode_json(body, self._envelope_decoder)
+        deployment_id = deployment_id or envelope.deployment_id
         if deployment_id is None:
-            deployment_id = decode_json(body, self._ref_decoder).deployment_id
+            raise InvalidInputError("Object missing required field `deploymentId`")
         spec = await self._directory.by_id(principal.tenant_id, deployment_id)
         entry = self.entry_for(spec)
-        inputs = decode_json(body, self._decoder_for(entry)).inputs
+        inputs = self._decode_inputs(entry, envelope.inputs)
         served = await self.infer(principal, spec, entry, inputs)
         response = PredictResponse(
             predictions=served.result.outputs,
@@ -161,15 +166,17 @@ class InferenceService:
         )
         return request_id
 
-    def _decoder_for(self, entry: CatalogEntry) -> msgspec.json.Decoder[Any]:
-        decoder = self._request_decoders.get(entry.model.name)
+    def _decode_inputs(self, entry: CatalogEntry, raw: msgspec.Raw) -> list[Any]:
+        """The ``inputs`` array, decoded with the model's own types; errors name their path from the body's root."""
+        decoder = self._inputs_decoders.get(entry.model.name)
         if decoder is None:
-            request_type = msgspec.defstruct(
-                f"{entry.model.name.title()}PredictRequest",
-                [("inputs", entry.inputs_type), ("deployment_id", uuid.UUID | None, None)],
-                kw_only=True,
-                rename="camel",
-                forbid_unknown_fields=True,
-            )
-            decoder = self._request_decoders[entry.model.name] = msgspec.json.Decoder(request_type)
-        return decoder
+            decoder = self._inputs_decoders[entry.model.name] = msgspec.json.Decoder(entry.inputs_type)
+        try:
+            return decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            message = str(exc)
+            if "- at `$" in message:
+                message = message.replace("- at `$", "- at `$.inputs", 1)
+            else:
+                message = f"{message} - at `$.inputs`"
+            raise InvalidInputError(message) from exc
