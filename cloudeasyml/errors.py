@@ -18,6 +18,7 @@ __all__ = (
     "ParityError",
     "PermissionDeniedError",
     "PluginError",
+    "RetryLaterError",
     "RateLimitedError",
 )
 
@@ -72,24 +73,24 @@ class MalformedRequestError(InvalidInputError):
     title = "Bad Request"
 
 
-class OverloadedError(CloudEasyMLError):
-    """A deployment's queue is full; the client should retry after ``retry_after`` seconds."""
+class RetryLaterError(CloudEasyMLError):
+    """A refusal that passes: the client should retry after ``retry_after`` seconds (``Retry-After``)."""
+
+    def __init__(self, detail: str, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class OverloadedError(RetryLaterError):
+    """A deployment's queue is full."""
 
     title = "Service Unavailable"
 
-    def __init__(self, detail: str, retry_after: int = 1) -> None:
-        super().__init__(detail)
-        self.retry_after = retry_after
 
-
-class RateLimitedError(CloudEasyMLError):
-    """The key has used up its request rate; retry after ``retry_after`` seconds."""
+class RateLimitedError(RetryLaterError):
+    """The key has used up its request rate."""
 
     title = "Too Many Requests"
-
-    def __init__(self, detail: str, retry_after: int = 1) -> None:
-        super().__init__(detail)
-        self.retry_after = retry_after
 
 
 class ModelNotReadyError(CloudEasyMLError):

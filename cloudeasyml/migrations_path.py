@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def alembic_config(url: str | None = None) -> Config:
     """An Alembic config over the repository's ``alembic.ini`` and ``migrations/``; ``url`` overrides the
-    database (otherwise settings decide)."""
+    database (otherwise settings decide).
+    """
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "migrations"))
     if url is not None:

@@ -93,7 +93,8 @@ _ALIASES = {"CLOUDEASYML_DATABASE_URL": "CLOUDEASYML_DATABASE__URL"}
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read settings from ``CLOUDEASYML_<SECTION>__<FIELD>`` variables (and ``CLOUDEASYML_DATABASE_URL``,
-    ``CLOUDEASYML_HOME``). Unknown variables are ignored; bad values raise ``msgspec.ValidationError``."""
+    ``CLOUDEASYML_HOME``). Unknown variables are ignored; bad values raise ``msgspec.ValidationError``.
+    """
     environ = os.environ if environ is None else environ
     tree: dict[str, object] = {}
     for raw_key, value in environ.items():

@@ -14,12 +14,11 @@ import asyncpg
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudeasyml.app import create_app
-from cloudeasyml.db.engine import create_engine, session_factory
 from cloudeasyml.cli.db import upgrade_database
+from cloudeasyml.db.engine import create_engine, session_factory
 from cloudeasyml.domain.tenants import NewTenant, create_tenant
 from cloudeasyml.plugins.manager import PluginManager, get_plugin_manager
 from cloudeasyml.settings import DatabaseSettings, RuntimeSettings, Settings

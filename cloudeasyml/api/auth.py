@@ -33,6 +33,7 @@ class ApiKeyMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Authenticate, rate-limit, then pass the request on (public paths pass untouched)."""
         if scope["type"] != "http" or _PUBLIC.match(scope["path"]):
             await self.app(scope, receive, send)
             return
@@ -66,7 +67,8 @@ def require(principal: Principal, scope: str) -> None:
 
 def requires_scope(scope: str) -> Guard:
     """A guard that lets through callers whose key holds ``scope`` (403 otherwise). It is async: Litestar runs
-    sync guards in a thread pool, which costs more than the check."""
+    sync guards in a thread pool, which costs more than the check.
+    """
 
     async def guard(connection: ASGIConnection[Any, Principal, Any, Any], _handler: BaseRouteHandler) -> None:
         require(connection.user, scope)

@@ -21,6 +21,7 @@ from cloudeasyml.errors import (
     OverloadedError,
     PermissionDeniedError,
     RateLimitedError,
+    RetryLaterError,
 )
 
 __all__ = ("STATUS_BY_ERROR", "exception_handlers", "problem")
@@ -67,7 +68,7 @@ def _status_of(exc: CloudEasyMLError) -> int:
 def handle_domain_error(request: Request[Any, Any, Any], exc: CloudEasyMLError) -> Response[dict[str, Any]]:
     """Domain errors by the table above."""
     status = _status_of(exc)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, OverloadedError | RateLimitedError) else None
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RetryLaterError) else None
     if status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="cloudeasyml"'}
     if status >= 500 and not isinstance(exc, OverloadedError | ModelNotReadyError | DeadlineExceededError):

@@ -26,7 +26,9 @@ def cli(verbose: bool) -> None:
     Settings come from CLOUDEASYML_* environment variables (see the README); the default database is a
     SQLite file under ~/.cloudeasyml (CLOUDEASYML_HOME).
     """
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 cli.add_command(db)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 import msgspec
 
-from pathlib import Path
-
 from cloudeasyml.plugins.catalog import build_catalog
-from cloudeasyml.plugins.scaffold import scaffold_plugin
 from cloudeasyml.plugins.manager import get_plugin_manager
+from cloudeasyml.plugins.scaffold import scaffold_plugin
 from cloudeasyml.settings import load_settings
 
 __all__ = ("plugins",)
@@ -28,7 +27,13 @@ def list_plugins(as_json: bool) -> None:
     """List installed models, their versions and where they came from, and plugins that failed to load."""
     catalog = build_catalog(get_plugin_manager(blocked=load_settings().plugins.blocked))
     models = [
-        {"model": e.model.name, "version": e.model.version, "task": e.model.task, "plugin": e.plugin, "source": e.source}
+        {
+            "model": e.model.name,
+            "version": e.model.version,
+            "task": e.model.task,
+            "plugin": e.plugin,
+            "source": e.source,
+        }
         for e in catalog
     ]
     failures = [msgspec.to_builtins(f) for f in catalog.failures]
@@ -45,8 +50,14 @@ def list_plugins(as_json: bool) -> None:
 
 @plugins.command("new")
 @click.argument("name")
-@click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
-              show_default=True, help="Where to create the package.")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="Where to create the package.",
+)
 def new_plugin(name: str, directory: Path) -> None:
     """Create cloudeasyml-NAME/: a model plugin package that installs, exports, serves and passes its test."""
     try:

@@ -18,7 +18,9 @@ def _print_demo(base: str, database_url: str) -> None:
     try:
         new = create_tenant_now(database_url, DEMO_TENANT, "owner@demo.local")
     except ConflictError:
-        click.echo(f"demo tenant exists; its owner key was printed on first run (new tenant: cloudeasyml tenants create)")
+        click.echo(
+            "demo tenant exists; its owner key was printed on first run (new tenant: cloudeasyml tenants create)"
+        )
         return
     key = new.key
     click.secho(f"demo tenant created; owner key (shown once): {key}", fg="green")

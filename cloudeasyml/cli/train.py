@@ -23,17 +23,34 @@ _DEFAULTS = TrainOptions()
 
 @click.command()
 @click.argument("model_name", metavar="MODEL")
-@click.option("--data", "data", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
-              help="Training data file, in the format the model's README describes.")
+@click.option(
+    "--data",
+    "data",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    required=True,
+    help="Training data file, in the format the model's README describes.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=_DEFAULTS.epochs, show_default=True)
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.learning_rate,
-              show_default=True)
+@click.option(
+    "--learning-rate", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.learning_rate, show_default=True
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=_DEFAULTS.batch_size, show_default=True)
-@click.option("--validation-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              default=_DEFAULTS.validation_fraction, show_default=True)
+@click.option(
+    "--validation-fraction",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=_DEFAULTS.validation_fraction,
+    show_default=True,
+)
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True)
-def train(model_name: str, data: Path, epochs: int, learning_rate: float, batch_size: int,
-          validation_fraction: float, seed: int) -> None:
+def train(
+    model_name: str,
+    data: Path,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    validation_fraction: float,
+    seed: int,
+) -> None:
     """Train MODEL on --data into a new version in the artifact store, export it, and print its metrics.
 
     Existing versions keep serving; deploy the new one with {"modelName": MODEL, "modelVersion": VERSION}.
@@ -42,8 +59,13 @@ def train(model_name: str, data: Path, epochs: int, learning_rate: float, batch_
     settings = load_settings()
     _pm, catalog = build_catalog_from_settings(settings)
     resolver = ArtifactResolver(ArtifactStore(settings.artifact_path))
-    options = TrainOptions(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                           validation_fraction=validation_fraction)
+    options = TrainOptions(
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        seed=seed,
+        validation_fraction=validation_fraction,
+    )
     bar = tqdm(total=epochs, desc=f"training {model_name}", unit="epoch", disable=None)
 
     def progress(step: int, total: int, metrics: Mapping[str, float]) -> None:
@@ -63,5 +85,7 @@ def train(model_name: str, data: Path, epochs: int, learning_rate: float, batch_
     click.echo(f"{trained.model} {trained.version}")
     for name, value in trained.metrics.items():
         click.echo(f"  {name:<12} {value:.6g}")
-    click.echo(f"  parity       {trained.export.get('parityErrorRandom')} (tolerance {trained.export.get('parityTolerance')})")
-    click.echo(f"deploy it: POST /deployments {{\"modelName\": \"{trained.model}\", \"modelVersion\": \"{trained.version}\"}}")
+    click.echo(
+        f"  parity       {trained.export.get('parityErrorRandom')} (tolerance {trained.export.get('parityTolerance')})"
+    )
+    click.echo(f'deploy it: POST /deployments {{"modelName": "{trained.model}", "modelVersion": "{trained.version}"}}')

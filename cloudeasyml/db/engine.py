@@ -31,5 +31,3 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Async
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded objects usable after commit."""
     return async_sessionmaker(engine, expire_on_commit=False)
-
-

@@ -27,6 +27,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Aware in; naive UTC for SQLite, aware UTC for PostgreSQL."""
         if value is None:
             return None
         if value.tzinfo is None:
@@ -35,6 +36,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Always aware UTC out."""
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -56,6 +58,7 @@ class Money(TypeDecorator[Decimal]):
     cache_ok = True
 
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> int | None:
+        """Decimal in, scaled integer stored; more places than ``COST_SCALE`` is an error, never a rounding."""
         if value is None:
             return None
         scaled = Decimal(value).scaleb(COST_SCALE)
@@ -64,4 +67,5 @@ class Money(TypeDecorator[Decimal]):
         return int(scaled)
 
     def process_result_value(self, value: int | None, dialect: Dialect) -> Decimal | None:
+        """Scaled integer (or a database sum of them) back to an exact Decimal."""
         return None if value is None else from_scaled(value)

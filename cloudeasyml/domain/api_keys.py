@@ -78,9 +78,7 @@ class ApiKeyService:
 
     async def revoke(self, key_id: str) -> ApiKey:
         """Revoke one of the tenant's keys (idempotent); another tenant's key is reported as not found."""
-        row = await self._session.scalar(
-            select(ApiKey).where(ApiKey.tenant_id == self._tenant_id, ApiKey.id == key_id)
-        )
+        row = await self._session.scalar(select(ApiKey).where(ApiKey.tenant_id == self._tenant_id, ApiKey.id == key_id))
         if row is None:
             raise NotFoundError(f"API key {key_id!r} not found")
         if row.revoked_at is None:

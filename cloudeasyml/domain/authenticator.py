@@ -54,7 +54,8 @@ class ApiKeyAuthenticator:
     async def authenticate(self, token: str) -> Principal:
         """The principal of a full key, or ``AuthenticationError`` (same message for every failure, so a
         caller cannot tell an unknown key from a wrong secret). Tokens not shaped like API keys go to the
-        ``cloudeasyml_authenticate`` plugins, if any."""
+        ``cloudeasyml_authenticate`` plugins, if any.
+        """
         parsed = parse_key(token)
         if parsed is None:
             principal = self._external(token) if self._external is not None else None

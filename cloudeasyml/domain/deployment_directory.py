@@ -19,7 +19,8 @@ __all__ = ("DeploymentDirectory",)
 class DeploymentDirectory:
     """``(tenant, id)`` and ``(tenant, name)`` → ``DeploymentSpec``. The tenant is part of every key and every
     query, so one tenant can never reach another's deployment through the cache. Entries live
-    ``cache_seconds``; deletion through this process drops them at once."""
+    ``cache_seconds``; deletion through this process drops them at once.
+    """
 
     def __init__(
         self,
@@ -42,7 +43,9 @@ class DeploymentDirectory:
         hit = self._by_id.get((tenant_id, deployment_id))
         if hit is not None and time.monotonic() - hit[1] <= self._cache_seconds:
             return hit[0]
-        return await self._loads.run(("id", tenant_id, deployment_id), lambda: self._load_by_id(tenant_id, deployment_id))
+        return await self._loads.run(
+            ("id", tenant_id, deployment_id), lambda: self._load_by_id(tenant_id, deployment_id)
+        )
 
     async def by_name(self, tenant_id: uuid.UUID, name: str) -> DeploymentSpec:
         """The tenant's deployment called ``name``, or ``NotFoundError``."""

@@ -25,7 +25,6 @@ from cloudeasyml.plugins.catalog import CatalogEntry, ModelCatalog
 from cloudeasyml.runtime.batcher import BatchResult
 from cloudeasyml.runtime.registry import DeploymentSpec, LoadedDeployment, ServingRegistry
 
-
 __all__ = ("InferenceService", "PredictResponse", "Served", "decode_json")
 
 
@@ -58,7 +57,8 @@ class Served(msgspec.Struct, frozen=True):
 
 def decode_json(body: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
     """Decode a request body: malformed JSON is a ``MalformedRequestError`` (400), valid JSON of the wrong shape
-    an ``InvalidInputError`` (422) with msgspec's message, which names the path (``$.inputs[0].bedrooms``)."""
+    an ``InvalidInputError`` (422) with msgspec's message, which names the path (``$.inputs[0].bedrooms``).
+    """
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:

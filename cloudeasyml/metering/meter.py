@@ -1,5 +1,6 @@
 """The meter: the sole writer of usage records. Records are buffered behind the response and written in
-batches; ``flush`` is awaited before usage is read and when the server shuts down."""
+batches; ``flush`` is awaited before usage is read and when the server shuts down.
+"""
 
 from __future__ import annotations
 
@@ -81,14 +82,16 @@ class Meter:
 
     async def flush(self) -> None:
         """Write every buffered record now, including those recorded while writing. On a database error the
-        records stay buffered for the next try."""
+        records stay buffered for the next try.
+        """
         while self._buffer:
             await self._write_buffered()
 
     async def _write_buffered(self) -> None:
         """Write the records buffered at this moment (in chunks of ``batch_size``), not those that arrive
         meanwhile: under steady load the writer then wakes every ``flush_interval`` instead of writing
-        continuously, a transaction per handful of rows."""
+        continuously, a transaction per handful of rows.
+        """
         async with self._lock:
             pending = len(self._buffer)
             while pending > 0:

@@ -1,5 +1,6 @@
 """Process-wide counters for ``GET /metrics`` (Prometheus text format). Cheap enough for the hot path:
-a dict update per request, no locks (one event loop writes them)."""
+a dict update per request, no locks (one event loop writes them).
+"""
 
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 class PricingBook:
     """Asks ``cloudeasyml_adjust_pricing`` once per (plan, model, version) and remembers the answer, so no hook
-    runs per request."""
+    runs per request.
+    """
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self._pm = pm

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -89,22 +89,28 @@ def _tensors_ok(tensors: object) -> bool:
     return isinstance(tensors, tuple) and bool(tensors) and all(isinstance(t, TensorSpec) for t in tensors)
 
 
+def _append_claim(registered: list[tuple[str, object]], plugin: str, model: object) -> None:
+    registered.append((plugin, model))
+
+
 def _collect(pm: PluginManager) -> tuple[list[tuple[str, object]], list[LoadFailure]]:
     """Call each plugin's hook separately so a failure is charged to the plugin that raised it."""
     registered: list[tuple[str, object]] = []
     failures: list[LoadFailure] = []
     for impl in pm.hook.cloudeasyml_register_models.get_hookimpls():
-        collect: Callable[[object], None] = lambda model, plugin=impl.plugin_name: registered.append((plugin, model))
         try:
-            impl.function(register=collect)
+            impl.function(register=functools.partial(_append_claim, registered, impl.plugin_name))
         except Exception as exc:  # plugin code
-            failures.append(LoadFailure(impl.plugin_name, pm.source_of(impl.plugin_name), f"{type(exc).__name__}: {exc}"))
+            failures.append(
+                LoadFailure(impl.plugin_name, pm.source_of(impl.plugin_name), f"{type(exc).__name__}: {exc}")
+            )
     return registered, failures
 
 
 def build_catalog(pm: PluginManager) -> ModelCatalog:
     """Validate every registered model. Invalid ones, and every claimant of a name claimed twice, are left
-    out and reported; nothing a plugin does here can stop the server from starting."""
+    out and reported; nothing a plugin does here can stop the server from starting.
+    """
     registered, failures = _collect(pm)
     failures = list(pm.load_failures) + failures
     claims: dict[str, list[str]] = {}
@@ -124,4 +130,3 @@ def build_catalog(pm: PluginManager) -> ModelCatalog:
         inputs_type = Annotated[list[model.input_type], msgspec.Meta(min_length=1, max_length=MAX_INPUTS_PER_REQUEST)]
         entries[model.name] = CatalogEntry(model=model, plugin=plugin, source=source, inputs_type=inputs_type)
     return ModelCatalog(entries, failures)
-

@@ -36,7 +36,8 @@ class PluginManager(pluggy.PluginManager):
     def load_entry_points(self) -> None:
         """Import and register each entry point of the group. A plugin whose import fails is logged and
         remembered in ``load_failures`` instead of taking the process down (pluggy's own
-        ``load_setuptools_entrypoints`` would raise)."""
+        ``load_setuptools_entrypoints`` would raise).
+        """
         for entry_point in entry_points(group=hookspecs.PROJECT):
             if self.is_blocked(entry_point.name) or self.get_plugin(entry_point.name) is not None:
                 continue

@@ -120,7 +120,8 @@ class ModelPlugin(Generic[InputT, OutputT]):
 
     def build_module(self, weights: Weights) -> torch.nn.Module:
         """The torch module in eval mode, loaded with ``weights``. Its forward takes the input tensors in
-        ``input_tensors`` order and returns the output tensors in ``output_tensors`` order."""
+        ``input_tensors`` order and returns the output tensors in ``output_tensors`` order.
+        """
         raise NotImplementedError
 
     def to_arrays(self, items: list[InputT]) -> dict[str, np.ndarray]:
@@ -133,14 +134,16 @@ class ModelPlugin(Generic[InputT, OutputT]):
 
     def train(self, data: Path, options: TrainOptions, progress: TrainProgress | None = None) -> TrainResult:
         """Train on the data file at ``data`` (from the shipped weights or from scratch, as the plugin documents);
-        return held-out metrics and the new weights."""
+        return held-out metrics and the new weights.
+        """
         raise NotImplementedError(f"model {self.name!r} does not support training")
 
     # --- optional overrides --------------------------------------------------------------------------
     def random_arrays(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
         """A random batch for the export parity check. The default repeats the example inputs to
         ``batch_size`` rows and adds noise to floating-point tensors; override it when float columns hold
-        integers or flags, or when a random batch should exercise padding."""
+        integers or flags, or when a random batch should exercise padding.
+        """
         base = self.to_arrays(self.example_inputs())
         rows = rng.integers(0, len(self.example_inputs()), size=batch_size)
         batch = {}

@@ -29,7 +29,12 @@ def scaffold_plugin(name: str, directory: Path) -> Path:
     root = directory / f"cloudeasyml-{name.replace('_', '-')}"
     if root.exists():
         raise FileExistsError(f"{root} already exists")
-    values = {"name": name, "dist": name.replace("_", "-"), "cls": "".join(p.title() for p in name.split("_")), "title": name.replace("_", " ").title()}
+    values = {
+        "name": name,
+        "dist": name.replace("_", "-"),
+        "cls": "".join(p.title() for p in name.split("_")),
+        "title": name.replace("_", " ").title(),
+    }
     templates = files("cloudeasyml.plugins") / "scaffold"
     for template, target in _FILES.items():
         path = root / target.format(name=name)

@@ -90,7 +90,8 @@ class Batcher:
 
     async def submit(self, items: Sequence[Any]) -> BatchResult:
         """Run ``items`` (one request) in the next batch; ``OverloadedError`` at once when the queue is full,
-        ``DeadlineExceededError`` past the deadline (the request is then dropped if still queued)."""
+        ``DeadlineExceededError`` past the deadline (the request is then dropped if still queued).
+        """
         if self._closing:
             raise DeploymentUnloadedError("the deployment is being unloaded")
         if self._running == 0 and self.runs_inline and len(items) <= self._max_batch_size:

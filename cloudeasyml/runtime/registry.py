@@ -91,7 +91,8 @@ class LoadedDeployment:
 class ServingRegistry:
     """Loads deployments lazily and shares sessions by artifact. When the sessions' estimated memory (their
     artifacts' size) passes ``memory_budget_bytes``, the least recently used ones are unloaded, after their
-    in-flight requests drain; their deployments load again on their next request."""
+    in-flight requests drain; their deployments load again on their next request.
+    """
 
     def __init__(self, resolver: ArtifactResolver, *, memory_budget_bytes: int = 0) -> None:
         self.resolver = resolver
@@ -146,8 +147,13 @@ class ServingRegistry:
             self._sessions[key] = (session, path.stat().st_size)
         loaded = LoadedDeployment(spec, model, self._sessions[key][0], key, report)
         self._loaded[spec.id] = loaded
-        log.info("loaded deployment %s (%s %s) on %s", spec.name, spec.model_name, spec.model_version,
-                 loaded.session.providers[0])
+        log.info(
+            "loaded deployment %s (%s %s) on %s",
+            spec.name,
+            spec.model_name,
+            spec.model_version,
+            loaded.session.providers[0],
+        )
         await self._evict_over_budget(keep=key)
         return loaded
 

@@ -26,7 +26,8 @@ _cuda_failed = False
 def providers_for(device: Device) -> list[str]:
     """Execution providers to ask for. ``auto`` asks for CUDA when this onnxruntime build lists it, until it
     has failed once; ``get_available_providers`` lists CUDA even where its libraries cannot load, so the
-    session's own ``get_providers`` is the truth."""
+    session's own ``get_providers`` is the truth.
+    """
     if device == "cpu" or (device == "auto" and _cuda_failed):
         return [_CPU]
     if device == "cuda" or _CUDA in ort.get_available_providers():

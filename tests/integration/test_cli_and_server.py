@@ -74,7 +74,9 @@ def test_a_served_housing_prediction_over_real_http(cli_env: dict[str, str], dat
     run_cli(cli_env, "db", "upgrade")
     key = json.loads(run_cli(cli_env, "tenants", "create", "web", "--owner", "w@x.io", "--json").stdout)["key"]
     port = _free_port()
-    server = subprocess.Popen([*CLI, "serve", "--port", str(port)], env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port)], env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):

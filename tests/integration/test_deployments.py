@@ -21,9 +21,7 @@ async def test_deployment_lifecycle(client, tenant: NewTenant) -> None:
     assert (await client.get(f"/deployments/{body['id']}", headers=headers)).json()["name"] == "scorer"
     assert (await client.delete(f"/deployments/{body['id']}", headers=headers)).status_code == 204
     assert (await client.get(f"/deployments/{body['id']}", headers=headers)).status_code == 404
-    gone = await client.post(
-        f"/deployments/{body['id']}/predict", json={"inputs": [{"x": 1, "y": 1}]}, headers=headers
-    )
+    gone = await client.post(f"/deployments/{body['id']}/predict", json={"inputs": [{"x": 1, "y": 1}]}, headers=headers)
     assert gone.status_code == 404
 
 

@@ -28,7 +28,12 @@ async def test_hook_cloudeasyml_register_models_serves_the_registered_model(clie
 
 
 async def test_hook_cloudeasyml_authenticate_accepts_a_jwt_in_place_of_a_key(hooked_client, tenant) -> None:
-    claims = {"sub": "alice", "tenant": str(tenant.tenant.id), "scope": "predict deployments:write", "exp": time.time() + 60}
+    claims = {
+        "sub": "alice",
+        "tenant": str(tenant.tenant.id),
+        "scope": "predict deployments:write",
+        "exp": time.time() + 60,
+    }
     headers = bearer(make_jwt(claims))
     deployment = await hooked_client.post("/deployments", json={"modelName": "tiny"}, headers=headers)
     assert deployment.status_code == 201
@@ -69,4 +74,6 @@ async def test_hook_cloudeasyml_adjust_pricing_bills_a_plan_differently(hooked_c
     enterprise_cost, enterprise_ms = totals["big-co"]
     # Per request 0.001 (default) vs 0.0005 (enterprise), plus half the per-second rate on the measured time.
     assert default_cost - Decimal("0.5") * Decimal(str(default_ms)) / 1000 == pytest.approx(Decimal("0.003"), abs=1e-6)
-    assert enterprise_cost - Decimal("0.25") * Decimal(str(enterprise_ms)) / 1000 == pytest.approx(Decimal("0.0015"), abs=1e-6)
+    assert enterprise_cost - Decimal("0.25") * Decimal(str(enterprise_ms)) / 1000 == pytest.approx(
+        Decimal("0.0015"), abs=1e-6
+    )

@@ -21,7 +21,9 @@ async def test_http_prediction_equals_torch_within_1e_4(client, tenant: NewTenan
     payload = [
         {**example, "lotSize": float(rng.integers(2000, 12000)), "bedrooms": int(rng.integers(1, 6))} for _ in range(12)
     ]
-    response = await client.post("/predict", json={"deploymentId": deployment["id"], "inputs": payload}, headers=headers)
+    response = await client.post(
+        "/predict", json={"deploymentId": deployment["id"], "inputs": payload}, headers=headers
+    )
     assert response.status_code == 200, response.text
     served = np.array([p["price"] for p in response.json()["predictions"]])
 

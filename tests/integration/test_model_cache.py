@@ -15,11 +15,15 @@ pytest.importorskip("cloudeasyml_housing")
 
 
 async def predict(client, key: str, deployment: dict, inputs: list) -> None:  # type: ignore[no-untyped-def]
-    response = await client.post(f"/deployments/{deployment['id']}/predict", json={"inputs": inputs}, headers=bearer(key))
+    response = await client.post(
+        f"/deployments/{deployment['id']}/predict", json={"inputs": inputs}, headers=bearer(key)
+    )
     assert response.status_code == 200, response.text
 
 
-async def test_least_recently_used_model_is_unloaded_past_the_budget_and_reloads(settings, plugin_manager, tenant) -> None:
+async def test_least_recently_used_model_is_unloaded_past_the_budget_and_reloads(
+    settings, plugin_manager, tenant
+) -> None:
     # tiny's graph is ~4 kB and housing's ~19 kB: a 0.02 MiB (~21 kB) budget holds one of them, not both.
     runtime = msgspec.structs.replace(settings.runtime, memory_budget_mb=0.02)
     app = create_app(msgspec.structs.replace(settings, runtime=runtime), plugin_manager)

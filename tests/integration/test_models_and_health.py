@@ -45,7 +45,10 @@ async def test_not_ready_until_migrated(database_url, settings, plugin_manager) 
 
     from cloudeasyml.app import create_app
 
-    app = create_app(msgspec.structs.replace(settings, database=msgspec.structs.replace(settings.database, url=database_url)), plugin_manager)
+    app = create_app(
+        msgspec.structs.replace(settings, database=msgspec.structs.replace(settings.database, url=database_url)),
+        plugin_manager,
+    )
     async with AsyncTestClient(app=app) as client:
         # `settings` already migrated this database; go back to nothing and ask again.
         from alembic import command
@@ -79,7 +82,9 @@ async def test_metrics_count_predictions_and_errors_in_prometheus_format(client,
     headers = bearer(tenant.key)
     deployment = (await client.post("/deployments", json={"modelName": "tiny", "name": "m"}, headers=headers)).json()
     for _ in range(3):
-        await client.post(f"/deployments/{deployment['id']}/predict", json={"inputs": [{"x": 1, "y": 2}] * 2}, headers=headers)
+        await client.post(
+            f"/deployments/{deployment['id']}/predict", json={"inputs": [{"x": 1, "y": 2}] * 2}, headers=headers
+        )
     await client.post(f"/deployments/{deployment['id']}/predict", json={"inputs": []}, headers=headers)
     response = await client.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")

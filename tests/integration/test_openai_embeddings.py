@@ -37,7 +37,10 @@ def test_openai_client_gets_embeddings_that_match_the_model(server: str, tenant)
 
     base = f"http://{server}"
     headers = bearer(tenant.key)
-    assert httpx.post(f"{base}/deployments", json={"modelName": "minilm", "name": "embed"}, headers=headers).status_code == 201
+    assert (
+        httpx.post(f"{base}/deployments", json={"modelName": "minilm", "name": "embed"}, headers=headers).status_code
+        == 201
+    )
     client = openai.OpenAI(base_url=f"{base}/v1", api_key=tenant.key, max_retries=0)
     texts = ["A man is eating food.", "A man is eating a piece of bread.", "The stock market fell sharply."]
     # Left alone, the client asks for base64 and decodes it itself; it hands back base64 asked for explicitly.
@@ -52,7 +55,9 @@ def test_openai_client_gets_embeddings_that_match_the_model(server: str, tenant)
     assert np.allclose(single.data[0].embedding, vectors[0], atol=1e-5)
     # Equal to /predict on the same deployment.
     deployment = httpx.get(f"{base}/deployments", headers=headers).json()[0]
-    predicted = httpx.post(f"{base}/predict", json={"deploymentId": deployment["id"], "inputs": texts[:1]}, headers=headers)
+    predicted = httpx.post(
+        f"{base}/predict", json={"deploymentId": deployment["id"], "inputs": texts[:1]}, headers=headers
+    )
     assert np.allclose(predicted.json()["predictions"][0], vectors[0], atol=1e-5)
     usage = httpx.get(f"{base}/usage", headers=headers).json()
     assert usage["byModel"]["minilm"]["requests"] == 5 and usage["byModel"]["minilm"]["items"] == 3 * 3 + 1 + 1
@@ -69,7 +74,9 @@ def test_openai_client_sees_the_servers_errors(server: str, tenant) -> None:
     with pytest.raises(openai.NotFoundError, match="not found"):
         client.embeddings.create(model="nope", input="hello")
     with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=f"http://{server}/v1", api_key="wrong", max_retries=0).embeddings.create(model="x", input="y")
+        openai.OpenAI(base_url=f"http://{server}/v1", api_key="wrong", max_retries=0).embeddings.create(
+            model="x", input="y"
+        )
 
 
 async def test_bad_embedding_requests_are_400_and_not_billed(embedding_app, tenant) -> None:

@@ -35,7 +35,9 @@ def fx_layered_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("venv")
     # No pip or setuptools of its own: the base environment's (through the .pth) do the install.
     run(sys.executable, "-m", "venv", "--without-pip", str(venv))
-    purelib = Path(run(str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip())
+    purelib = Path(
+        run(str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip()
+    )
     # addsitedir (not a bare path) so the base environment's own .pth files, editable installs among them, apply.
     base = sysconfig.get_paths()["purelib"]
     (purelib / "zz_base_env.pth").write_text(f"import site; site.addsitedir({base!r})\n")

@@ -115,7 +115,9 @@ async def test_bad_inputs_get_problem_details_and_are_not_billed(client, tenant:
                 "/predict", json={**body, "deploymentId": deployment["id"]}, headers=bearer(tenant.key)
             )
         elif body is None:
-            response = await client.post("/predict", json={"deploymentId": deployment["id"]}, headers=bearer(tenant.key))
+            response = await client.post(
+                "/predict", json={"deploymentId": deployment["id"]}, headers=bearer(tenant.key)
+            )
         else:
             response = await client.post(
                 f"/deployments/{deployment['id']}/predict",
@@ -157,11 +159,15 @@ async def test_unknown_or_missing_deployment_is_404_or_422(client, tenant: NewTe
 async def test_other_tenants_deployment_cannot_be_used(client, tenant: NewTenant, other_tenant: NewTenant) -> None:
     deployment = await deploy(client, tenant.key)
     response = await client.post(
-        "/predict", json={"deploymentId": deployment["id"], "inputs": [{"x": 1, "y": 2}]}, headers=bearer(other_tenant.key)
+        "/predict",
+        json={"deploymentId": deployment["id"], "inputs": [{"x": 1, "y": 2}]},
+        headers=bearer(other_tenant.key),
     )
     assert response.status_code == 404
     path = await client.post(
-        f"/deployments/{deployment['id']}/predict", json={"inputs": [{"x": 1, "y": 2}]}, headers=bearer(other_tenant.key)
+        f"/deployments/{deployment['id']}/predict",
+        json={"inputs": [{"x": 1, "y": 2}]},
+        headers=bearer(other_tenant.key),
     )
     assert path.status_code == 404
     assert (await usage(client, other_tenant.key))["totalRequests"] == 0

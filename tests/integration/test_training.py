@@ -26,7 +26,10 @@ async def test_trained_version_is_deployable_and_the_old_one_keeps_serving(
     env = {**os.environ, "CLOUDEASYML_RUNTIME__ARTIFACT_DIR": str(artifact_dir)}
     result = subprocess.run(
         [sys.executable, "-m", "cloudeasyml.cli", "train", "housing", "--data", str(data), "--epochs", "3"],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     version = result.stdout.splitlines()[0].split()[1]
@@ -52,6 +55,9 @@ def test_training_refuses_a_bad_data_file(tmp_path: Path, artifact_dir: Path) ->
     env = {**os.environ, "CLOUDEASYML_RUNTIME__ARTIFACT_DIR": str(artifact_dir)}
     result = subprocess.run(
         [sys.executable, "-m", "cloudeasyml.cli", "train", "housing", "--data", str(bad)],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0 and "cannot train" in result.stderr and "Traceback" not in result.stderr

@@ -15,7 +15,9 @@ def hook_names() -> list[str]:
 
 
 def test_there_are_hooks() -> None:
-    assert {"cloudeasyml_register_models", "cloudeasyml_authenticate", "cloudeasyml_adjust_pricing"} <= set(hook_names())
+    assert {"cloudeasyml_register_models", "cloudeasyml_authenticate", "cloudeasyml_adjust_pricing"} <= set(
+        hook_names()
+    )
 
 
 def test_every_hook_has_a_docstring_where_it_is_declared() -> None:

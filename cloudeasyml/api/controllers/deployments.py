@@ -39,7 +39,8 @@ class DeploymentController(Controller):
         self, request: Request[Principal, Any, Any], data: Annotated[DeploymentCreate, Body()]
     ) -> DeploymentRead:
         """Deploy an installed model; ``config`` overrides its serving defaults. With ``eagerLoad`` the model
-        is loaded before this answers."""
+        is loaded before this answers.
+        """
         services: Services = request.app.state.services
         async with services.sessions.begin() as session:
             row = await _service(services, session, request.user).create(

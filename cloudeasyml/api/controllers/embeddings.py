@@ -40,16 +40,23 @@ class EmbeddingsRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 _DECODER = msgspec.json.Decoder(EmbeddingsRequest)
 _ENCODER = msgspec.json.Encoder()
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 429: "rate_limit_error"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
 
 
 def _with_error(response: Response[Any]) -> Response[Any]:
     """Add OpenAI's ``error`` object to a problem response; invalid content is a 400 there."""
     body = dict(response.content)
     status = 400 if response.status_code == 422 else response.status_code
-    body.update(status=status, error={"message": body["detail"], "type": _ERROR_TYPES.get(status, "api_error"),
-                                      "param": None, "code": None})
+    body.update(
+        status=status,
+        error={"message": body["detail"], "type": _ERROR_TYPES.get(status, "api_error"), "param": None, "code": None},
+    )
     return Response(body, status_code=status, media_type=response.media_type, headers=dict(response.headers))
 
 
@@ -83,7 +90,8 @@ class EmbeddingsController(Controller):
     async def create_embeddings(self, request: Request[Principal, Any, Any]) -> Response[bytes]:
         """Body ``{"model": <deployment name>, "input": str | [str], "encoding_format"?: "float" | "base64"}``;
         answers OpenAI's ``{"object": "list", "data": [{"object": "embedding", "index", "embedding"}], "model",
-        "usage"}``."""
+        "usage"}``.
+        """
         services: Services = request.app.state.services
         body = decode_json(await request.body(), _DECODER)
         if body.dimensions is not None:
@@ -108,5 +116,6 @@ class EmbeddingsController(Controller):
             "model": spec.name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
-        return Response(_ENCODER.encode(payload), media_type="application/json",
-                        headers={"x-request-id": served.request_id})
+        return Response(
+            _ENCODER.encode(payload), media_type="application/json", headers={"x-request-id": served.request_id}
+        )

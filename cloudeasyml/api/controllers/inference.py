@@ -25,7 +25,8 @@ class InferenceController(Controller):
     the model's own types, so it is read raw here rather than through a generic schema.
 
     This is the hot path: the scope is checked inline (Litestar copies the handler for every guard call) and
-    the encoded answer goes out as a raw ``ASGIResponse``."""
+    the encoded answer goes out as a raw ``ASGIResponse``.
+    """
 
     tags = ["Inference"]
 

@@ -25,7 +25,8 @@ class MetricsController(Controller):
     @get("/", summary="Prometheus metrics", exclude_from_auth=True, include_in_schema=True)
     async def metrics(self, request: Request[Any, Any, Any]) -> Response[str]:
         """Predictions, items and processing time by model; errors by status; loaded deployments, queued items,
-        unwritten usage records."""
+        unwritten usage records.
+        """
         services: Services = request.app.state.services
         counters = services.metrics
         queued = {
@@ -35,18 +36,43 @@ class MetricsController(Controller):
         text = render(
             [
                 ("cloudeasyml_predictions_total", "counter", "Billed requests.", _by_model(counters.predictions)),
-                ("cloudeasyml_prediction_items_total", "counter", "Items in billed requests.", _by_model(counters.items)),
-                ("cloudeasyml_processing_seconds_total", "counter", "Billed model processing time.",
-                 _by_model(counters.processing_seconds)),
-                ("cloudeasyml_http_errors_total", "counter", "Requests answered with an error status.",
-                 {(("status", str(status)),): count for status, count in sorted(counters.errors.items())}),
-                ("cloudeasyml_deployments_loaded", "gauge", "Deployments loaded in this process.",
-                 {(): len(services.registry)}),
-                ("cloudeasyml_session_bytes", "gauge", "Estimated memory of open onnxruntime sessions.",
-                 {(): services.registry.session_bytes}),
+                (
+                    "cloudeasyml_prediction_items_total",
+                    "counter",
+                    "Items in billed requests.",
+                    _by_model(counters.items),
+                ),
+                (
+                    "cloudeasyml_processing_seconds_total",
+                    "counter",
+                    "Billed model processing time.",
+                    _by_model(counters.processing_seconds),
+                ),
+                (
+                    "cloudeasyml_http_errors_total",
+                    "counter",
+                    "Requests answered with an error status.",
+                    {(("status", str(status)),): count for status, count in sorted(counters.errors.items())},
+                ),
+                (
+                    "cloudeasyml_deployments_loaded",
+                    "gauge",
+                    "Deployments loaded in this process.",
+                    {(): len(services.registry)},
+                ),
+                (
+                    "cloudeasyml_session_bytes",
+                    "gauge",
+                    "Estimated memory of open onnxruntime sessions.",
+                    {(): services.registry.session_bytes},
+                ),
                 ("cloudeasyml_queue_items", "gauge", "Items waiting for a batch, by deployment.", queued),
-                ("cloudeasyml_usage_records_pending", "gauge", "Usage records not yet written.",
-                 {(): services.meter.pending}),
+                (
+                    "cloudeasyml_usage_records_pending",
+                    "gauge",
+                    "Usage records not yet written.",
+                    {(): services.meter.pending},
+                ),
                 ("cloudeasyml_models_installed", "gauge", "Installed, valid models.", {(): len(services.catalog)}),
             ]
         )

@@ -32,7 +32,8 @@ class UsageController(Controller):
         self, request: Request[Principal, Any, Any], start: datetime | None = None, end: datetime | None = None
     ) -> UsageReport:
         """The caller's tenant's requests and cost in ``[start, end)`` (ISO 8601; naive times are UTC),
-        by model. Defaults: the start of the current month until now."""
+        by model. Defaults: the start of the current month until now.
+        """
         services: Services = request.app.state.services
         await services.meter.flush()  # usage written behind responses must be visible to its reader
         now = utc_now()

@@ -15,7 +15,6 @@ from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK
-from sqlalchemy import text
 
 import cloudeasyml
 from cloudeasyml.api.auth import requires_scope
@@ -36,6 +35,7 @@ from cloudeasyml.api.open_inference import (
     split_body,
 )
 from cloudeasyml.api.problems import handle_domain_error, handle_http_exception, handle_unexpected, problem
+from cloudeasyml.db.readiness import not_ready_reason
 from cloudeasyml.domain.inference import decode_json
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.domain.tensor_inference import infer_tensors
@@ -159,14 +159,11 @@ class OpenInferenceController(Controller):
 
     @get("/health/ready", summary="Server readiness", exclude_from_auth=True)
     async def ready(self, request: Request[Any, Any, Any]) -> Response[Any]:
-        """Ready when the database answers (no key needed); models load on first use."""
+        """Ready when the database answers at the current schema (no key needed); models load on first use."""
         services: Services = request.app.state.services
-        try:
-            async with services.sessions() as session:
-                await session.execute(text("SELECT 1"))
-        except Exception as exc:  # any database failure means not ready; say which, briefly
-            detail = f"database not ready: {type(exc).__name__}"
-            return problem(request, 503, detail, ready=False, error=detail)
+        reason = await not_ready_reason(services.sessions)
+        if reason is not None:
+            return problem(request, 503, reason, ready=False, error=reason)
         return Response(Ready(ready=True))
 
     @get(_MODEL, summary="Model metadata")
