@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from cloudeasyml.errors import DeadlineExceededError, DeploymentUnloadedError, OverloadedError
+from cloudeasyml.errors import DeadlineExceededError, DeploymentUnloadedError, InvalidInputError, OverloadedError
 
 __all__ = ("INLINE_BELOW_MS", "BatchResult", "Batcher")
 
@@ -94,6 +94,8 @@ class Batcher:
         """
         if self._closing:
             raise DeploymentUnloadedError("the deployment is being unloaded")
+        if len(items) > self._max_queue_items:  # could never be queued: retrying would not help
+            raise InvalidInputError(f"this deployment accepts at most {self._max_queue_items} inputs per request")
         if self._running == 0 and self.runs_inline and len(items) <= self._max_batch_size:
             outputs, elapsed_ms = self._timed(list(items))  # idle and cheap: no queue, no task, no thread
             return BatchResult(outputs=outputs, processing_ms=elapsed_ms, batch_items=len(items))

@@ -193,3 +193,16 @@ async def test_concurrent_requests_are_batched_and_each_billed_once(client, tena
     assert np.allclose([r["predictions"][0]["score"] for r in results], expected, atol=1e-5)
     assert len({r["requestId"] for r in results}) == 40
     assert (await usage(client, tenant.key))["totalRequests"] == 40
+
+
+async def test_a_request_larger_than_the_queue_is_refused_and_not_billed(client, tenant: NewTenant) -> None:
+    deployment = await deploy(client, tenant.key, config={"maxQueueItems": 2})
+    response = await client.post(
+        f"/deployments/{deployment['id']}/predict", json={"inputs": [{"x": 1, "y": 1}] * 3}, headers=bearer(tenant.key)
+    )
+    assert response.status_code == 422 and "at most 2 inputs" in response.json()["detail"]
+    ok = await client.post(
+        f"/deployments/{deployment['id']}/predict", json={"inputs": [{"x": 1, "y": 1}] * 2}, headers=bearer(tenant.key)
+    )
+    assert ok.status_code == 200
+    assert (await usage(client, tenant.key))["totalRequests"] == 1
