@@ -14,6 +14,7 @@ from cloudeasyml.errors import (
     CloudEasyMLError,
     ConflictError,
     DeadlineExceededError,
+    ExportError,
     InvalidInputError,
     MalformedRequestError,
     ModelNotReadyError,
@@ -41,6 +42,7 @@ STATUS_BY_ERROR: dict[type[CloudEasyMLError], int] = {
     RateLimitedError: 429,
     OverloadedError: 503,
     ModelNotReadyError: 503,
+    ExportError: 503,  # the model cannot be made servable here; the detail says why
     DeadlineExceededError: 504,
 }
 
