@@ -73,7 +73,9 @@ async def test_hook_cloudeasyml_adjust_pricing_bills_a_plan_differently(hooked_c
     default_cost, default_ms = totals["tenant-a"]
     enterprise_cost, enterprise_ms = totals["big-co"]
     # Per request 0.001 (default) vs 0.0005 (enterprise), plus half the per-second rate on the measured time.
-    assert default_cost - Decimal("0.5") * Decimal(str(default_ms)) / 1000 == pytest.approx(Decimal("0.003"), abs=1e-6)
+    assert default_cost - Decimal("0.5") * Decimal(str(default_ms)) / 1000 == pytest.approx(
+        Decimal("0.003"), abs=Decimal("0.000001")
+    )
     assert enterprise_cost - Decimal("0.25") * Decimal(str(enterprise_ms)) / 1000 == pytest.approx(
-        Decimal("0.0015"), abs=1e-6
+        Decimal("0.0015"), abs=Decimal("0.000001")
     )

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
-from litestar.params import Body
+from litestar.params import Body, FromPath
 
 from cloudeasyml.api.auth import requires_scope
 from cloudeasyml.api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
@@ -52,7 +52,7 @@ class ApiKeyController(Controller):
         return [ApiKeyRead.of(row) for row in rows]
 
     @delete("/{key_id:str}", summary="Revoke an API key", guards=[requires_scope("keys:write")])
-    async def revoke_key(self, request: Request[Principal, Any, Any], key_id: str) -> None:
+    async def revoke_key(self, request: Request[Principal, Any, Any], key_id: FromPath[str]) -> None:
         """Revoke a key; it stops working at once on this process. Another tenant's key is a 404."""
         services: Services = request.app.state.services
         async with services.sessions.begin() as session:

@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post
-from litestar.params import Body
+from litestar.params import Body, FromPath
 
 from cloudeasyml.api.auth import requires_scope
 from cloudeasyml.api.schemas import DeploymentCreate, DeploymentRead
@@ -62,7 +62,9 @@ class DeploymentController(Controller):
         return [_read(services, row) for row in rows]
 
     @get("/{deployment_id:uuid}", summary="Read a deployment", guards=[requires_scope("deployments:read")])
-    async def get_deployment(self, request: Request[Principal, Any, Any], deployment_id: uuid.UUID) -> DeploymentRead:
+    async def get_deployment(
+        self, request: Request[Principal, Any, Any], deployment_id: FromPath[uuid.UUID]
+    ) -> DeploymentRead:
         """One deployment; another tenant's is a 404."""
         services: Services = request.app.state.services
         async with services.sessions() as session:
@@ -70,7 +72,9 @@ class DeploymentController(Controller):
         return _read(services, row)
 
     @delete("/{deployment_id:uuid}", summary="Delete a deployment", guards=[requires_scope("deployments:write")])
-    async def delete_deployment(self, request: Request[Principal, Any, Any], deployment_id: uuid.UUID) -> None:
+    async def delete_deployment(
+        self, request: Request[Principal, Any, Any], deployment_id: FromPath[uuid.UUID]
+    ) -> None:
         """Delete a deployment: in-flight requests finish first, then the model is unloaded. Usage stays."""
         services: Services = request.app.state.services
         async with services.sessions.begin() as session:

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 from litestar import Controller, Request, post
+from litestar.params import FromPath
 from litestar.response.base import ASGIResponse
 from litestar.status_codes import HTTP_200_OK
 
@@ -44,7 +45,9 @@ class InferenceController(Controller):
         description=_PREDICT_DOC,
         status_code=HTTP_200_OK,
     )
-    async def predict_deployment(self, request: Request[Principal, Any, Any], deployment_id: uuid.UUID) -> ASGIResponse:
+    async def predict_deployment(
+        self, request: Request[Principal, Any, Any], deployment_id: FromPath[uuid.UUID]
+    ) -> ASGIResponse:
         """Run the deployment in the path (a ``deploymentId`` in the body is ignored)."""
         require(request.user, "predict")
         services: Services = request.app.state.services

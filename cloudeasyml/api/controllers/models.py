@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, get
+from litestar.params import FromPath
 
 from cloudeasyml.api.schemas import ModelRead
 from cloudeasyml.plugins.catalog import CatalogEntry
@@ -49,7 +50,7 @@ class ModelController(Controller):
         return [model_read(entry, services.resolver) for entry in services.catalog]
 
     @get("/{name:str}", summary="Describe one model")
-    async def get_model(self, request: Request[Any, Any, Any], name: str) -> ModelRead:
+    async def get_model(self, request: Request[Any, Any, Any], name: FromPath[str]) -> ModelRead:
         """One model's metadata, schemas, example input, pricing and serving defaults."""
         services: Services = request.app.state.services
         return model_read(services.catalog.get(name), services.resolver)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Controller, Request, get
+from litestar.params import FromQuery
 
 from cloudeasyml.api.auth import requires_scope
 from cloudeasyml.db.types import utc_now
@@ -29,7 +30,10 @@ class UsageController(Controller):
 
     @get("/", summary="Usage and cost over a period", guards=[requires_scope("usage:read")])
     async def get_usage(
-        self, request: Request[Principal, Any, Any], start: datetime | None = None, end: datetime | None = None
+        self,
+        request: Request[Principal, Any, Any],
+        start: FromQuery[datetime | None] = None,
+        end: FromQuery[datetime | None] = None,
     ) -> UsageReport:
         """The caller's tenant's requests and cost in ``[start, end)`` (ISO 8601; naive times are UTC),
         by model. Defaults: the start of the current month until now.
