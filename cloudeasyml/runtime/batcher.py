@@ -2,8 +2,8 @@
 
 Requests queue per deployment. An idle deployment runs a request at once: no batch window is waited out when
 nothing else is queued. Under load (the last batch held several requests, or another instance is busy) the
-next batch waits up to ``max_batch_delay_ms`` for the queue to reach ``max_batch_size`` items, and requests
-that arrive meanwhile run together. Runs happen in worker threads (onnxruntime releases the GIL), so the
+next batch waits while requests keep arriving, up to ``max_batch_delay_ms`` or ``max_batch_size`` items,
+and what arrives meanwhile runs together. Runs happen in worker threads (onnxruntime releases the GIL), so the
 event loop keeps accepting and authenticating requests; only batches measured faster than a thread hop
 (``INLINE_BELOW_MS``, e.g. a small MLP) run on the loop itself, where they block it for less time than the
 hop would cost.
@@ -30,6 +30,8 @@ INLINE_BELOW_MS = 0.3
 """Batches whose average run time is below this run on the event loop: handing a batch to a thread and back
 costs the loop ~0.05-0.1 ms of CPU plus a wake-up, more than such a batch blocks it."""
 _SMOOTHING = 0.2
+QUIET_MS = 1.0
+"""Under load, a gathering batch stops waiting once no request has arrived for this long."""
 
 
 class BatchResult(msgspec.Struct, frozen=True):
@@ -61,8 +63,10 @@ class Batcher:
         instances: int,
         max_queue_items: int,
         timeout_ms: float,
+        quiet_ms: float = QUIET_MS,
     ) -> None:
         self._run_batch = run_batch
+        self._quiet = quiet_ms / 1000
         self._max_batch_size = max_batch_size
         self._delay = max_batch_delay_ms / 1000
         self._instances = instances
@@ -145,16 +149,26 @@ class Batcher:
                 self._idle.set()
 
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Wait until the queue holds a full batch, or ``max_batch_delay_ms`` has passed."""
-        if self._queued_items >= self._max_batch_size or self._full is not None:
-            return
-        self._full = loop.create_future()
-        timer = loop.call_later(self._delay, _wake, self._full)
-        try:
-            await self._full
-        finally:
-            timer.cancel()
-            self._full = None
+        """Wait while requests keep arriving: until the queue holds a full batch, no request has come for
+        ``QUIET_MS``, or ``max_batch_delay_ms`` has passed. Under steady load the clients of the last batch
+        send their next requests in a burst; this lets one batch take the whole burst, and stops waiting as
+        soon as the burst is over (so a lower concurrency does not wait out the whole window)."""
+        deadline = loop.time() + self._delay
+        quiet = min(self._quiet, self._delay)
+        while self._queued_items < self._max_batch_size and self._full is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            before = self._queued_items
+            self._full = loop.create_future()
+            timer = loop.call_later(min(quiet, remaining), _wake, self._full)
+            try:
+                await self._full
+            finally:
+                timer.cancel()
+                self._full = None
+            if self._queued_items == before:
+                return
 
     def _take(self) -> list[_Pending]:
         batch: list[_Pending] = []

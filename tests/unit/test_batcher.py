@@ -137,17 +137,8 @@ async def test_cheap_batches_run_on_the_event_loop_after_the_first() -> None:
     assert batcher.runs_inline
 
 
-async def test_under_load_a_batch_waits_for_a_full_queue_not_the_whole_window() -> None:
-    release = [threading.Event() for _ in range(3)]
-    sizes: list[int] = []
-
-    def run(items):  # type: ignore[no-untyped-def]
-        sizes.append(len(items))
-        release[min(len(sizes) - 1, 2)].wait(5)
-        time.sleep(0.002)  # slow enough to stay in the thread pool
-        return items
-
-    batcher = make(run, max_batch_size=4, max_batch_delay_ms=2000)
+async def _under_load(batcher: Batcher, release: list[threading.Event], sizes: list[int]) -> list[asyncio.Future]:
+    """Run a lone request, then a batch of two (which puts the batcher under load); leave the third run blocked."""
     first = asyncio.ensure_future(batcher.submit([0]))
     await asyncio.sleep(0.05)
     second = [asyncio.ensure_future(batcher.submit([i])) for i in (1, 2)]
@@ -155,12 +146,45 @@ async def test_under_load_a_batch_waits_for_a_full_queue_not_the_whole_window() 
     release[0].set()  # the lone first request is done; the two queued ones run at once, together
     await asyncio.sleep(0.05)
     assert sizes == [1, 2]
-    late = [asyncio.ensure_future(batcher.submit([i])) for i in (3, 4)]
+    return [first, *second]
+
+
+def _gated(release: list[threading.Event], sizes: list[int]):  # type: ignore[no-untyped-def]
+    def run(items):  # type: ignore[no-untyped-def]
+        sizes.append(len(items))
+        release[min(len(sizes) - 1, len(release) - 1)].wait(5)
+        time.sleep(0.002)  # slow enough to stay in the thread pool
+        return items
+
+    return run
+
+
+async def test_under_load_a_batch_gathers_a_burst_until_it_is_full() -> None:
+    release = [threading.Event() for _ in range(3)]
+    sizes: list[int] = []
+    batcher = make(_gated(release, sizes), max_batch_size=4, max_batch_delay_ms=2000, quiet_ms=300)
+    done = await _under_load(batcher, release, sizes)
     release[1].set()  # that batch held two requests: under load, so the next one gathers
-    await asyncio.sleep(0.05)
-    assert sizes == [1, 2]  # waiting for a full batch (2 of 4 items queued)
-    started = time.perf_counter()
-    more = [asyncio.ensure_future(batcher.submit([i])) for i in (5, 6)]
     release[2].set()
-    await asyncio.gather(first, *second, *late, *more)
-    assert sizes == [1, 2, 4] and time.perf_counter() - started < 1.0  # ran when full, not after 2 s
+    started = time.perf_counter()
+    burst = []
+    for i in range(3, 7):  # a burst, each arrival well inside the quiet window
+        burst.append(asyncio.ensure_future(batcher.submit([i])))
+        await asyncio.sleep(0.05)
+    await asyncio.gather(*done, *burst)
+    assert sizes == [1, 2, 4]
+    assert time.perf_counter() - started < 1.0  # ran when full, not after the 2 s window
+
+
+async def test_under_load_a_batch_stops_gathering_when_arrivals_stop() -> None:
+    release = [threading.Event() for _ in range(3)]
+    sizes: list[int] = []
+    batcher = make(_gated(release, sizes), max_batch_size=8, max_batch_delay_ms=2000, quiet_ms=100)
+    done = await _under_load(batcher, release, sizes)
+    late = [asyncio.ensure_future(batcher.submit([i])) for i in (3, 4)]
+    started = time.perf_counter()
+    release[1].set()
+    release[2].set()
+    await asyncio.gather(*done, *late)
+    assert sizes == [1, 2, 2]
+    assert time.perf_counter() - started < 1.0  # a quiet window, not the 2 s one
