@@ -25,7 +25,8 @@ def expected_heads() -> frozenset[str]:
 
 def _newer_than_this_code(revisions: set[str]) -> bool:
     """Revisions this code does not know come from a newer release (migrations are written to keep the previous
-    release working), so pods of the previous release stay ready while a rollout migrates the database."""
+    release working), so pods of the previous release stay ready while a rollout migrates the database.
+    """
     known = {script.revision for script in _scripts().walk_revisions()}
     return bool(revisions) and not revisions & known
 

@@ -152,7 +152,8 @@ class Batcher:
         """Wait while requests keep arriving: until the queue holds a full batch, no request has come for
         ``QUIET_MS``, or ``max_batch_delay_ms`` has passed. Under steady load the clients of the last batch
         send their next requests in a burst; this lets one batch take the whole burst, and stops waiting as
-        soon as the burst is over (so a lower concurrency does not wait out the whole window)."""
+        soon as the burst is over (so a lower concurrency does not wait out the whole window).
+        """
         deadline = loop.time() + self._delay
         quiet = min(self._quiet, self._delay)
         while self._queued_items < self._max_batch_size and self._full is None:
