@@ -137,7 +137,9 @@ class Batcher:
         under_load = False
         try:
             while self._queue:
-                if (under_load or self._running > 1) and self._delay:
+                # Gathering pays only where a run costs more than handling requests: a batch that runs on the
+                # loop in microseconds should go now, not keep the loop's own work waiting.
+                if (under_load or self._running > 1) and self._delay and not self.runs_inline:
                     await self._gather(loop)
                 batch = self._take()
                 if batch:

@@ -101,7 +101,7 @@ class MiniLMModel(ModelPlugin[str, list[float]]):
     # renames the graph output onto the same name, which makes an invalid model (pytorch/pytorch#158094).
     output_tensors = (TensorSpec("sentence_embedding", "FP32", (-1, EMBEDDING_SIZE), ("batch",)),)
     pricing = Pricing(per_request=Decimal("0.00005"), per_second=Decimal("0.001"))
-    serving = ServingConfig(max_batch_size=64, max_batch_delay_ms=20.0)
+    serving = ServingConfig(max_batch_size=32, max_batch_delay_ms=20.0)
     parity_tolerance = 1e-4
 
     # --- weights ---------------------------------------------------------------------------------------
