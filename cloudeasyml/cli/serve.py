@@ -2,44 +2,79 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import shlex
+
 import click
+import msgspec
 import uvicorn
 
-from cloudeasyml.cli.tenants import create_tenant_now
-from cloudeasyml.errors import ConflictError
-from cloudeasyml.settings import load_settings
+from cloudeasyml.db.engine import create_engine, session_factory
+from cloudeasyml.domain.deployments import DeploymentRequest, DeploymentService
+from cloudeasyml.domain.tenants import create_tenant
+from cloudeasyml.errors import CloudEasyMLError, ConflictError
+from cloudeasyml.runtime.artifacts import ArtifactStore
+from cloudeasyml.runtime.resolver import ArtifactResolver
+from cloudeasyml.services import build_catalog_from_settings
+from cloudeasyml.settings import Settings, load_settings
 
 __all__ = ("serve",)
 
 DEMO_TENANT = "demo"
+DEMO_MODEL = "housing"
 
 
-def _print_demo(base: str, database_url: str) -> None:
+class _Demo(msgspec.Struct):
+    key: str
+    deployment_id: str | None
+    example: object
+
+
+async def _create_demo(settings: Settings) -> _Demo:
+    """The demo tenant, its owner key and, when the housing plugin is installed, a housing deployment."""
+    _pm, catalog = build_catalog_from_settings(settings)
+    resolver = ArtifactResolver(ArtifactStore(settings.artifact_path))
+    engine = create_engine(settings.database_url)
     try:
-        new = create_tenant_now(database_url, DEMO_TENANT, "owner@demo.local")
+        async with session_factory(engine).begin() as session:
+            new = await create_tenant(session, DEMO_TENANT, "owner@demo.local")
+            try:
+                entry = catalog.get(DEMO_MODEL)
+            except CloudEasyMLError:
+                return _Demo(key=new.key, deployment_id=None, example=None)
+            row = await DeploymentService(session, new.tenant.id, catalog, resolver).create(
+                DeploymentRequest(model_name=DEMO_MODEL, name=DEMO_MODEL)
+            )
+            example = msgspec.to_builtins(entry.model.example_inputs()[0])
+            return _Demo(key=new.key, deployment_id=str(row.id), example=example)
+    finally:
+        await engine.dispose()
+
+
+def _print_demo(base: str, settings: Settings) -> None:
+    try:
+        demo = asyncio.run(_create_demo(settings))
     except ConflictError:
-        click.echo(
-            "demo tenant exists; its owner key was printed on first run (new tenant: cloudeasyml tenants create)"
-        )
+        click.echo("demo tenant exists; its owner key was printed on first run (another: cloudeasyml tenants create)")
         return
-    key = new.key
-    click.secho(f"demo tenant created; owner key (shown once): {key}", fg="green")
-    click.echo(
-        f"""try it:
-  curl -s -H 'Authorization: Bearer {key}' {base}/models
-  curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
-       -d '{{"modelName": "housing", "name": "housing"}}' {base}/deployments
-  curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
-       -d '{{"deploymentId": "<id from above>", "inputs": [<exampleInput from /models/housing>]}}' {base}/predict
-  curl -s -H 'Authorization: Bearer {key}' {base}/usage"""
-    )
+    auth = f"-H 'Authorization: Bearer {demo.key}'"
+    click.secho(f"demo tenant created; owner key (shown once): {demo.key}", fg="green")
+    click.echo("try it:")
+    click.echo(f"  curl -s {auth} {base}/models")
+    if demo.deployment_id is not None:
+        body = json.dumps({"deploymentId": demo.deployment_id, "inputs": [demo.example]})
+        click.echo(f"  curl -s {auth} -H 'Content-Type: application/json' -d {shlex.quote(body)} {base}/predict")
+    click.echo(f"  curl -s {auth} {base}/usage")
 
 
 @click.command()
 @click.option("--host", default=None, help="Bind address (CLOUDEASYML_SERVER__HOST, default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (CLOUDEASYML_SERVER__PORT, default 8000).")
 @click.option("--workers", type=int, default=None, help="Worker processes (CLOUDEASYML_SERVER__WORKERS, default 1).")
-@click.option("--demo", is_flag=True, help="Create a 'demo' tenant on first run and print its owner key.")
+@click.option(
+    "--demo", is_flag=True, help="On first run, create a 'demo' tenant with a housing deployment and print its key."
+)
 def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -> None:
     """Serve the API with uvicorn. Run `cloudeasyml db upgrade` first."""
     settings = load_settings()
@@ -47,7 +82,7 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
     port = port or settings.server.port
     base = f"http://{host}:{port}"
     if demo:
-        _print_demo(base, settings.database_url)
+        _print_demo(base, settings)
     click.echo(f"CloudEasyML on {base}  (API docs: {base}/schema, Swagger UI: {base}/schema/swagger)")
     uvicorn.run(
         "cloudeasyml.app:create_app",

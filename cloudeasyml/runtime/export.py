@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,6 +72,18 @@ def _dynamic_shapes(model: ModelPlugin) -> tuple[dict[int, object], ...]:
     return tuple(shapes)
 
 
+@contextmanager
+def _quiet_torch_logs() -> Iterator[None]:
+    """Silence torch's exporter chatter (e.g. "torchvision is not installed") below errors while exporting."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def export_onnx(model: ModelPlugin, weights: Weights, path: Path) -> ExportReport:
     """Export ``model`` loaded with ``weights`` to ``path`` and check it against torch.
 
@@ -93,8 +108,10 @@ def export_onnx(model: ModelPlugin, weights: Weights, path: Path) -> ExportRepor
     args = tuple(torch.from_numpy(example[spec.name]) for spec in model.input_tensors)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecations, not ours to fix
+        with warnings.catch_warnings(), _quiet_torch_logs():
+            # torch's own deprecations and notes about axis names it merged: not the user's to act on.
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", message=".*axis name", category=UserWarning)
             torch.onnx.export(
                 module,
                 args,

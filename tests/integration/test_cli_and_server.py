@@ -75,7 +75,11 @@ def test_a_served_housing_prediction_over_real_http(cli_env: dict[str, str], dat
     key = json.loads(run_cli(cli_env, "tenants", "create", "web", "--owner", "w@x.io", "--json").stdout)["key"]
     port = _free_port()
     server = subprocess.Popen(
-        [*CLI, "serve", "--port", str(port)], env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [*CLI, "serve", "--port", str(port), "--demo"],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -101,3 +105,6 @@ def test_a_served_housing_prediction_over_real_http(cli_env: dict[str, str], dat
         server.terminate()
         output = server.communicate(timeout=30)[0]
     assert "CloudEasyML on" in output and "Traceback" not in output
+    # --demo made a tenant with a housing deployment and printed a predict command with a real example.
+    assert "demo tenant created; owner key (shown once): sk_" in output
+    assert '"inputs": [{"lotSize"' in output and "/predict" in output
