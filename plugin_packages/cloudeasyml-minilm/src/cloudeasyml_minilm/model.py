@@ -18,6 +18,7 @@ import msgspec
 import numpy as np
 
 from cloudeasyml import ModelPlugin, Pricing, ServingConfig, TensorSpec, Weights
+from cloudeasyml.plugins.text import pad_token_ids
 
 if TYPE_CHECKING:
     import torch
@@ -65,17 +66,6 @@ def _tokenizer() -> Tokenizer:
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=MAX_TOKENS)
     return tokenizer
-
-
-def _pad(rows: list[list[int]]) -> dict[str, np.ndarray]:
-    """Right-pad token id rows to the longest one; the attention mask marks the real tokens."""
-    width = max((len(row) for row in rows), default=0)
-    input_ids = np.full((len(rows), width), _PAD, dtype=np.int64)
-    attention_mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = row
-        attention_mask[i, : len(row)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 class MiniLMModel(ModelPlugin[str, list[float]]):
@@ -133,7 +123,7 @@ class MiniLMModel(ModelPlugin[str, list[float]]):
     def to_arrays(self, items: list[str]) -> dict[str, np.ndarray]:
         """Tokenise, truncate to ``MAX_TOKENS`` and right-pad to the batch's longest item."""
         encodings = _tokenizer().encode_batch(list(items))
-        return _pad([encoding.ids for encoding in encodings])
+        return pad_token_ids([encoding.ids for encoding in encodings], _PAD)
 
     def from_outputs(self, outputs: Mapping[str, np.ndarray]) -> list[list[float]]:
         """One list of 384 floats per item."""
@@ -145,7 +135,7 @@ class MiniLMModel(ModelPlugin[str, list[float]]):
         lengths = rng.integers(1, 64, size=batch_size)
         lengths[0] = MAX_TOKENS - 2
         rows = [[_CLS, *rng.integers(*_VOCAB_WORDS, size=int(n)).tolist(), _SEP] for n in lengths]
-        return _pad(rows)
+        return pad_token_ids(rows, _PAD)
 
     def parity_error(self, expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray]) -> float:
         """``1 - min cosine`` between torch's and onnxruntime's rows, or their largest difference in length.

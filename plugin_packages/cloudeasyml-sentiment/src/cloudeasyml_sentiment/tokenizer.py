@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cloudeasyml.plugins.text import pad_token_ids
+
 __all__ = (
     "BUCKETS",
     "EMPTY_ID",
@@ -94,11 +96,4 @@ def token_ids(text: str) -> list[int]:
 
 def batch_arrays(texts: Sequence[str]) -> dict[str, np.ndarray]:
     """``input_ids`` and ``attention_mask`` (int64, ``[batch, longest row]``) of ``texts``, padded with ``PAD_ID``."""
-    rows = [token_ids(text) for text in texts]
-    width = max((len(row) for row in rows), default=1)
-    input_ids = np.full((len(rows), width), PAD_ID, dtype=np.int64)
-    attention_mask = np.zeros((len(rows), width), dtype=np.int64)
-    for index, row in enumerate(rows):
-        input_ids[index, : len(row)] = row
-        attention_mask[index, : len(row)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    return pad_token_ids([token_ids(text) for text in texts], PAD_ID)
