@@ -8,7 +8,6 @@ torch is imported only by ``build_module`` and ``train``; serving an exported mo
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from importlib.resources import files
 from pathlib import Path
@@ -18,6 +17,7 @@ import msgspec
 import numpy as np
 
 from cloudeasyml.metering.pricing import Pricing
+from cloudeasyml.runtime.artifacts import file_digest
 from cloudeasyml.runtime.config import ServingConfig
 
 if TYPE_CHECKING:
@@ -107,11 +107,7 @@ class ModelPlugin(Generic[InputT, OutputT]):
 
     def weights_digest(self) -> str:
         """SHA-256 of the shipped weights file: part of the artifact key, computed without torch."""
-        digest = hashlib.sha256()
-        with self.weights_path().open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return file_digest(self.weights_path())
 
     # --- what plugins implement ------------------------------------------------------------------------
     def example_inputs(self) -> list[InputT]:
