@@ -56,11 +56,17 @@ class OnnxSession:
         return dict(zip(self.output_names, outputs, strict=True))
 
 
-def open_session(path: Path, *, device: Device = "auto", intra_op_threads: int = 0) -> OnnxSession:
-    """Open ``path`` on ``device``. Asking for ``cuda`` where it cannot load falls back to the CPU with a warning."""
+def open_session(
+    path: Path, *, device: Device = "auto", intra_op_threads: int = 0, optimize_graph: bool = True
+) -> OnnxSession:
+    """Open ``path`` on ``device``. Asking for ``cuda`` where it cannot load falls back to the CPU with a warning.
+    ``optimize_graph=False`` loads a graph that was optimised offline as it is.
+    """
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
+    if not optimize_graph:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     # Idle intra-op threads would otherwise spin, taking CPU from the event loop on small machines.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     global _cuda_failed

@@ -114,13 +114,7 @@ def open_variant_session(path: Path, kind: VariantKind, *, intra_op_threads: int
     The offline-optimised graph is loaded with graph optimisation disabled: it was done when the file was
     made, which is the point of it.
     """
-    if kind == "int8":
-        return open_session(path, device="cpu", intra_op_threads=intra_op_threads)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return OnnxSession(ort.InferenceSession(str(path), sess_options=options, providers=_CPU))
+    return open_session(path, device="cpu", intra_op_threads=intra_op_threads, optimize_graph=kind != "optimized")
 
 
 def open_for_serving(path: Path, variant: str, *, device: Device, intra_op_threads: int) -> OnnxSession:
