@@ -60,14 +60,21 @@ def test_valid_models_are_served_next_to_broken_ones() -> None:
     assert [f.plugin for f in catalog.failures] == ["raiser"]
 
 
-def test_a_plugin_whose_import_fails_is_reported(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    # A real installed distribution with an entry point whose module raises on import.
-    dist = tmp_path / "broken_plugin-0.1.dist-info"
+def install_plugin(tmp_path, monkeypatch, name: str, entry_point: str, module_source: str) -> None:  # type: ignore[no-untyped-def]
+    """A real installed distribution (dist-info on sys.path) with one `cloudeasyml` entry point."""
+    module = f"{name}_module"
+    dist = tmp_path / f"{name}-0.1.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[cloudeasyml]\nbroken = broken_plugin_module\n")
-    (tmp_path / "broken_plugin_module.py").write_text("raise ImportError('needs a library that is not here')\n")
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[cloudeasyml]\n{entry_point} = {module}\n")
+    (tmp_path / f"{module}.py").write_text(module_source)
     monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_a_plugin_whose_import_fails_is_reported(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    install_plugin(
+        tmp_path, monkeypatch, "broken_plugin", "broken", "raise ImportError('needs a library that is not here')\n"
+    )
     pm = get_plugin_manager()
     failure = next(f for f in pm.load_failures if f.plugin == "broken")
     assert failure.source == "broken-plugin 0.1" and "needs a library" in failure.error
@@ -75,11 +82,6 @@ def test_a_plugin_whose_import_fails_is_reported(tmp_path, monkeypatch) -> None:
 
 
 def test_blocked_plugins_are_not_loaded(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    dist = tmp_path / "blocked_plugin-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: blocked-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[cloudeasyml]\nblockme = blocked_plugin_module\n")
-    (tmp_path / "blocked_plugin_module.py").write_text("raise RuntimeError('must not be imported')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    install_plugin(tmp_path, monkeypatch, "blocked_plugin", "blockme", "raise RuntimeError('must not be imported')\n")
     pm = get_plugin_manager(blocked=["blockme"])
     assert all(f.plugin != "blockme" for f in pm.load_failures)
