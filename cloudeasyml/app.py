@@ -24,7 +24,7 @@ from cloudeasyml.api.controllers.usage import UsageController
 from cloudeasyml.api.controllers.v2 import OpenInferenceController
 from cloudeasyml.api.problems import exception_handlers
 from cloudeasyml.plugins.manager import PluginManager
-from cloudeasyml.services import Services, build_services
+from cloudeasyml.services import build_services
 from cloudeasyml.settings import Settings, load_settings
 
 __all__ = ("create_app",)
@@ -80,8 +80,3 @@ def create_app(settings: Settings | None = None, plugin_manager: PluginManager |
         request_max_body_size=settings.server.max_body_bytes,
         debug=False,
     )
-
-
-def services_of(app: Litestar) -> Services:
-    """The app's wired services (for tests and the CLI)."""
-    return app.state.services

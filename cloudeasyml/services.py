@@ -53,10 +53,9 @@ class Services:
         await self.engine.dispose()
 
 
-def build_catalog_from_settings(settings: Settings) -> tuple[PluginManager, ModelCatalog]:
-    """Installed plugins (minus blocked ones) and their validated models."""
-    pm = get_plugin_manager(blocked=settings.plugins.blocked)
-    return pm, build_catalog(pm)
+def build_catalog_from_settings(settings: Settings) -> ModelCatalog:
+    """The validated models of the installed plugins, minus blocked ones (the CLI's view of the catalog)."""
+    return build_catalog(get_plugin_manager(blocked=settings.plugins.blocked))
 
 
 def build_services(settings: Settings, plugin_manager: PluginManager | None = None) -> Services:

@@ -6,11 +6,10 @@ import click
 from tqdm import tqdm
 
 from cloudeasyml.errors import CloudEasyMLError
-from cloudeasyml.plugins.catalog import build_catalog
-from cloudeasyml.plugins.manager import get_plugin_manager
 from cloudeasyml.runtime.artifacts import ArtifactStore
 from cloudeasyml.runtime.resolver import ArtifactResolver
 from cloudeasyml.runtime.variants import VariantReport, ensure_variant
+from cloudeasyml.services import build_catalog_from_settings
 from cloudeasyml.settings import load_settings
 
 __all__ = ("export",)
@@ -38,7 +37,7 @@ def export(models: tuple[str, ...], version: str | None, force: bool, variant: s
     load), and its accuracy change against the float graph, sizes and CPU timings are printed.
     """
     settings = load_settings()
-    catalog = build_catalog(get_plugin_manager(blocked=settings.plugins.blocked))
+    catalog = build_catalog_from_settings(settings)
     resolver = ArtifactResolver(ArtifactStore(settings.artifact_path))
     try:
         entries = [catalog.get(name) for name in models] if models else list(catalog)

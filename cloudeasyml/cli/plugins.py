@@ -8,9 +8,8 @@ from pathlib import Path
 import click
 import msgspec
 
-from cloudeasyml.plugins.catalog import build_catalog
-from cloudeasyml.plugins.manager import get_plugin_manager
 from cloudeasyml.plugins.scaffold import scaffold_plugin
+from cloudeasyml.services import build_catalog_from_settings
 from cloudeasyml.settings import load_settings
 
 __all__ = ("plugins",)
@@ -25,7 +24,7 @@ def plugins() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: models and failures.")
 def list_plugins(as_json: bool) -> None:
     """List installed models, their versions and where they came from, and plugins that failed to load."""
-    catalog = build_catalog(get_plugin_manager(blocked=load_settings().plugins.blocked))
+    catalog = build_catalog_from_settings(load_settings())
     models = [
         {
             "model": e.model.name,

@@ -33,7 +33,7 @@ class _Demo(msgspec.Struct):
 
 async def _create_demo(settings: Settings) -> _Demo:
     """The demo tenant, its owner key and, when the housing plugin is installed, a housing deployment."""
-    _pm, catalog = build_catalog_from_settings(settings)
+    catalog = build_catalog_from_settings(settings)
     resolver = ArtifactResolver(ArtifactStore(settings.artifact_path))
     engine = create_engine(settings.database_url)
     try:

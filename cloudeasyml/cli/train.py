@@ -57,7 +57,7 @@ def train(
     Needs torch (pip install 'cloudeasyml[export]').
     """
     settings = load_settings()
-    _pm, catalog = build_catalog_from_settings(settings)
+    catalog = build_catalog_from_settings(settings)
     resolver = ArtifactResolver(ArtifactStore(settings.artifact_path))
     options = TrainOptions(
         epochs=epochs,

@@ -52,7 +52,6 @@ class Served(msgspec.Struct, frozen=True):
 
     result: BatchResult
     request_id: str
-    loaded: LoadedDeployment
 
 
 def decode_json(body: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
@@ -120,7 +119,7 @@ class InferenceService:
             spec = await self._directory.by_id(principal.tenant_id, spec.id)
             loaded = await self.load(spec, entry)
             result = await self.run(loaded, inputs)
-        return Served(result=result, request_id=self.bill(principal, loaded, result, len(inputs)), loaded=loaded)
+        return Served(result=result, request_id=self.bill(principal, loaded, result, len(inputs)))
 
     def entry_for(self, spec: DeploymentSpec) -> CatalogEntry:
         """The deployment's model; a model uninstalled since the deployment was made is not ready."""

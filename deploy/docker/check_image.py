@@ -55,11 +55,10 @@ def main() -> int:
     import msgspec
 
     from cloudeasyml.db.readiness import expected_heads
-    from cloudeasyml.plugins.catalog import build_catalog
-    from cloudeasyml.plugins.manager import get_plugin_manager
     from cloudeasyml.runtime.artifacts import ArtifactStore
     from cloudeasyml.runtime.resolver import ArtifactResolver
     from cloudeasyml.runtime.session import open_session
+    from cloudeasyml.services import build_catalog_from_settings
     from cloudeasyml.settings import load_settings
 
     settings = load_settings()
@@ -77,7 +76,7 @@ def main() -> int:
     for name in sorted(plugin_dists):
         problems.extend(_unmet_requirements(name))
 
-    catalog = build_catalog(get_plugin_manager(blocked=settings.plugins.blocked))
+    catalog = build_catalog_from_settings(settings)
     for failure in catalog.failures:
         problems.append(f"plugin failed to load: {msgspec.to_builtins(failure)}")
     if len(catalog) == 0:
