@@ -9,6 +9,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
+from cloudeasyml.api.raw_http import CLIENT_GONE
 from cloudeasyml.errors import (
     AuthenticationError,
     CloudEasyMLError,
@@ -30,7 +31,6 @@ __all__ = ("STATUS_BY_ERROR", "exception_handlers", "problem")
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-_CLIENT_GONE = "client disconnected prematurely"  # what Litestar's Request.stream raises
 
 STATUS_BY_ERROR: dict[type[CloudEasyMLError], int] = {
     AuthenticationError: 401,
@@ -84,7 +84,7 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     if exc.extra:
         extra["errors"] = exc.extra
     status = exc.status_code
-    if exc.detail == _CLIENT_GONE:
+    if exc.detail == CLIENT_GONE:
         # The client hung up while its body was being read: nobody receives this answer, and it is no server error.
         log.debug("client disconnected before %s was read", request.url.path)
         return problem(request, 400, "client disconnected")

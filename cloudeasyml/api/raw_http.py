@@ -1,0 +1,57 @@
+"""Reading a request body and sending an answer straight over ASGI, for handlers on the hot path.
+
+``read_body`` keeps the guarantees of Litestar's ``Request.body()``: the app's body-size limit (413, checked on
+the announced length first, then on the bytes received), and a client that hangs up mid-body is reported the
+way Litestar reports it, so the problem-details handlers treat both alike.
+"""
+
+from __future__ import annotations
+
+from litestar.exceptions import ClientException, InternalServerException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.types import HTTPScope, Receive, Send
+
+__all__ = ("CLIENT_GONE", "read_body", "send_json")
+
+CLIENT_GONE = "client disconnected prematurely"
+"""The detail Litestar's ``Request.stream`` gives when the client leaves before its body has arrived."""
+
+_JSON = (b"content-type", b"application/json")
+
+
+def _announced_length(scope: HTTPScope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                raise ClientException(f"Invalid content-length: {value.decode('latin-1')!r}") from None
+    return None
+
+
+async def read_body(scope: HTTPScope, receive: Receive, max_bytes: int) -> bytes:
+    """The whole request body; ``RequestEntityTooLarge`` (413) past ``max_bytes``."""
+    announced = _announced_length(scope)
+    if announced is not None and announced > max_bytes:
+        raise RequestEntityTooLarge
+    chunks: list[bytes] = []
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InternalServerException(CLIENT_GONE)
+        chunk = message.get("body", b"")  # type: ignore[union-attr]
+        if chunk:
+            received += len(chunk)
+            if received > max_bytes:
+                raise RequestEntityTooLarge
+            chunks.append(chunk)
+        if not message.get("more_body", False):  # type: ignore[union-attr]
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def send_json(send: Send, content: bytes, status: int = 200) -> None:
+    """Send ``content`` (encoded JSON) as the whole answer."""
+    headers = [_JSON, (b"content-length", str(len(content)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content, "more_body": False})
