@@ -15,7 +15,7 @@ import numpy as np
 
 from cloudeasyml.plugins.model import ModelPlugin
 from cloudeasyml.runtime.batcher import Batcher, BatchResult
-from cloudeasyml.runtime.config import ServingConfig
+from cloudeasyml.runtime.config import ServingConfig, session_threads
 from cloudeasyml.runtime.resolver import ArtifactResolver
 from cloudeasyml.runtime.session import OnnxSession
 from cloudeasyml.runtime.variants import ensure_variant, open_for_serving
@@ -137,10 +137,11 @@ class ServingRegistry:
             path, made = await asyncio.to_thread(ensure_variant, model, path, config.variant)
             report = msgspec.to_builtins(made)
         device = config.device if config.variant == "float" else "cpu"
-        key: SessionKey = (path, config.variant, device, config.intra_op_threads)
+        threads = session_threads(config)
+        key: SessionKey = (path, config.variant, device, threads)
         if key not in self._sessions:
             session = await asyncio.to_thread(
-                open_for_serving, path, config.variant, device=device, intra_op_threads=config.intra_op_threads
+                open_for_serving, path, config.variant, device=device, intra_op_threads=threads
             )
             # Warm up: the first run allocates and plans; a user should not pay for it.
             await asyncio.to_thread(session.run, model.to_arrays(model.example_inputs()))

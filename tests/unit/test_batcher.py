@@ -188,3 +188,65 @@ async def test_under_load_a_batch_stops_gathering_when_arrivals_stop() -> None:
     await asyncio.gather(*done, *late)
     assert sizes == [1, 2, 2]
     assert time.perf_counter() - started < 1.0  # a quiet window, not the 2 s one
+
+
+async def test_a_full_batch_waiting_when_a_run_ends_starts_without_the_event_loop() -> None:
+    """The worker thread chains straight into a full waiting batch: it does not wait for a busy loop."""
+    gate = threading.Event()
+    started: list[float] = []
+
+    def run(items):  # type: ignore[no-untyped-def]
+        started.append(time.perf_counter())
+        if len(started) == 1:
+            gate.wait(5)
+        return items
+
+    batcher = make(run, max_batch_size=4)
+    first = asyncio.ensure_future(batcher.submit([0]))
+    await asyncio.sleep(0.05)
+    full = [asyncio.ensure_future(batcher.submit([i])) for i in range(1, 5)]  # a full batch queues meanwhile
+    await asyncio.sleep(0.05)
+    gate.set()
+    time.sleep(0.3)  # the event loop is busy (blocked) while the first run ends
+    unblocked = time.perf_counter()
+    results = await asyncio.gather(first, *full)
+    assert [r.outputs for r in results] == [[0], [1], [2], [3], [4]]
+    assert len(started) == 2 and started[1] < unblocked  # the second batch ran while the loop was blocked
+    assert [r.batch_items for r in results] == [1, 4, 4, 4, 4]
+
+
+async def test_instances_take_turns_with_a_fair_share_of_the_batch_each() -> None:
+    """Two instances split max_batch_size: neither takes every waiting request while the other idles."""
+    sizes: list[int] = []
+    running = 0
+    overlapped = False
+    lock = threading.Lock()
+
+    def run(items):  # type: ignore[no-untyped-def]
+        nonlocal running, overlapped
+        with lock:
+            sizes.append(len(items))
+            running += 1
+            overlapped = overlapped or running > 1
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return items
+
+    batcher = make(run, max_batch_size=8, instances=2)
+    results = await asyncio.gather(*(batcher.submit([i]) for i in range(24)))
+    assert [r.outputs for r in results] == [[i] for i in range(24)]
+    assert max(sizes) == 4 and sum(sizes) == 24  # 8 split between 2 instances
+    assert overlapped  # both instances ran side by side
+
+
+async def test_one_request_larger_than_a_share_still_runs_alone() -> None:
+    sizes: list[int] = []
+
+    def run(items):  # type: ignore[no-untyped-def]
+        sizes.append(len(items))
+        return items
+
+    batcher = make(run, max_batch_size=8, instances=2)
+    result = await batcher.submit(list(range(7)))
+    assert result.outputs == list(range(7)) and sizes == [7]

@@ -32,3 +32,15 @@ def test_environment_variables_override_nested_settings() -> None:
 def test_bad_values_are_reported() -> None:
     with pytest.raises(msgspec.ValidationError):
         load_settings({"CLOUDEASYML_SERVER__PORT": "eighty"})
+
+
+def test_instances_split_the_cpus_between_their_threads_unless_threads_are_set(monkeypatch) -> None:
+    from cloudeasyml.runtime import config
+    from cloudeasyml.runtime.config import ServingConfig, session_threads
+
+    monkeypatch.setattr(config, "available_cpus", lambda: 8)
+    assert session_threads(ServingConfig()) == 0  # one instance: onnxruntime's choice
+    assert session_threads(ServingConfig(instances=2)) == 4
+    assert session_threads(ServingConfig(instances=3)) == 2
+    assert session_threads(ServingConfig(instances=16)) == 1
+    assert session_threads(ServingConfig(instances=2, intra_op_threads=3)) == 3
