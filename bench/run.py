@@ -24,7 +24,15 @@ from typing import Any
 
 from bench.ceiling import CeilingResult
 from bench.load import MAX_CONNECTIONS, LoadResult, LoadSpec, WrkMissingError, ensure_wrk, run_load
-from bench.report import BARE, HttpRow, ceiling_table, http_table, target_checks, targets_table
+from bench.report import (
+    BARE,
+    TARGET_CONCURRENCY,
+    HttpRow,
+    ceiling_table,
+    http_table,
+    target_checks,
+    targets_table,
+)
 from bench.servers import REPO_ROOT, BareServer, PlatformServer, cloudeasyml_cli, http_json
 
 __all__ = ("main",)
@@ -33,6 +41,7 @@ DEFAULT_MODELS = ("housing", "minilm")
 RESULTS_DIR = Path(__file__).with_name("results")
 MAX_SECONDS = 120.0
 DRAIN_MAX_S = 5.0
+ADJACENT_CEILING_S = 2.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,6 +56,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, help="Warm-up seconds before each cell, not counted (default 2).")
     parser.add_argument("--batch-size", type=int, default=64, help="maxBatchSize with batching on (default 64).")
     parser.add_argument("--items", type=int, default=1, help="Inputs per request (default 1).")
+    parser.add_argument(
+        "--instances", type=int, help="instances of the batching-on deployments (default: each model's own)."
+    )
     parser.add_argument("--artifact-dir", type=Path, help="Artifact store (default: CLOUDEASYML settings').")
     parser.add_argument("--json", type=Path, help="Write raw results here (default bench/results/<time>.json).")
     parser.add_argument("--skip-ceiling", action="store_true", help="Skip the in-process onnxruntime part.")
@@ -68,6 +80,8 @@ def _check_bounds(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--duration must be within 1..{MAX_SECONDS} s and --warmup within 0..{MAX_SECONDS} s")
     if not (1 <= args.batch_size <= 4096 and 1 <= args.items <= 4096):
         parser.error("--batch-size and --items must be within 1..4096")
+    if args.instances is not None and not 1 <= args.instances <= 64:
+        parser.error("--instances must be within 1..64")
 
 
 def say(message: str) -> None:
@@ -104,12 +118,15 @@ def export_models(models: list[str], artifact_dir: Path) -> list[str]:
     return ready
 
 
-def measure_ceiling(models: list[str], artifact_dir: Path, batches: list[int], seconds: float) -> list[CeilingResult]:
-    """Part 1, in a child process of its own."""
-    say(f"onnxruntime in process: {', '.join(models)} at batch {', '.join(map(str, batches))}")
+def measure_ceiling(
+    models: list[str], artifact_dir: Path, batches: list[int], seconds: float, instances: int = 1
+) -> list[CeilingResult]:
+    """Part 1 (and the ceilings measured beside a cell), in a child process of its own."""
+    say(f"onnxruntime in process: {', '.join(models)} at batch {', '.join(map(str, batches))}, {instances} at once")
     command = [
         sys.executable, "-m", "bench.ceiling", "--artifact-dir", str(artifact_dir),
         "--models", *models, "--batches", *map(str, batches), "--seconds", str(seconds),
+        "--instances", str(instances),
     ]  # fmt: skip
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -145,25 +162,50 @@ def _check_once(server: PlatformServer, body: bytes, items: int) -> None:
         raise RuntimeError(f"expected {items} predictions, got {len(answer['predictions'])}")
 
 
+def _adjacent_ceiling(args: argparse.Namespace, model: str, instances: int) -> float | None:
+    """The in-process ceiling at the cell's batch size and instances, measured now (the server is idle)."""
+    found = measure_ceiling([model], args.artifact_dir, [args.batch_size], ADJACENT_CEILING_S, instances)
+    return found[0].ort_items_per_s if found else None
+
+
 def bench_model(args: argparse.Namespace, server: PlatformServer, model: str) -> tuple[list[HttpRow], bytes | None]:
-    """Part 2 for one model: both batching modes at every concurrency. Returns the rows and a request body."""
+    """Part 2 for one model: both batching modes at every concurrency. Returns the rows and a request body.
+
+    The batching-on cell at the target concurrency is framed by two in-process ceilings measured just before
+    and just after it, with the deployment's instances: this machine's speed drifts by 10 % and more between
+    minutes, so a ceiling from the start of the run would compare the cell with a different machine.
+    """
     try:
         example = server.model(model)["exampleInput"]
     except RuntimeError as exc:
         say(f"SKIP {model}: {exc}")
         return [], None
     rows, body = [], None
-    for batching, max_batch in (("off", 1), ("on", args.batch_size)):
+    for batching, config in (("off", {"maxBatchSize": 1}), ("on", _on_config(args))):
         name = f"bench-{model}-{batching}"
-        deployment = server.deploy(model, name, {"maxBatchSize": max_batch})
-        body = _request_body(deployment, example, args.items)
+        deployment = server.deploy(model, name, config)
+        instances = deployment["config"]["instances"]
+        body = _request_body(deployment["id"], example, args.items)
         _check_once(server, body, args.items)
         for concurrency in args.concurrency:
+            framed = batching == "on" and concurrency == TARGET_CONCURRENCY
+            before = _adjacent_ceiling(args, model, instances) if framed else None
             load = _cell(
                 args, f"{model} batching {batching}", f"{server.base}/predict", body, server.token, concurrency
             )
-            rows.append(HttpRow(model, batching, max_batch, concurrency, args.items, load))
+            after = _adjacent_ceiling(args, model, instances) if framed else None
+            ceiling = (before + after) / 2 if before and after else None
+            rows.append(
+                HttpRow(model, batching, config["maxBatchSize"], instances, concurrency, args.items, load, ceiling)
+            )
     return rows, body
+
+
+def _on_config(args: argparse.Namespace) -> dict[str, Any]:
+    config: dict[str, Any] = {"maxBatchSize": args.batch_size}
+    if args.instances is not None:
+        config["instances"] = args.instances
+    return config
 
 
 def bench_platform(
@@ -192,7 +234,7 @@ def bench_bare(args: argparse.Namespace, workdir: Path, body: bytes) -> list[Htt
     with BareServer(workdir) as server:
         for concurrency in args.concurrency:
             load = _cell(args, "bare", f"{server.base}/predict", body, "sk_bare.not-checked", concurrency)
-            rows.append(HttpRow(BARE, "-", 0, concurrency, 1, load))
+            rows.append(HttpRow(BARE, "-", 0, 0, concurrency, 1, load))
     return rows
 
 

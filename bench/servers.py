@@ -170,7 +170,7 @@ class PlatformServer(_ServerProcess):
         """``GET /models/{name}``: metadata, including ``exampleInput``."""
         return http_json("GET", f"{self.base}/models/{name}", token=self.token)
 
-    def deploy(self, model: str, name: str, config: dict[str, Any]) -> str:
-        """Create a deployment (loaded and warmed up before this returns); returns its id."""
+    def deploy(self, model: str, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        """Create a deployment (loaded and warmed up before this returns); returns it as the API does."""
         body = {"modelName": model, "name": name, "config": {**config, "eagerLoad": True}}
-        return http_json("POST", f"{self.base}/deployments", token=self.token, body=body)["id"]
+        return http_json("POST", f"{self.base}/deployments", token=self.token, body=body)
