@@ -8,8 +8,6 @@ model's pricing over the time the session ran.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,10 +16,9 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from cloudeasyml.domain.inference import InferenceService
 from cloudeasyml.domain.principal import Principal
-from cloudeasyml.errors import DeadlineExceededError, InvalidInputError
+from cloudeasyml.errors import InvalidInputError
 from cloudeasyml.plugins.model import ModelPlugin, TensorSpec
-from cloudeasyml.runtime.batcher import BatchResult
-from cloudeasyml.runtime.registry import DeploymentSpec, LoadedDeployment
+from cloudeasyml.runtime.registry import DeploymentSpec
 
 __all__ = ("DTYPE_BY_DATATYPE", "TensorResult", "check_inputs", "datatype_of", "infer_tensors")
 
@@ -140,27 +137,17 @@ async def infer_tensors(
 
     Raises:
         InvalidInputError: The tensors do not fit the model, or onnxruntime rejected them.
-        DeadlineExceededError: The run took longer than the deployment's ``timeout_ms``.
-        ModelNotReadyError: The deployment's model is no longer installed or cannot be loaded.
+        OverloadedError: The deployment's queue is full.
+        DeadlineExceededError: No result within the deployment's ``timeout_ms``, queueing included.
+        ModelNotReadyError: The deployment's model is no longer installed or cannot be loaded, or the deployment
+            is being unloaded (deleted, or evicted for memory).
     """
     entry = inference.entry_for(spec)
     batch = check_inputs(entry.model, arrays, spec.config.max_batch_size)
     loaded = await inference.load(spec, entry)
-    timeout_s = spec.config.timeout_ms / 1000
     try:
-        async with asyncio.timeout(timeout_s):
-            outputs, elapsed_ms = await asyncio.to_thread(_timed_run, loaded, arrays)
-    except TimeoutError:
-        raise DeadlineExceededError(f"no result within {spec.config.timeout_ms:.0f} ms") from None
+        result = await loaded.run_tensors(arrays, batch)
     except InvalidArgument as exc:
         raise InvalidInputError(f"the model rejected the inputs: {exc}") from exc
-    result = BatchResult(outputs=[], processing_ms=elapsed_ms, batch_items=batch)
     request_id = inference.bill(principal, loaded, result, batch)
-    return TensorResult(outputs=outputs, processing_ms=elapsed_ms, request_id=request_id)
-
-
-def _timed_run(loaded: LoadedDeployment, arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
-    # Timed inside the worker thread, as the batcher does: waiting for a thread is not billed.
-    started = time.perf_counter()
-    outputs = loaded.run_arrays(arrays)
-    return outputs, (time.perf_counter() - started) * 1000
+    return TensorResult(outputs=result.outputs[0], processing_ms=result.processing_ms, request_id=request_id)

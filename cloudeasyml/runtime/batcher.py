@@ -50,11 +50,22 @@ class BatchResult(msgspec.Struct, frozen=True):
 
 
 class _Pending:
-    __slots__ = ("cancelled", "future", "items")
+    """One queued request: items that may share a batch, or (``alone``) work that runs by itself."""
 
-    def __init__(self, items: Sequence[Any], future: asyncio.Future[BatchResult]) -> None:
+    __slots__ = ("alone", "cancelled", "future", "items", "size")
+
+    def __init__(
+        self,
+        items: Sequence[Any],
+        future: asyncio.Future[BatchResult],
+        alone: Callable[[], Any] | None = None,
+        size: int | None = None,
+    ) -> None:
         self.items = items
         self.future = future
+        self.alone = alone
+        self.size = len(items) if size is None else size
+        """Items this request counts for in the queue and in batches."""
         self.cancelled = False
 
 
@@ -110,20 +121,37 @@ class Batcher:
         """Run ``items`` (one request) in the next batch; ``OverloadedError`` at once when the queue is full,
         ``DeadlineExceededError`` past the deadline (the request is then dropped if still queued).
         """
+        self._admit(len(items))
+        if self._running == 0 and self.runs_inline and len(items) <= self._max_batch_size:
+            # Idle and cheap: no queue, no task, no thread.
+            outputs, elapsed_ms = self._timed(lambda: self._run_items(list(items)))
+            return BatchResult(outputs=outputs, processing_ms=elapsed_ms, batch_items=len(items))
+        return await self._enqueue(_Pending(items, asyncio.get_running_loop().create_future()))
+
+    async def submit_alone(self, work: Callable[[], Any], size: int) -> BatchResult:
+        """Run ``work()``, one request that cannot share a batch (raw tensors of the V2 protocol), by itself but
+        through the same queue as every other request: the same instances, queue bound, deadline and drain.
+        It counts as ``size`` items; ``outputs`` is ``[work()]`` and the whole run's time is its share.
+        """
+        self._admit(size)
+        if self._running == 0 and self.runs_inline:
+            outputs, elapsed_ms = self._timed(lambda: [work()])
+            return BatchResult(outputs=outputs, processing_ms=elapsed_ms, batch_items=size)
+        return await self._enqueue(_Pending((), asyncio.get_running_loop().create_future(), work, size))
+
+    def _admit(self, size: int) -> None:
         if self._closing:
             raise DeploymentUnloadedError("the deployment is being unloaded")
-        if len(items) > self._max_queue_items:  # could never be queued: retrying would not help
+        if size > self._max_queue_items:  # could never be queued: retrying would not help
             raise InvalidInputError(f"this deployment accepts at most {self._max_queue_items} inputs per request")
-        if self._running == 0 and self.runs_inline and len(items) <= self._max_batch_size:
-            outputs, elapsed_ms = self._timed(list(items))  # idle and cheap: no queue, no task, no thread
-            return BatchResult(outputs=outputs, processing_ms=elapsed_ms, batch_items=len(items))
-        if self._queued_items + len(items) > self._max_queue_items:
+
+    async def _enqueue(self, pending: _Pending) -> BatchResult:
+        if self._queued_items + pending.size > self._max_queue_items:
             raise OverloadedError("the deployment's queue is full; retry shortly", retry_after=1)
         loop = asyncio.get_running_loop()
-        pending = _Pending(items, loop.create_future())
         with self._lock:
             self._queue.append(pending)
-            self._queued_items += len(items)
+            self._queued_items += pending.size
         if self._full is not None and self._queued_items >= self._share:
             _wake(self._full)
         if self._running < self._instances:
@@ -202,14 +230,16 @@ class Batcher:
         size = 0
         while self._queue:
             head = self._queue[0]
-            if batch and size + len(head.items) > self._share:
+            if batch and (head.alone is not None or size + head.size > self._share):
                 break
             self._queue.popleft()
-            self._queued_items -= len(head.items)
+            self._queued_items -= head.size
             if head.cancelled or head.future.done():
                 continue
             batch.append(head)
-            size += len(head.items)
+            size += head.size
+            if head.alone is not None:
+                break
         return batch
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> int:
@@ -218,7 +248,7 @@ class Batcher:
         """
         if self.runs_inline:
             try:
-                self._settle_batch(batch, *self._timed(_items_of(batch)))
+                self._settle_batch(batch, *self._execute(batch))
             except Exception as exc:
                 await self._isolate(loop, batch, exc)
             return len(batch)
@@ -235,7 +265,7 @@ class Batcher:
         """
         while True:
             try:
-                outputs, elapsed_ms = self._timed(_items_of(batch))
+                outputs, elapsed_ms = self._execute(batch)
             except Exception as exc:
                 return batch, exc
             loop.call_soon_threadsafe(self._settle_batch, batch, outputs, elapsed_ms)
@@ -254,6 +284,9 @@ class Batcher:
 
     def _settle_batch(self, batch: list[_Pending], outputs: list[Any], elapsed_ms: float) -> None:
         """Give each request its outputs and its share of the batch's time, by item count."""
+        if batch[0].alone is not None:
+            _settle(batch[0], BatchResult(outputs=outputs, processing_ms=elapsed_ms, batch_items=batch[0].size))
+            return
         total = len(outputs)
         offset = 0
         for pending in batch:
@@ -263,12 +296,24 @@ class Batcher:
             _settle(pending, result)
             offset += count
 
-    def _timed(self, items: list[Any]) -> tuple[list[Any], float]:
-        started = time.perf_counter()
+    def _execute(self, batch: list[_Pending]) -> tuple[list[Any], float]:
+        head = batch[0]
+        if head.alone is not None:
+            work = head.alone
+            return self._timed(lambda: [work()])
+        items = _items_of(batch)
+        return self._timed(lambda: self._run_items(items))
+
+    def _run_items(self, items: list[Any]) -> list[Any]:
         outputs = self._run_batch(items)
-        elapsed_ms = (time.perf_counter() - started) * 1000
         if len(outputs) != len(items):
             raise RuntimeError(f"the model returned {len(outputs)} predictions for {len(items)} inputs")
+        return outputs
+
+    def _timed(self, run: Callable[[], list[Any]]) -> tuple[list[Any], float]:
+        started = time.perf_counter()
+        outputs = run()
+        elapsed_ms = (time.perf_counter() - started) * 1000
         average = self._average_ms
         self._average_ms = elapsed_ms if average is None else average + _SMOOTHING * (elapsed_ms - average)
         return outputs, elapsed_ms

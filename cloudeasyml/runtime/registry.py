@@ -78,9 +78,13 @@ class LoadedDeployment:
         outputs = self.session.run(arrays)
         return list(self.model.from_outputs(outputs))
 
-    def run_arrays(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run raw named tensors (the V2 protocol path), bypassing the plugin's pre/post-processing."""
-        return self.session.run(arrays)
+    async def run_tensors(self, arrays: Mapping[str, np.ndarray], items: int) -> BatchResult:
+        """Run raw named tensors (the V2 protocol path), bypassing the plugin's pre/post-processing, by themselves
+        but through the deployment's batcher (its instances, queue bound, deadline and drain). ``outputs`` is
+        ``[{name: array}]``; ``items`` is the tensors' batch size.
+        """
+        self.last_used = time.monotonic()
+        return await self.batcher.submit_alone(lambda: self.session.run(arrays), items)
 
     async def predict(self, items: list[Any]) -> BatchResult:
         """Queue one request's items into the deployment's batcher."""

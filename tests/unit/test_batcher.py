@@ -250,3 +250,44 @@ async def test_one_request_larger_than_a_share_still_runs_alone() -> None:
     batcher = make(run, max_batch_size=8, instances=2)
     result = await batcher.submit(list(range(7)))
     assert result.outputs == list(range(7)) and sizes == [7]
+
+
+async def test_work_submitted_alone_runs_by_itself_through_the_same_queue_and_drain() -> None:
+    """V2 tensors: never merged with neighbours, but queued, bounded, deadlined and drained like them."""
+    gate = threading.Event()
+    runs: list[object] = []
+
+    def run(items):  # type: ignore[no-untyped-def]
+        runs.append(list(items))
+        if len(runs) == 1:
+            gate.wait(5)
+        return items
+
+    def tensors() -> dict[str, int]:
+        runs.append("alone")
+        return {"y": 42}
+
+    batcher = make(run, max_batch_size=8, max_queue_items=6)
+    first = asyncio.ensure_future(batcher.submit([0]))
+    await asyncio.sleep(0.05)
+    before = asyncio.ensure_future(batcher.submit([1]))
+    alone = asyncio.ensure_future(batcher.submit_alone(tensors, 3))
+    after = asyncio.ensure_future(batcher.submit([2]))
+    await asyncio.sleep(0.01)
+    with pytest.raises(OverloadedError):  # 1 + 3 + 1 queued: 3 more exceed max_queue_items
+        await batcher.submit_alone(tensors, 3)
+    draining = asyncio.ensure_future(batcher.drain())
+    await asyncio.sleep(0.05)
+    assert not draining.done() and not alone.done()
+    gate.set()
+    result = await alone
+    await asyncio.wait_for(draining, 5)
+    assert result.outputs == [{"y": 42}] and result.batch_items == 3
+    assert runs == [[0], [1], "alone", [2]]
+    assert (await before).outputs == [1] and (await after).outputs == [2] and (await first).outputs == [0]
+
+
+async def test_work_submitted_alone_gets_the_deadline() -> None:
+    batcher = make(lambda items: items, timeout_ms=50)
+    with pytest.raises(DeadlineExceededError):
+        await batcher.submit_alone(lambda: time.sleep(0.3), 1)
