@@ -18,8 +18,10 @@ __all__ = (
     "ParityError",
     "PermissionDeniedError",
     "PluginError",
-    "RetryLaterError",
     "RateLimitedError",
+    "RequestCapReachedError",
+    "RetryLaterError",
+    "SpendCapReachedError",
 )
 
 
@@ -91,6 +93,18 @@ class RateLimitedError(RetryLaterError):
     """The key has used up its request rate."""
 
     title = "Too Many Requests"
+
+
+class RequestCapReachedError(RetryLaterError):
+    """The tenant has made its monthly request cap of requests (``Retry-After``: until the month ends)."""
+
+    title = "Too Many Requests"
+
+
+class SpendCapReachedError(RetryLaterError):
+    """The tenant has spent its monthly spend cap (``Retry-After``: until the month ends)."""
+
+    title = "Payment Required"
 
 
 class ModelNotReadyError(CloudEasyMLError):

@@ -10,6 +10,7 @@ from cloudeasyml.db.engine import create_engine, session_factory
 from cloudeasyml.domain.authenticator import ApiKeyAuthenticator
 from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.inference import InferenceService
+from cloudeasyml.domain.quota import QuotaGuard
 from cloudeasyml.domain.rate_limit import RateLimiter
 from cloudeasyml.metering.meter import Meter
 from cloudeasyml.metering.metrics import Metrics
@@ -40,6 +41,7 @@ class Services:
     meter: Meter
     metrics: Metrics
     rate_limiter: RateLimiter
+    quota: QuotaGuard
     inference: InferenceService
 
     async def start(self) -> None:
@@ -70,6 +72,7 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
     directory = DeploymentDirectory(sessions, catalog, resolver, cache_seconds=cache_seconds)
     meter = Meter(sessions)
     metrics = Metrics()
+    quota = QuotaGuard(sessions, meter, refresh_seconds=cache_seconds)
     return Services(
         settings=settings,
         plugin_manager=pm,
@@ -85,5 +88,8 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         meter=meter,
         metrics=metrics,
         rate_limiter=RateLimiter(),
-        inference=InferenceService(catalog, directory, registry, meter, pricing=PricingBook(pm), metrics=metrics),
+        quota=quota,
+        inference=InferenceService(
+            catalog, directory, registry, meter, pricing=PricingBook(pm), metrics=metrics, quota=quota
+        ),
     )

@@ -23,7 +23,9 @@ from cloudeasyml.errors import (
     OverloadedError,
     PermissionDeniedError,
     RateLimitedError,
+    RequestCapReachedError,
     RetryLaterError,
+    SpendCapReachedError,
 )
 
 __all__ = ("STATUS_BY_ERROR", "exception_handlers", "problem")
@@ -40,6 +42,8 @@ STATUS_BY_ERROR: dict[type[CloudEasyMLError], int] = {
     InvalidInputError: 422,
     MalformedRequestError: 400,
     RateLimitedError: 429,
+    RequestCapReachedError: 429,
+    SpendCapReachedError: 402,
     OverloadedError: 503,
     ModelNotReadyError: 503,
     ExportError: 503,  # the model cannot be made servable here; the detail says why

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from decimal import Decimal, InvalidOperation
 
 import click
 import msgspec
 
 from cloudeasyml.db.engine import create_engine, session_factory
-from cloudeasyml.domain.tenants import NewTenant, create_tenant
+from cloudeasyml.db.models import Tenant
+from cloudeasyml.domain.tenants import UNCHANGED, NewTenant, create_tenant, set_caps
 from cloudeasyml.errors import CloudEasyMLError
 from cloudeasyml.settings import load_settings
 
@@ -61,3 +63,45 @@ def create(name: str, owner: str, plan: str, as_json: bool) -> None:
     click.echo(f"owner   {new.owner.email}")
     click.echo(f"key     {new.key}")
     click.echo("Store the key now: it is not shown again (only its hash is kept).")
+
+
+def _cap(parse: type[int] | type[Decimal]) -> object:
+    """A click callback: ``none`` removes the cap, absent leaves it, anything else is parsed."""
+
+    def convert(_ctx: click.Context, param: click.Parameter, value: str | None) -> object:
+        if value is None:
+            return UNCHANGED
+        if value.lower() == "none":
+            return None
+        try:
+            return parse(value)
+        except (ValueError, InvalidOperation):
+            raise click.BadParameter(f"{value!r} is not a number (or 'none')", param=param) from None
+
+    return convert
+
+
+async def _set_caps(url: str, name: str, spend_cap: object, request_cap: object) -> Tenant:
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine).begin() as session:
+            return await set_caps(session, name, spend_cap=spend_cap, request_cap=request_cap)
+    finally:
+        await engine.dispose()
+
+
+@tenants.command("set-caps")
+@click.argument("name")
+@click.option("--spend-cap", callback=_cap(Decimal), help="Most tenant NAME may spend per month (UTC); 'none': no cap.")
+@click.option("--request-cap", callback=_cap(int), help="Most requests per month (UTC); 'none': no cap.")
+def set_caps_command(name: str, spend_cap: object, request_cap: object) -> None:
+    """Set the monthly spend and request caps of tenant NAME. Past a cap, predictions answer 402 (spend) or
+    429 (requests) with Retry-After until the month ends; servers apply changes within a few seconds.
+    """
+    try:
+        tenant = asyncio.run(_set_caps(load_settings().database_url, name, spend_cap, request_cap))
+    except CloudEasyMLError as exc:
+        raise click.ClickException(exc.detail) from exc
+    spend = "none" if tenant.spend_cap is None else f"{tenant.spend_cap.normalize():f}"
+    requests = "none" if tenant.request_cap is None else str(tenant.request_cap)
+    click.echo(f"tenant {tenant.name}: spend cap {spend} per month, request cap {requests} per month")

@@ -10,6 +10,7 @@ import msgspec
 from cloudeasyml.db.types import utc_now
 from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.principal import Principal
+from cloudeasyml.domain.quota import QuotaGuard
 from cloudeasyml.errors import (
     DeploymentUnloadedError,
     InvalidInputError,
@@ -78,8 +79,10 @@ class InferenceService:
         *,
         pricing: PricingBook,
         metrics: Metrics,
+        quota: QuotaGuard,
     ) -> None:
         self._catalog = catalog
+        self._quota = quota
         self._metrics = metrics
         self._pricing = pricing
         self._directory = directory
@@ -111,6 +114,7 @@ class InferenceService:
 
     async def infer(self, principal: Principal, spec: DeploymentSpec, entry: CatalogEntry, inputs: list[Any]) -> Served:
         """Run decoded inputs on a deployment (loading it if needed) and bill the request."""
+        await self.admit(principal)
         loaded = await self.load(spec, entry)
         try:
             result = await self.run(loaded, inputs)
@@ -120,6 +124,10 @@ class InferenceService:
             loaded = await self.load(spec, entry)
             result = await self.run(loaded, inputs)
         return Served(result=result, request_id=self.bill(principal, loaded, result, len(inputs)))
+
+    async def admit(self, principal: Principal) -> None:
+        """Refuse the request if the caller's tenant is past its monthly spend or request cap (402 / 429)."""
+        await self._quota.check(principal.tenant_id)
 
     def entry_for(self, spec: DeploymentSpec) -> CatalogEntry:
         """The deployment's model; a model uninstalled since the deployment was made is not ready."""
@@ -146,6 +154,7 @@ class InferenceService:
         pricing = self._pricing.for_plan(principal.plan, loaded.model, spec.model_version)
         cost = price(pricing, CostInputs(processing_ms=result.processing_ms, gpu_ms=gpu_ms))
         request_id = str(uuid.uuid4())
+        self._quota.add(principal.tenant_id, cost)
         self._metrics.record_success(spec.model_name, items, result.processing_ms)
         self._meter.record(
             Usage(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -9,9 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cloudeasyml.db.models import Tenant, User
 from cloudeasyml.db.types import utc_now
 from cloudeasyml.domain.api_keys import ApiKeyService, KeyRequest
-from cloudeasyml.errors import ConflictError
+from cloudeasyml.errors import ConflictError, InvalidInputError, NotFoundError
+from cloudeasyml.metering.pricing import COST_SCALE
 
-__all__ = ("NewTenant", "create_tenant")
+__all__ = ("UNCHANGED", "NewTenant", "create_tenant", "set_caps")
+
+UNCHANGED: object = object()
+"""``set_caps``: leave this cap as it is."""
 
 
 class NewTenant(msgspec.Struct, frozen=True):
@@ -37,3 +43,27 @@ async def create_tenant(session: AsyncSession, name: str, owner_email: str, *, p
         KeyRequest(name=f"owner key for {owner_email}", scopes=("admin",)), issuer=None, user_id=owner.id
     )
     return NewTenant(tenant=tenant, owner=owner, key_id=issued.row.id, key=issued.key)
+
+
+async def set_caps(
+    session: AsyncSession, name: str, *, spend_cap: object = UNCHANGED, request_cap: object = UNCHANGED
+) -> Tenant:
+    """Set (``None``: remove) the monthly spend and request caps of tenant ``name`` in the caller's transaction.
+    Servers apply them within their refresh interval (``CLOUDEASYML_SERVER__KEY_CACHE_SECONDS``).
+    """
+    tenant = await session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        raise NotFoundError(f"no tenant named {name!r}")
+    if spend_cap is not UNCHANGED:
+        if spend_cap is not None:
+            if not isinstance(spend_cap, Decimal) or not spend_cap.is_finite() or spend_cap < 0:
+                raise InvalidInputError("the spend cap must be a non-negative amount")
+            if spend_cap.as_tuple().exponent < -COST_SCALE:  # type: ignore[operator]
+                raise InvalidInputError(f"the spend cap carries at most {COST_SCALE} decimal places")
+        tenant.spend_cap = spend_cap  # type: ignore[assignment]
+    if request_cap is not UNCHANGED:
+        if request_cap is not None and (not isinstance(request_cap, int) or request_cap < 0):
+            raise InvalidInputError("the request cap must be a non-negative whole number")
+        tenant.request_cap = request_cap  # type: ignore[assignment]
+    await session.flush()
+    return tenant

@@ -138,12 +138,14 @@ async def infer_tensors(
     Raises:
         InvalidInputError: The tensors do not fit the model, or onnxruntime rejected them.
         OverloadedError: The deployment's queue is full.
+        RequestCapReachedError, SpendCapReachedError: The tenant is past a monthly cap.
         DeadlineExceededError: No result within the deployment's ``timeout_ms``, queueing included.
         ModelNotReadyError: The deployment's model is no longer installed or cannot be loaded, or the deployment
             is being unloaded (deleted, or evicted for memory).
     """
     entry = inference.entry_for(spec)
     batch = check_inputs(entry.model, arrays, spec.config.max_batch_size)
+    await inference.admit(principal)
     loaded = await inference.load(spec, entry)
     try:
         result = await loaded.run_tensors(arrays, batch)

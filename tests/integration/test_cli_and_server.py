@@ -47,6 +47,21 @@ def test_db_commands_and_tenant_creation(cli_env: dict[str, str]) -> None:
     assert "(head)" not in current.stdout + current.stderr
 
 
+def test_tenant_caps_are_set_and_removed_from_the_cli(cli_env: dict[str, str]) -> None:
+    run_cli(cli_env, "db", "upgrade")
+    run_cli(cli_env, "tenants", "create", "acme", "--owner", "ops@acme.io")
+    both = run_cli(cli_env, "tenants", "set-caps", "acme", "--spend-cap", "12.50", "--request-cap", "1000").stdout
+    assert "spend cap 12.5 per month, request cap 1000 per month" in both
+    one = run_cli(cli_env, "tenants", "set-caps", "acme", "--request-cap", "none").stdout
+    assert "spend cap 12.5 per month, request cap none per month" in one
+    bad = run_cli(cli_env, "tenants", "set-caps", "acme", "--spend-cap", "lots", check=False)
+    assert bad.returncode != 0 and "not a number" in bad.stderr
+    negative = run_cli(cli_env, "tenants", "set-caps", "acme", "--request-cap", "-1", check=False)
+    assert negative.returncode != 0 and "non-negative" in negative.stderr
+    unknown = run_cli(cli_env, "tenants", "set-caps", "nobody", "--request-cap", "5", check=False)
+    assert unknown.returncode != 0 and "no tenant named 'nobody'" in unknown.stderr
+
+
 def test_plugins_list_shows_installed_models_and_their_source(cli_env: dict[str, str]) -> None:
     listed = json.loads(run_cli(cli_env, "plugins", "list", "--json").stdout)
     names = {m["model"]: m for m in listed["models"]}
