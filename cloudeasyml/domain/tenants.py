@@ -14,7 +14,10 @@ from cloudeasyml.domain.api_keys import ApiKeyService, KeyRequest
 from cloudeasyml.errors import ConflictError, InvalidInputError, NotFoundError
 from cloudeasyml.metering.pricing import COST_SCALE
 
-__all__ = ("UNCHANGED", "NewTenant", "create_tenant", "set_caps")
+__all__ = ("MAX_SPEND_CAP", "UNCHANGED", "NewTenant", "create_tenant", "set_caps")
+
+MAX_SPEND_CAP = Decimal(100_000_000)
+"""Largest spend cap: amounts are stored as scaled 64-bit integers (room for about 9.2e8)."""
 
 UNCHANGED: object = object()
 """``set_caps``: leave this cap as it is."""
@@ -60,6 +63,8 @@ async def set_caps(
                 raise InvalidInputError("the spend cap must be a non-negative amount")
             if spend_cap.as_tuple().exponent < -COST_SCALE:  # type: ignore[operator]
                 raise InvalidInputError(f"the spend cap carries at most {COST_SCALE} decimal places")
+            if spend_cap > MAX_SPEND_CAP:
+                raise InvalidInputError(f"the spend cap is at most {MAX_SPEND_CAP} (usage sums are stored exactly)")
         tenant.spend_cap = spend_cap  # type: ignore[assignment]
     if request_cap is not UNCHANGED:
         if request_cap is not None and (not isinstance(request_cap, int) or request_cap < 0):

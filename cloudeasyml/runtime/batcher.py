@@ -97,8 +97,8 @@ class Batcher:
         self._share = math.ceil(max_batch_size / instances)
         """Most items in one batch (a single larger request still runs, alone), and what a gathering batch waits
         for: ``max_batch_size`` split between the instances. Were one instance to take every waiting request,
-        the others would idle until its clients came back (measured: batches of 64 and 15 alternating, and
-        40 % less throughput, where two instances of 32 take turns)."""
+        the others would idle until its clients came back (measured with MiniLM, two instances, c=64: batches of
+        15 to 64 items and 358 items/s, against 656-697 with the split)."""
         self._running = 0
         self._closing = False
         self._idle = asyncio.Event()

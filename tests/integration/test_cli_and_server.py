@@ -58,6 +58,8 @@ def test_tenant_caps_are_set_and_removed_from_the_cli(cli_env: dict[str, str]) -
     assert bad.returncode != 0 and "not a number" in bad.stderr
     negative = run_cli(cli_env, "tenants", "set-caps", "acme", "--request-cap", "-1", check=False)
     assert negative.returncode != 0 and "non-negative" in negative.stderr
+    huge = run_cli(cli_env, "tenants", "set-caps", "acme", "--spend-cap", "1e12", check=False)
+    assert huge.returncode != 0 and "at most 100000000" in huge.stderr
     unknown = run_cli(cli_env, "tenants", "set-caps", "nobody", "--request-cap", "5", check=False)
     assert unknown.returncode != 0 and "no tenant named 'nobody'" in unknown.stderr
 
