@@ -1,7 +1,8 @@
 """Raw named tensors through a deployment (the Open Inference Protocol path): validate, run, time, bill.
 
 Unlike ``/predict``, the caller sends the graph's own input tensors, so the plugin's ``to_arrays`` and
-``from_outputs`` are skipped and requests are not batched together: each one is already a batch. Metering is
+``from_outputs`` are skipped and requests are not batched together: each one is already a batch, run by itself
+through the deployment's batcher queue (its instances, queue bound, deadline and drain). Metering is
 the same: one usage record per successful request, ``items`` = the batch size (axis 0), priced with the
 model's pricing over the time the session ran.
 """
