@@ -7,12 +7,14 @@ other processes are seen within that time). Caps are therefore soft across proce
 overshoot by the requests of the last few seconds. Within one process a cap holds: the request that reaches it
 runs (it was under the cap when it started), the ones after it are refused until the month ends.
 
-A tenant without caps costs one small read per refresh and a dictionary lookup per request.
+A tenant without caps costs one small read per refresh and a dictionary lookup per request. Requests billed
+while a refresh reads the database are missed until the next refresh, which counts them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,6 +30,8 @@ from cloudeasyml.errors import NotFoundError, RequestCapReachedError, SpendCapRe
 from cloudeasyml.metering.meter import Meter
 
 __all__ = ("QuotaGuard", "TenantQuota", "month_bounds")
+
+log = logging.getLogger(__name__)
 
 
 def month_bounds(now: datetime) -> tuple[datetime, datetime]:
@@ -101,10 +105,6 @@ class QuotaGuard:
             quota.requests += 1
             quota.spent += cost
 
-    def forget(self, tenant_id: uuid.UUID) -> None:
-        """Read the tenant again on its next request (after its caps changed in this process)."""
-        self._quotas.pop(tenant_id, None)
-
     async def _reload(self, tenant_id: uuid.UUID) -> TenantQuota:
         task = self._loading.get(tenant_id) or self._start_reload(tenant_id)
         return await asyncio.shield(task)
@@ -112,7 +112,14 @@ class QuotaGuard:
     def _start_reload(self, tenant_id: uuid.UUID) -> asyncio.Task[TenantQuota]:
         task = asyncio.get_running_loop().create_task(self._load(tenant_id))
         self._loading[tenant_id] = task
-        task.add_done_callback(lambda _t: self._loading.pop(tenant_id, None))
+
+        def done(finished: asyncio.Task[TenantQuota]) -> None:
+            self._loading.pop(tenant_id, None)
+            if not finished.cancelled() and (error := finished.exception()) is not None:
+                # A background refresh that failed keeps the counts this process has; the next one retries.
+                log.warning("reading the quota of tenant %s failed: %s", tenant_id, error)
+
+        task.add_done_callback(done)
         return task
 
     async def _load(self, tenant_id: uuid.UUID) -> TenantQuota:
