@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -11,7 +12,8 @@ from cloudeasyml.domain.authenticator import ApiKeyAuthenticator
 from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.inference import InferenceService
 from cloudeasyml.domain.quota import QuotaGuard
-from cloudeasyml.domain.rate_limit import RateLimiter
+from cloudeasyml.domain.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from cloudeasyml.domain.revocations import RevocationBroadcast
 from cloudeasyml.metering.meter import Meter
 from cloudeasyml.metering.metrics import Metrics
 from cloudeasyml.metering.pricing_book import PricingBook
@@ -21,6 +23,9 @@ from cloudeasyml.runtime.artifacts import ArtifactStore
 from cloudeasyml.runtime.registry import ServingRegistry
 from cloudeasyml.runtime.resolver import ArtifactResolver
 from cloudeasyml.settings import Settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ("Services", "build_catalog_from_settings", "build_services")
 
@@ -43,16 +48,31 @@ class Services:
     rate_limiter: RateLimiter
     quota: QuotaGuard
     inference: InferenceService
+    redis: Redis | None = None
+    """Shared state across processes (``CLOUDEASYML_REDIS__URL``); None: each process on its own."""
+    revocations: RevocationBroadcast | None = None
 
     async def start(self) -> None:
-        """Start background work (the meter's writer)."""
+        """Start background work (the meter's writer, the revocation subscriber)."""
         await self.meter.start()
+        if self.revocations is not None:
+            await self.revocations.start()
 
     async def stop(self) -> None:
-        """Drain deployments, write outstanding usage, close the database."""
+        """Drain deployments, write outstanding usage, close the database and Redis."""
         await self.registry.close()
         await self.meter.stop()
+        if self.revocations is not None:
+            await self.revocations.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.engine.dispose()
+
+    async def key_revoked(self, key_id: str) -> None:
+        """Drop a revoked key from this process's cache, and from every other process's through Redis."""
+        self.authenticator.forget(key_id)
+        if self.revocations is not None:
+            await self.revocations.publish(key_id)
 
 
 def build_catalog_from_settings(settings: Settings) -> ModelCatalog:
@@ -73,23 +93,36 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
     meter = Meter(sessions)
     metrics = Metrics()
     quota = QuotaGuard(sessions, meter, refresh_seconds=cache_seconds)
+    authenticator = ApiKeyAuthenticator(
+        sessions, cache_seconds=cache_seconds, external=lambda token: pm.hook.cloudeasyml_authenticate(token=token)
+    )
+    redis = _redis(settings)
     return Services(
         settings=settings,
         plugin_manager=pm,
         catalog=catalog,
         engine=engine,
         sessions=sessions,
-        authenticator=ApiKeyAuthenticator(
-            sessions, cache_seconds=cache_seconds, external=lambda token: pm.hook.cloudeasyml_authenticate(token=token)
-        ),
+        authenticator=authenticator,
         resolver=resolver,
         registry=registry,
         directory=directory,
         meter=meter,
         metrics=metrics,
-        rate_limiter=RateLimiter(),
+        rate_limiter=RedisRateLimiter(redis) if redis is not None else LocalRateLimiter(),
         quota=quota,
         inference=InferenceService(
             catalog, directory, registry, meter, pricing=PricingBook(pm), metrics=metrics, quota=quota
         ),
+        redis=redis,
+        revocations=RevocationBroadcast(redis, authenticator.forget) if redis is not None else None,
     )
+
+
+def _redis(settings: Settings) -> Redis | None:
+    """A client for ``CLOUDEASYML_REDIS__URL`` (connecting on first use), or None without one."""
+    if not settings.redis.url:
+        return None
+    from redis.asyncio import Redis
+
+    return Redis.from_url(settings.redis.url, socket_connect_timeout=2, socket_timeout=2)

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import msgspec
 
-__all__ = ("DatabaseSettings", "PluginSettings", "RuntimeSettings", "ServerSettings", "Settings", "load_settings")
+__all__ = (
+    "DatabaseSettings",
+    "PluginSettings",
+    "RedisSettings",
+    "RuntimeSettings",
+    "ServerSettings",
+    "Settings",
+    "load_settings",
+)
 
 PREFIX = "CLOUDEASYML_"
 
@@ -61,6 +69,15 @@ class PluginSettings(msgspec.Struct, frozen=True):
     """Entry-point names to skip, comma-separated in the environment (``CLOUDEASYML_PLUGINS__BLOCKED=a,b``)."""
 
 
+class RedisSettings(msgspec.Struct, frozen=True):
+    """Redis, for what several server processes (workers, pods) must share."""
+
+    url: str = ""
+    """``redis://host:6379/0``. When set, per-key rate limits are shared by every process using this Redis, and
+    a key revoked through one process is dropped at once from every process's cache. Empty: each process keeps
+    its own limits, and other processes see a revocation within ``server.key_cache_seconds``."""
+
+
 class Settings(msgspec.Struct, frozen=True):
     """All settings."""
 
@@ -68,6 +85,7 @@ class Settings(msgspec.Struct, frozen=True):
     server: ServerSettings = ServerSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     plugins: PluginSettings = PluginSettings()
+    redis: RedisSettings = RedisSettings()
     home: str = ""
     """Data directory for the embedded defaults. Empty means ``~/.cloudeasyml``."""
 

@@ -25,6 +25,7 @@ from cloudeasyml.settings import DatabaseSettings, RuntimeSettings, Settings
 from tests.support import tiny_model
 
 POSTGRES_URL = os.environ.get("CLOUDEASYML_TEST_POSTGRES_URL")
+REDIS_URL = os.environ.get("CLOUDEASYML_TEST_REDIS_URL")
 
 
 def _plain_dsn(url: str) -> str:
@@ -51,6 +52,14 @@ def fx_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     asyncio.run(_admin(POSTGRES_URL, f'CREATE DATABASE "{name}"'))
     yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
     asyncio.run(_admin(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(name="redis_url")
+def fx_redis_url() -> str:
+    """A real Redis server (``CLOUDEASYML_TEST_REDIS_URL``; the test is skipped without one)."""
+    if not REDIS_URL:
+        pytest.skip("CLOUDEASYML_TEST_REDIS_URL is not set")
+    return REDIS_URL
 
 
 @pytest.fixture(name="migrated_url")

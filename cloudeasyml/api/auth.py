@@ -42,7 +42,8 @@ class ApiKeyMiddleware:
             raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
         services = scope["litestar_app"].state.services
         principal = await services.authenticator.authenticate(token)
-        services.rate_limiter.check(principal.key_id, principal.rate_limit_per_minute)
+        if principal.rate_limit_per_minute:
+            await services.rate_limiter.check(principal.key_id, principal.rate_limit_per_minute)
         scope["user"] = principal
         scope["auth"] = principal.key_id
         await self.app(scope, receive, send)

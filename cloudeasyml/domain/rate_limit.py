@@ -1,34 +1,95 @@
-"""Per-key request rate limits: a token bucket per key, in this process.
+"""Per-key request rate limits: a token bucket per key (``rateLimitPerMinute`` tokens, refilled at that rate).
 
-Each process enforces the limit on its own (N replicas allow up to N times the rate); a shared limit across
-replicas needs a shared store (Redis), which is a later step.
+``LocalRateLimiter`` keeps the buckets in this process: N processes allow up to N times the rate.
+``RedisRateLimiter`` keeps them in Redis, updated by one atomic script per request on Redis's own clock, so every
+process using that Redis shares one limit. If Redis cannot be reached, requests pass (with a warning in the
+log): a rate limiter must not take the API down with it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from typing import TYPE_CHECKING, Protocol
 
 from cloudeasyml.errors import RateLimitedError
 
-__all__ = ("RateLimiter",)
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ("LocalRateLimiter", "RateLimiter", "RedisRateLimiter")
+
+log = logging.getLogger(__name__)
 
 
-class RateLimiter:
-    """``limit`` requests per minute per key, with bursts of up to ``limit`` requests."""
+class RateLimiter(Protocol):
+    """Takes one token from a key's bucket per request."""
+
+    async def check(self, key_id: str, per_minute: int) -> None:
+        """Take a token, or raise ``RateLimitedError`` with the seconds until one is back."""
+
+
+def _refused(per_minute: int, wait_seconds: float) -> RateLimitedError:
+    return RateLimitedError(
+        f"rate limit of {per_minute} requests per minute exceeded", retry_after=max(1, math.ceil(wait_seconds))
+    )
+
+
+class LocalRateLimiter:
+    """Buckets in this process."""
 
     def __init__(self) -> None:
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def check(self, key_id: str, per_minute: int | None) -> None:
-        """Take one token from the key's bucket, or raise ``RateLimitedError`` with the seconds until one is back."""
-        if not per_minute:
-            return
+    async def check(self, key_id: str, per_minute: int) -> None:
+        """Take one token from the key's bucket, or raise ``RateLimitedError``."""
         now = time.monotonic()
         tokens, last = self._buckets.get(key_id, (float(per_minute), now))
         tokens = min(float(per_minute), tokens + (now - last) * per_minute / 60)
         if tokens < 1:
             self._buckets[key_id] = (tokens, now)
-            wait = math.ceil((1 - tokens) * 60 / per_minute)
-            raise RateLimitedError(f"rate limit of {per_minute} requests per minute exceeded", retry_after=wait)
+            raise _refused(per_minute, (1 - tokens) * 60 / per_minute)
         self._buckets[key_id] = (tokens - 1, now)
+
+
+_TOKEN_BUCKET = """
+local capacity = tonumber(ARGV[1])
+local per_ms = capacity / 60000
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or capacity
+local at = tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - at) * per_ms)
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  wait = math.ceil((1 - tokens) / per_ms)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
+redis.call('PEXPIRE', KEYS[1], 61000)
+return wait
+"""
+"""One bucket update, atomic in Redis: returns 0 when a token was taken, else the milliseconds until one is."""
+
+
+class RedisRateLimiter:
+    """Buckets in Redis (``cloudeasyml:rate:<key id>``), shared by every process that uses it."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._script = redis.register_script(_TOKEN_BUCKET)
+        self._warned_at = -math.inf
+
+    async def check(self, key_id: str, per_minute: int) -> None:
+        """Take one token from the key's shared bucket, or raise ``RateLimitedError``."""
+        try:
+            wait_ms = int(await self._script(keys=[f"cloudeasyml:rate:{key_id}"], args=[per_minute]))
+        except Exception as exc:  # noqa: BLE001 - Redis down: let the request through, say so now and then
+            if time.monotonic() - self._warned_at > 60:
+                self._warned_at = time.monotonic()
+                log.warning("rate limits are not enforced: Redis is unreachable (%s)", exc)
+            return
+        if wait_ms:
+            raise _refused(per_minute, wait_ms / 1000)

@@ -136,6 +136,8 @@ def test_compose_has_postgres_app_and_a_migrate_step_the_app_waits_for() -> None
     assert services["app"]["build"]["dockerfile"] == "deploy/docker/Dockerfile"
     assert (DEPLOY / services["app"]["build"]["context"] / "pyproject.toml").is_file()
     assert {"pgdata", "artifacts"} <= compose["volumes"].keys()
+    assert services["app"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert services["app"]["environment"]["CLOUDEASYML_REDIS__URL"] == "redis://redis:6379/0"
 
 
 def test_dockerfile_copies_only_files_that_exist() -> None:

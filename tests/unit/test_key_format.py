@@ -36,7 +36,7 @@ def test_admin_and_write_scopes_imply_narrower_ones() -> None:
     assert validate_scopes(["predict", "predict", "admin"]) == ("admin", "predict")
 
 
-def test_token_bucket_refills_at_the_limit_rate(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_token_bucket_refills_at_the_limit_rate(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import pytest
 
     from cloudeasyml.domain import rate_limit
@@ -44,12 +44,11 @@ def test_token_bucket_refills_at_the_limit_rate(monkeypatch) -> None:  # type: i
 
     now = [1000.0]
     monkeypatch.setattr(rate_limit.time, "monotonic", lambda: now[0])
-    limiter = rate_limit.RateLimiter()
+    limiter = rate_limit.LocalRateLimiter()
     for _ in range(60):
-        limiter.check("k", 60)
+        await limiter.check("k", 60)
     with pytest.raises(RateLimitedError) as refused:
-        limiter.check("k", 60)
+        await limiter.check("k", 60)
     assert refused.value.retry_after == 1
     now[0] += 1.0  # one second at 60/min brings one token back
-    limiter.check("k", 60)
-    limiter.check("unlimited", None)
+    await limiter.check("k", 60)

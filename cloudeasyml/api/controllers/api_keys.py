@@ -53,8 +53,10 @@ class ApiKeyController(Controller):
 
     @delete("/{key_id:str}", summary="Revoke an API key", guards=[requires_scope("keys:write")])
     async def revoke_key(self, request: Request[Principal, Any, Any], key_id: FromPath[str]) -> None:
-        """Revoke a key; it stops working at once on this process. Another tenant's key is a 404."""
+        """Revoke a key; it stops working at once (on every process when they share Redis). Another tenant's key
+        is a 404.
+        """
         services: Services = request.app.state.services
         async with services.sessions.begin() as session:
             await ApiKeyService(session, request.user.tenant_id).revoke(key_id)
-        services.authenticator.forget(key_id)
+        await services.key_revoked(key_id)
