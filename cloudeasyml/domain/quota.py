@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import msgspec
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,7 +30,7 @@ from cloudeasyml.db.types import utc_now
 from cloudeasyml.errors import NotFoundError, RequestCapReachedError, SpendCapReachedError
 from cloudeasyml.metering.meter import Meter
 
-__all__ = ("QuotaGuard", "TenantQuota", "month_bounds")
+__all__ = ("QuotaGuard", "QuotaReport", "TenantQuota", "month_bounds", "quota_report", "tenant_caps", "usage_since")
 
 log = logging.getLogger(__name__)
 
@@ -125,24 +126,65 @@ class QuotaGuard:
     async def _load(self, tenant_id: uuid.UUID) -> TenantQuota:
         start, end = month_bounds(utc_now())
         async with self._sessions() as session:
-            caps = (
-                await session.execute(select(Tenant.spend_cap, Tenant.request_cap).where(Tenant.id == tenant_id))
-            ).first()
-        if caps is None:
-            raise NotFoundError("tenant not found")
-        spend_cap, request_cap = caps
+            spend_cap, request_cap = await tenant_caps(session, tenant_id)
         spent, requests = Decimal(0), 0
         if spend_cap is not None or request_cap is not None:
             await self._meter.flush()  # this process's buffered records count too (before reading: SQLite locks)
             async with self._sessions() as session:
-                requests, total = (
-                    await session.execute(
-                        select(func.count(), func.sum(UsageRecord.cost)).where(
-                            UsageRecord.tenant_id == tenant_id, UsageRecord.created_at >= start
-                        )
-                    )
-                ).one()
-            spent = total or Decimal(0)
+                spent, requests = await usage_since(session, tenant_id, start)
         quota = TenantQuota(start, end, spend_cap, request_cap, spent, requests, time.monotonic())
         self._quotas[tenant_id] = quota
         return quota
+
+
+async def tenant_caps(session: AsyncSession, tenant_id: uuid.UUID) -> tuple[Decimal | None, int | None]:
+    """The tenant's monthly spend and request caps (None: no cap)."""
+    caps = (await session.execute(select(Tenant.spend_cap, Tenant.request_cap).where(Tenant.id == tenant_id))).first()
+    if caps is None:
+        raise NotFoundError("tenant not found")
+    return caps[0], caps[1]
+
+
+async def usage_since(session: AsyncSession, tenant_id: uuid.UUID, start: datetime) -> tuple[Decimal, int]:
+    """The tenant's billed spend and request count since ``start``, summed in the database."""
+    requests, total = (
+        await session.execute(
+            select(func.count(), func.sum(UsageRecord.cost)).where(
+                UsageRecord.tenant_id == tenant_id, UsageRecord.created_at >= start
+            )
+        )
+    ).one()
+    return total or Decimal(0), requests
+
+
+class QuotaReport(msgspec.Struct, rename="camel"):
+    """A tenant's caps for the current month and what it has used of them (``GET /usage/quota``)."""
+
+    month_start: datetime
+    resets_at: datetime
+    """When the caps start over: the first instant of next month, UTC."""
+    spend_cap: Decimal | None
+    request_cap: int | None
+    spent: Decimal
+    requests: int
+    remaining_spend: Decimal | None
+    """``spend_cap - spent``, at least 0; None without a spend cap."""
+    remaining_requests: int | None
+    """``request_cap - requests``, at least 0; None without a request cap."""
+
+
+async def quota_report(session: AsyncSession, tenant_id: uuid.UUID) -> QuotaReport:
+    """The tenant's caps and this month's usage, from the database (flush the meter first)."""
+    start, end = month_bounds(utc_now())
+    spend_cap, request_cap = await tenant_caps(session, tenant_id)
+    spent, requests = await usage_since(session, tenant_id, start)
+    return QuotaReport(
+        month_start=start,
+        resets_at=end,
+        spend_cap=spend_cap,
+        request_cap=request_cap,
+        spent=spent,
+        requests=requests,
+        remaining_spend=None if spend_cap is None else max(Decimal(0), spend_cap - spent),
+        remaining_requests=None if request_cap is None else max(0, request_cap - requests),
+    )

@@ -90,3 +90,21 @@ async def test_usage_already_recorded_counts_and_cap_changes_apply_within_the_re
         await _predict(second, tenant, deployment)  # past the refresh interval: starts a reload
         await asyncio.sleep(0.2)
         assert (await _predict(second, tenant, deployment)).status_code == 200
+
+
+async def test_a_tenant_sees_its_caps_and_what_is_left_of_them(migrated_url: str, client, tenant: NewTenant) -> None:
+    uncapped = (await client.get("/usage/quota", headers=bearer(tenant.key))).json()
+    assert uncapped["spendCap"] is None and uncapped["requestCap"] is None
+    assert uncapped["remainingSpend"] is None and uncapped["remainingRequests"] is None
+    await _caps(migrated_url, tenant, spend_cap=Decimal(1), request_cap=5)
+    deployment = await deploy(client, tenant.key)
+    for _ in range(2):
+        assert (await _predict(client, tenant, deployment)).status_code == 200
+    quota = (await client.get("/usage/quota", headers=bearer(tenant.key))).json()
+    assert quota["requestCap"] == 5 and quota["requests"] == 2 and quota["remainingRequests"] == 3
+    spent = Decimal(quota["spent"])
+    assert Decimal(quota["spendCap"]) == 1 and spent > 0 and Decimal(quota["remainingSpend"]) == 1 - spent
+    start, end = month_bounds(datetime.now(UTC))
+    assert quota["monthStart"] == start.isoformat().replace("+00:00", "Z")
+    assert quota["resetsAt"] == end.isoformat().replace("+00:00", "Z")
+    assert spent == Decimal((await usage(client, tenant.key))["totalCost"])

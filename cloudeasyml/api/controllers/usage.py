@@ -11,6 +11,7 @@ from litestar.params import FromQuery
 from cloudeasyml.api.auth import requires_scope
 from cloudeasyml.db.types import utc_now
 from cloudeasyml.domain.principal import Principal
+from cloudeasyml.domain.quota import QuotaReport, quota_report
 from cloudeasyml.domain.usage import UsageReport, usage_report
 from cloudeasyml.errors import InvalidInputError
 from cloudeasyml.services import Services
@@ -47,3 +48,14 @@ class UsageController(Controller):
             raise InvalidInputError("start must be before end")
         async with services.sessions() as session:
             return await usage_report(session, request.user.tenant_id, start, end)
+
+    @get("/quota", summary="This month's caps and what is left of them", guards=[requires_scope("usage:read")])
+    async def get_quota(self, request: Request[Principal, Any, Any]) -> QuotaReport:
+        """The caller's tenant's monthly spend and request caps (set by the operator with ``cloudeasyml tenants
+        set-caps``; null: no cap), what it has used of them this month (UTC) and what remains. Past a cap,
+        predictions answer 402 (spend) or 429 (requests) until ``resetsAt``.
+        """
+        services: Services = request.app.state.services
+        await services.meter.flush()
+        async with services.sessions() as session:
+            return await quota_report(session, request.user.tenant_id)
