@@ -10,7 +10,7 @@ import click
 import msgspec
 import uvicorn
 
-from cloudeasyml.db.engine import create_engine, session_factory
+from cloudeasyml.db.engine import one_transaction
 from cloudeasyml.domain.deployments import DeploymentRequest, DeploymentService
 from cloudeasyml.domain.tenants import create_tenant
 from cloudeasyml.errors import CloudEasyMLError, ConflictError
@@ -35,21 +35,17 @@ async def _create_demo(settings: Settings) -> _Demo:
     """The demo tenant, its owner key and, when the housing plugin is installed, a housing deployment."""
     catalog = build_catalog_from_settings(settings)
     resolver = ArtifactResolver(ArtifactStore(settings.artifact_path))
-    engine = create_engine(settings.database_url)
-    try:
-        async with session_factory(engine).begin() as session:
-            new = await create_tenant(session, DEMO_TENANT, "owner@demo.local")
-            try:
-                entry = catalog.get(DEMO_MODEL)
-            except CloudEasyMLError:
-                return _Demo(key=new.key, deployment_id=None, example=None)
-            row = await DeploymentService(session, new.tenant.id, catalog, resolver).create(
-                DeploymentRequest(model_name=DEMO_MODEL, name=DEMO_MODEL)
-            )
-            example = msgspec.to_builtins(entry.model.example_inputs()[0])
-            return _Demo(key=new.key, deployment_id=str(row.id), example=example)
-    finally:
-        await engine.dispose()
+    async with one_transaction(settings.database_url) as session:
+        new = await create_tenant(session, DEMO_TENANT, "owner@demo.local")
+        try:
+            entry = catalog.get(DEMO_MODEL)
+        except CloudEasyMLError:
+            return _Demo(key=new.key, deployment_id=None, example=None)
+        row = await DeploymentService(session, new.tenant.id, catalog, resolver).create(
+            DeploymentRequest(model_name=DEMO_MODEL, name=DEMO_MODEL)
+        )
+        example = msgspec.to_builtins(entry.model.example_inputs()[0])
+        return _Demo(key=new.key, deployment_id=str(row.id), example=example)
 
 
 def _print_demo(base: str, settings: Settings) -> None:

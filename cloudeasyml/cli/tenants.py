@@ -9,7 +9,7 @@ from decimal import Decimal, InvalidOperation
 import click
 import msgspec
 
-from cloudeasyml.db.engine import create_engine, session_factory
+from cloudeasyml.db.engine import one_transaction
 from cloudeasyml.db.models import Tenant
 from cloudeasyml.domain.tenants import UNCHANGED, NewTenant, create_tenant, set_caps
 from cloudeasyml.errors import CloudEasyMLError
@@ -19,12 +19,8 @@ __all__ = ("create_tenant_now", "tenants")
 
 
 async def _create(url: str, name: str, owner: str, plan: str) -> NewTenant:
-    engine = create_engine(url)
-    try:
-        async with session_factory(engine).begin() as session:
-            return await create_tenant(session, name, owner, plan=plan)
-    finally:
-        await engine.dispose()
+    async with one_transaction(url) as session:
+        return await create_tenant(session, name, owner, plan=plan)
 
 
 def create_tenant_now(url: str, name: str, owner: str, plan: str = "default") -> NewTenant:
@@ -82,12 +78,8 @@ def _cap(parse: type[int] | type[Decimal]) -> object:
 
 
 async def _set_caps(url: str, name: str, spend_cap: object, request_cap: object) -> Tenant:
-    engine = create_engine(url)
-    try:
-        async with session_factory(engine).begin() as session:
-            return await set_caps(session, name, spend_cap=spend_cap, request_cap=request_cap)
-    finally:
-        await engine.dispose()
+    async with one_transaction(url) as session:
+        return await set_caps(session, name, spend_cap=spend_cap, request_cap=request_cap)
 
 
 @tenants.command("set-caps")

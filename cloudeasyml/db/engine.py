@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-__all__ = ("create_engine", "session_factory")
+__all__ = ("create_engine", "one_transaction", "session_factory")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -31,3 +34,16 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Async
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded objects usable after commit."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def one_transaction(url: str) -> AsyncIterator[AsyncSession]:
+    """A session in one transaction on a short-lived engine (a CLI action): committed when the block ends, rolled
+    back if it raises, and the engine disposed either way.
+    """
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine).begin() as session:
+            yield session
+    finally:
+        await engine.dispose()
