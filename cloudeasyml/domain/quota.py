@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cloudeasyml.db.models import Tenant, UsageRecord
 from cloudeasyml.db.types import utc_now
+from cloudeasyml.domain.single_flight import SingleFlight
 from cloudeasyml.errors import NotFoundError, RequestCapReachedError, SpendCapReachedError
 from cloudeasyml.metering.meter import Meter
 
@@ -71,7 +72,7 @@ class QuotaGuard:
         self._meter = meter
         self._refresh = refresh_seconds
         self._quotas: dict[uuid.UUID, TenantQuota] = {}
-        self._loading: dict[uuid.UUID, asyncio.Task[TenantQuota]] = {}
+        self._loads: SingleFlight[TenantQuota] = SingleFlight()
 
     async def check(self, tenant_id: uuid.UUID) -> None:
         """Raise ``RequestCapReachedError`` (429) or ``SpendCapReachedError`` (402) if the tenant is past a cap
@@ -80,9 +81,9 @@ class QuotaGuard:
         quota = self._quotas.get(tenant_id)
         now = utc_now()
         if quota is None or now >= quota.month_end:
-            quota = await self._reload(tenant_id)
-        elif time.monotonic() - quota.fetched_at > self._refresh and tenant_id not in self._loading:
-            self._start_reload(tenant_id)  # meanwhile, what this process counted
+            quota = await self._loads.run(tenant_id, lambda: self._load(tenant_id))
+        elif time.monotonic() - quota.fetched_at > self._refresh and tenant_id not in self._loads:
+            self._refresh_in_background(tenant_id)  # meanwhile, what this process counted
         if not quota.capped:
             return
         retry_after = max(1, int((quota.month_end - now).total_seconds()))
@@ -106,22 +107,13 @@ class QuotaGuard:
             quota.requests += 1
             quota.spent += cost
 
-    async def _reload(self, tenant_id: uuid.UUID) -> TenantQuota:
-        task = self._loading.get(tenant_id) or self._start_reload(tenant_id)
-        return await asyncio.shield(task)
-
-    def _start_reload(self, tenant_id: uuid.UUID) -> asyncio.Task[TenantQuota]:
-        task = asyncio.get_running_loop().create_task(self._load(tenant_id))
-        self._loading[tenant_id] = task
-
-        def done(finished: asyncio.Task[TenantQuota]) -> None:
-            self._loading.pop(tenant_id, None)
+    def _refresh_in_background(self, tenant_id: uuid.UUID) -> None:
+        def done(finished: asyncio.Future[TenantQuota]) -> None:
             if not finished.cancelled() and (error := finished.exception()) is not None:
                 # A background refresh that failed keeps the counts this process has; the next one retries.
                 log.warning("reading the quota of tenant %s failed: %s", tenant_id, error)
 
-        task.add_done_callback(done)
-        return task
+        self._loads.start(tenant_id, lambda: self._load(tenant_id)).add_done_callback(done)
 
     async def _load(self, tenant_id: uuid.UUID) -> TenantQuota:
         start, end = month_bounds(utc_now())
