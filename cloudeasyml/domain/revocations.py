@@ -14,6 +14,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from cloudeasyml.background import cancel_and_wait
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -46,11 +48,7 @@ class RevocationBroadcast:
     async def stop(self) -> None:
         """Unsubscribe."""
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def publish(self, key_id: str) -> None:

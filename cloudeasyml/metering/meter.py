@@ -15,6 +15,7 @@ from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cloudeasyml.background import cancel_and_wait
 from cloudeasyml.db.models import ApiKey, UsageRecord
 
 __all__ = ("Meter", "Usage")
@@ -72,11 +73,7 @@ class Meter:
     async def stop(self) -> None:
         """Stop the writer and write whatever is left."""
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._task)
             self._task = None
         await self.flush()
 
