@@ -62,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         example = server.model(args.model)["exampleInput"]
         deployment = server.deploy(args.model, "cpu-split", json.loads(args.config))
         body = json.dumps({"deploymentId": deployment["id"], "inputs": [example]}).encode()
-        spec = LoadSpec(f"{server.base}/predict", body, server.token, args.concurrency, args.duration, 2.0)
+        url = f"{server.base}/predict"
         pid = server.pid
         assert pid is not None
-        run_load(LoadSpec(spec.url, body, server.token, args.concurrency, 2.0, 0.0))  # warm up
+        run_load(LoadSpec(url, body, server.token, args.concurrency, 2.0, 0.0))  # warm up
         threads_before, machine_before = _thread_seconds(pid), _machine_seconds()
-        load = run_load(LoadSpec(spec.url, body, server.token, args.concurrency, args.duration, 0.0))
+        load = run_load(LoadSpec(url, body, server.token, args.concurrency, args.duration, 0.0))
         threads_after, machine_after = _thread_seconds(pid), _machine_seconds()
     requests = max(load.requests, 1)
     total = machine_after[0] - machine_before[0]
