@@ -23,6 +23,7 @@ from cloudeasyml.api.controllers.metrics import MetricsController
 from cloudeasyml.api.controllers.models import ModelController
 from cloudeasyml.api.controllers.usage import UsageController
 from cloudeasyml.api.controllers.v2 import OpenInferenceController
+from cloudeasyml.api.platform_app import PlatformApp
 from cloudeasyml.api.prediction_docs import document_prediction_routes
 from cloudeasyml.api.problems import exception_handlers
 from cloudeasyml.plugins.manager import PluginManager
@@ -70,7 +71,7 @@ def _freeze_startup_objects() -> None:
         gc.freeze()
 
 
-def create_app(settings: Settings | None = None, plugin_manager: PluginManager | None = None) -> Litestar:
+def create_app(settings: Settings | None = None, plugin_manager: PluginManager | None = None) -> PlatformApp:
     """Build the app. Tests pass ``settings`` and a ``plugin_manager`` instead of patching the environment."""
     settings = settings if settings is not None else load_settings()
     services = build_services(settings, plugin_manager)
@@ -84,7 +85,7 @@ def create_app(settings: Settings | None = None, plugin_manager: PluginManager |
         finally:
             await services.stop()
 
-    app = Litestar(
+    app = PlatformApp(
         route_handlers=ROUTES,
         middleware=[ApiKeyMiddleware],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]

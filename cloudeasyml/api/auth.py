@@ -12,7 +12,7 @@ from litestar.types import ASGIApp, Guard, Receive, Scope, Send
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.errors import AuthenticationError, PermissionDeniedError
 
-__all__ = ("PUBLIC_PATHS", "ApiKeyMiddleware", "require", "requires_scope")
+__all__ = ("PUBLIC_PATHS", "ApiKeyMiddleware", "authenticate_scope", "require", "requires_scope")
 
 PUBLIC_PATHS = (r"^/health", r"^/schema", r"^/v2/health", r"^/metrics$")
 """Paths that answer without a key (probes, docs, Prometheus scraping)."""
@@ -34,19 +34,23 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Authenticate, rate-limit, then pass the request on (public paths pass untouched)."""
-        if scope["type"] != "http" or _PUBLIC.match(scope["path"]):
-            await self.app(scope, receive, send)
-            return
-        token = _token(scope["headers"])
-        if not token:
-            raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
-        services = scope["litestar_app"].state.services
-        principal = await services.authenticator.authenticate(token)
-        if principal.rate_limit_per_minute:
-            await services.rate_limiter.check(principal.key_id, principal.rate_limit_per_minute)
-        scope["user"] = principal
-        scope["auth"] = principal.key_id
+        if scope["type"] == "http" and not _PUBLIC.match(scope["path"]):
+            await authenticate_scope(scope)
         await self.app(scope, receive, send)
+
+
+async def authenticate_scope(scope: Scope) -> Principal:
+    """Authenticate and rate-limit the request of ``scope``; put its ``Principal`` in ``scope["user"]``."""
+    token = _token(scope["headers"])
+    if not token:
+        raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
+    services = scope["litestar_app"].state.services
+    principal: Principal = await services.authenticator.authenticate(token)
+    if principal.rate_limit_per_minute:
+        await services.rate_limiter.check(principal.key_id, principal.rate_limit_per_minute)
+    scope["user"] = principal
+    scope["auth"] = principal.key_id
+    return principal
 
 
 def _token(headers: list[tuple[bytes, bytes]]) -> str | None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
+from litestar.types import HTTPScope, Receive, Send
 
 from cloudeasyml.api.raw_http import CLIENT_GONE
 from cloudeasyml.errors import (
@@ -28,7 +29,7 @@ from cloudeasyml.errors import (
     SpendCapReachedError,
 )
 
-__all__ = ("STATUS_BY_ERROR", "exception_handlers", "problem")
+__all__ = ("STATUS_BY_ERROR", "exception_handlers", "problem", "send_problem")
 
 log = logging.getLogger(__name__)
 
@@ -109,3 +110,13 @@ exception_handlers = {
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,
 }
+
+
+async def send_problem(scope: HTTPScope, receive: Receive, send: Send, exc: Exception) -> None:
+    """Answer ``exc`` as the app's exception handlers would, for a request served outside Litestar's router (see
+    ``cloudeasyml.api.platform_app``): the handler of the exception's nearest class in ``exception_handlers``.
+    """
+    handler = next(exception_handlers[cls] for cls in type(exc).__mro__ if cls in exception_handlers)
+    request: Request[Any, Any, Any] = Request(scope)  # type: ignore[arg-type]
+    response = handler(request, exc)  # type: ignore[operator]
+    await response.to_asgi_response(app=None, request=request)(scope, receive, send)  # type: ignore[arg-type]

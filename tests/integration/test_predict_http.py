@@ -48,7 +48,8 @@ def test_a_body_over_the_limit_is_413_whether_announced_or_streamed(
     settings: Settings, plugin_manager, tenant: NewTenant
 ) -> None:
     small = create_app(msgspec.structs.replace(settings, server=ServerSettings(max_body_bytes=512)), plugin_manager)
-    with serve_in_thread(small) as address, httpx.Client(base_url=f"http://{address}") as http:
+    # A long timeout: the first prediction may export the model (several seconds on a slow machine).
+    with serve_in_thread(small) as address, httpx.Client(base_url=f"http://{address}", timeout=60) as http:
         deployment = http.post("/deployments", json={"modelName": "tiny"}, headers=bearer(tenant.key)).json()
         fits = {"deploymentId": deployment["id"], "inputs": [POINT]}
         assert http.post("/predict", json=fits, headers=bearer(tenant.key)).status_code == 200
@@ -90,3 +91,64 @@ async def test_openapi_documents_both_prediction_operations(client) -> None:
     assert in_path["parameters"][0]["name"] == "deployment_id"
     assert in_path["requestBody"]["content"]["application/json"]["schema"]["required"] == ["inputs"]
     assert by_body["tags"] == in_path["tags"] == ["Inference"]
+
+
+async def _answers(client, path: str, cases: list[tuple[str, dict[str, str], bytes]]) -> list[tuple]:
+    """Status, the headers a client acts on, and the body less ``requestId`` and ``processingTimeMs``."""
+    answers = []
+    for _name, headers, content in cases:
+        response = await client.post(path, content=content, headers=headers)
+        body = response.json()
+        if response.status_code < 400:
+            body.pop("requestId")
+            body.pop("processingTimeMs")
+        picked = {k: response.headers.get(k) for k in ("content-type", "www-authenticate", "retry-after", "allow")}
+        answers.append((response.status_code, picked, body))
+    return answers
+
+
+async def test_predict_served_ahead_of_the_router_answers_as_the_routed_endpoint(client, tenant: NewTenant) -> None:
+    """``PlatformApp`` serves ``POST /predict`` itself; ``/predict/`` goes through Litestar's router to the same route.
+    Every answer, good or bad, must be the same on both (and nothing failed is billed)."""
+    deployment = await deploy(client, tenant.key)
+    reader = await client.post("/api-keys", json={"name": "r", "scopes": ["usage:read"]}, headers=bearer(tenant.key))
+    json_headers = {**bearer(tenant.key), "Content-Type": "application/json"}
+
+    def body(**fields: object) -> bytes:
+        return msgspec.json.encode({"deploymentId": deployment["id"], "inputs": [POINT], **fields})
+
+    cases = [
+        ("good", json_headers, body()),
+        ("no key", {"Content-Type": "application/json"}, body()),
+        ("unknown key", {**bearer("sk_AAAAAAAAAAAAAAAA." + "b" * 43)}, body()),
+        ("not a key", {"X-API-Key": "nonsense"}, body()),
+        ("no predict scope", bearer(reader.json()["key"]), body()),
+        ("malformed JSON", json_headers, b'{"deploymentId": '),
+        ("inputs not a list", json_headers, body(inputs=POINT)),
+        ("wrong input type", json_headers, body(inputs=[{"x": "one", "y": 2.0}])),
+        ("no deploymentId", json_headers, msgspec.json.encode({"inputs": [POINT]})),
+        ("unknown deployment", json_headers, body(deploymentId="00000000-0000-4000-8000-000000000000")),
+        ("unknown field", json_headers, body(extra=1)),
+    ]
+    fast = await _answers(client, "/predict", cases)
+    routed = await _answers(client, "/predict/", cases)
+    for (name, *_), one, other in zip(cases, fast, routed, strict=True):
+        assert one == other, name
+    assert [status for status, *_ in fast] == [200, 401, 401, 401, 403, 400, 422, 422, 422, 404, 422]
+    assert (await usage(client, tenant.key))["totalRequests"] == 2
+
+
+async def test_rate_limits_hold_on_the_predict_path(client, tenant: NewTenant) -> None:
+    deployment = await deploy(client, tenant.key)
+    limited = await client.post(
+        "/api-keys", json={"name": "slow", "scopes": ["predict"], "rateLimitPerMinute": 2}, headers=bearer(tenant.key)
+    )
+    headers = bearer(limited.json()["key"])
+    payload = {"deploymentId": deployment["id"], "inputs": [POINT]}
+    statuses = [(await client.post("/predict", json=payload, headers=headers)).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    fast = await client.post("/predict", json=payload, headers=headers)
+    routed = await client.post("/predict/", json=payload, headers=headers)
+    assert fast.status_code == routed.status_code == 429
+    assert fast.headers["retry-after"] and routed.headers["retry-after"]
+    assert fast.json()["detail"] == routed.json()["detail"]

@@ -1,12 +1,12 @@
 """Predictions: ``POST /predict`` and ``POST /deployments/{id}/predict`` (scope ``predict``).
 
-``POST /predict`` is the platform's hot path, so it is a Litestar ASGI route handler rather than a ``@post``
-handler. Routing, the API-key middleware and the problem-details exception handlers apply to it as to every
-route, but no ``Request``, parameter model or ``Response`` is built per call: that machinery cost about 60 µs
-of event-loop CPU per request, a third of the server's share when the model is fast or runs off the loop. The
-body is read raw (the model's own types decode it), the scope is checked inline and the encoded answer is sent
-as is. Litestar documents only ``@post``-style handlers, so ``cloudeasyml.api.prediction_docs`` adds the
-OpenAPI operations of both endpoints.
+``POST /predict`` is the platform's hot path. ``cloudeasyml.api.platform_app.PlatformApp`` serves it ahead of
+Litestar's router, with ``prediction`` below; the route here answers what it leaves to Litestar (other methods,
+a root path) and carries the OpenAPI operation. The route is a Litestar ASGI route handler rather than a
+``@post`` handler: no ``Request``, parameter model or ``Response`` is built per call (that machinery cost about
+60 µs of event-loop CPU per request). The body is read raw (the model's own types decode it), the scope is
+checked inline and the encoded answer is sent as is. Litestar documents only ``@post``-style handlers, so
+``cloudeasyml.api.prediction_docs`` adds the OpenAPI operations of both endpoints.
 
 ``POST /deployments/{id}/predict`` stays a ``@post`` handler: Litestar 2.25 cannot route an HTTP request to an
 ASGI handler whose path has parameters (its router looks the parameters up by the request method, which ASGI
@@ -30,23 +30,28 @@ from cloudeasyml.api.raw_http import read_body, send_json
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.services import Services
 
-__all__ = ("PREDICTION_ROUTES", "predict", "predict_deployment")
+__all__ = ("PREDICTION_ROUTES", "predict", "predict_deployment", "prediction")
 
 
-async def _predict(scope: HTTPScope, receive: Receive, send: Send, deployment_id: uuid.UUID | None) -> None:
-    if scope["method"] != "POST":
-        raise MethodNotAllowedException(headers={"Allow": "POST"})
+async def prediction(scope: HTTPScope, receive: Receive, deployment_id: uuid.UUID | None) -> bytes:
+    """The encoded answer to the prediction request of ``scope`` (authenticated: its principal is in ``user``)."""
     principal = scope["user"]
     require(principal, "predict")
     services: Services = scope["litestar_app"].state.services
     body = await read_body(scope, receive, services.settings.server.max_body_bytes)
-    await send_json(send, await services.inference.predict(principal, body, deployment_id))
+    return await services.inference.predict(principal, body, deployment_id)
 
 
 @asgi("/predict", name="predict", copy_scope=False)
 async def predict(scope: Scope, receive: Receive, send: Send) -> None:
-    """Run the deployment named by ``deploymentId`` in the body."""
-    await _predict(scope, receive, send, None)  # type: ignore[arg-type]
+    """Run the deployment named by ``deploymentId`` in the body.
+
+    ``PlatformApp`` serves ``POST /predict`` ahead of the router; this route answers the requests it leaves to
+    Litestar (other methods, a root path) and carries the endpoint's OpenAPI operation.
+    """
+    if scope["method"] != "POST":
+        raise MethodNotAllowedException(headers={"Allow": "POST"})
+    await send_json(send, await prediction(scope, receive, None))  # type: ignore[arg-type]
 
 
 @post("/deployments/{deployment_id:uuid}/predict", name="predict-deployment", status_code=HTTP_200_OK)
