@@ -10,6 +10,7 @@ import click
 import msgspec
 import uvicorn
 
+from cloudeasyml.api.http_protocol import CoalescingHttpToolsProtocol
 from cloudeasyml.db.engine import one_transaction
 from cloudeasyml.domain.deployments import DeploymentRequest, DeploymentService
 from cloudeasyml.domain.tenants import create_tenant
@@ -88,4 +89,5 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
         workers=workers or settings.server.workers,
         log_level="warning",
         access_log=False,
+        http=CoalescingHttpToolsProtocol,
     )

@@ -12,14 +12,18 @@ import httpx
 import uvicorn
 from litestar import Litestar
 
+from cloudeasyml.api.http_protocol import CoalescingHttpToolsProtocol
+
 
 @contextmanager
 def serve_in_thread(app: Litestar) -> Iterator[str]:
-    """Serve ``app`` until the block ends; yields ``host:port``."""
+    """Serve ``app`` until the block ends, as ``cloudeasyml serve`` does (its HTTP protocol); yields ``host:port``."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=CoalescingHttpToolsProtocol)
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
