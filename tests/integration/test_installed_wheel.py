@@ -1,0 +1,48 @@
+"""The platform as users get it: a built wheel, installed outside the checkout, migrates a database and reports
+ready with its own ``alembic.ini`` and ``migrations/`` (package data, not files of a checkout)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+READY = """
+import cloudeasyml, sys
+from litestar.testing import TestClient
+from cloudeasyml.app import create_app
+assert "site-packages" in cloudeasyml.__file__, cloudeasyml.__file__
+with TestClient(create_app()) as client:
+    answer = client.get("/health/ready")
+print(answer.status_code, answer.json()["status"])
+"""
+
+
+def test_a_wheel_installed_elsewhere_migrates_and_is_ready(tmp_path: Path) -> None:
+    run = {"check": True, "capture_output": True, "text": True}
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-w", tmp_path], **run
+    )
+    wheel = next(tmp_path.glob("cloudeasyml-*.whl"))
+    target = tmp_path / "venv"
+    venv.create(target, with_pip=False)
+    python = target / "bin" / "python"
+    site = Path(subprocess.run([python, "-c", "import site; print(site.getsitepackages()[0])"], **run).stdout.strip())
+    # The dependencies come from this environment's site-packages as a plain path entry: its .pth files (among them
+    # the editable install's, which maps cloudeasyml to the checkout) are not run there.
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", site, wheel], **run)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDEASYML_")}
+    env["CLOUDEASYML_HOME"] = str(tmp_path / "home")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    cli = [python, "-c", "from cloudeasyml.cli.main import cli; cli()"]
+    upgraded = subprocess.run([*cli, "db", "upgrade"], cwd=outside, env=env, **run)
+    assert "database at head" in upgraded.stdout
+    ready = subprocess.run([python, "-c", READY], cwd=outside, env=env, **run)
+    assert ready.stdout.split()[-2:] == ["200", "ready"], ready.stdout + ready.stderr
