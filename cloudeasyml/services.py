@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -9,18 +12,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cloudeasyml.db.engine import create_engine, session_factory
 from cloudeasyml.domain.authenticator import ApiKeyAuthenticator
+from cloudeasyml.domain.broadcast import DELETED_DEPLOYMENTS, REVOKED_KEYS, Broadcast
 from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.inference import InferenceService
 from cloudeasyml.domain.quota import QuotaGuard
 from cloudeasyml.domain.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
-from cloudeasyml.domain.revocations import RevocationBroadcast
 from cloudeasyml.metering.meter import Meter
 from cloudeasyml.metering.metrics import Metrics
 from cloudeasyml.metering.pricing_book import PricingBook
 from cloudeasyml.plugins.catalog import ModelCatalog, build_catalog
 from cloudeasyml.plugins.manager import PluginManager, get_plugin_manager
 from cloudeasyml.runtime.artifacts import ArtifactStore
-from cloudeasyml.runtime.registry import ServingRegistry
+from cloudeasyml.runtime.registry import DeploymentSpec, ServingRegistry
 from cloudeasyml.runtime.resolver import ArtifactResolver
 from cloudeasyml.settings import Settings
 
@@ -50,20 +53,21 @@ class Services:
     inference: InferenceService
     redis: Redis | None = None
     """Shared state across processes (``CLOUDEASYML_REDIS__URL``); None: each process on its own."""
-    revocations: RevocationBroadcast | None = None
+    broadcast: Broadcast | None = None
+    """Revocations and deletions told to every process through Redis; None without Redis."""
 
     async def start(self) -> None:
-        """Start background work (the meter's writer, the revocation subscriber)."""
+        """Start background work (the meter's writer, the Redis subscriber)."""
         await self.meter.start()
-        if self.revocations is not None:
-            await self.revocations.start()
+        if self.broadcast is not None:
+            await self.broadcast.start()
 
     async def stop(self) -> None:
         """Drain deployments, write outstanding usage, close the database and Redis."""
         await self.registry.close()
         await self.meter.stop()
-        if self.revocations is not None:
-            await self.revocations.stop()
+        if self.broadcast is not None:
+            await self.broadcast.stop()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
@@ -71,8 +75,17 @@ class Services:
     async def key_revoked(self, key_id: str) -> None:
         """Drop a revoked key from this process's cache, and from every other process's through Redis."""
         self.authenticator.forget(key_id)
-        if self.revocations is not None:
-            await self.revocations.publish(key_id)
+        if self.broadcast is not None:
+            await self.broadcast.publish(REVOKED_KEYS, key_id)
+
+    async def deployment_deleted(self, spec: DeploymentSpec) -> None:
+        """Stop serving a deleted deployment: here (its in-flight requests drain first), and in every other
+        process through Redis.
+        """
+        self.directory.forget(spec.tenant_id, spec.id, spec.name)
+        if self.broadcast is not None:
+            await self.broadcast.publish(DELETED_DEPLOYMENTS, f"{spec.tenant_id} {spec.id} {spec.name}")
+        await self.registry.unload(spec.id)
 
 
 def build_catalog_from_settings(settings: Settings) -> ModelCatalog:
@@ -115,8 +128,31 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
             catalog, directory, registry, meter, pricing=PricingBook(pm), metrics=metrics, quota=quota
         ),
         redis=redis,
-        revocations=RevocationBroadcast(redis, authenticator.forget) if redis is not None else None,
+        broadcast=_broadcast(redis, authenticator, directory, registry) if redis is not None else None,
     )
+
+
+def _broadcast(
+    redis: Redis, authenticator: ApiKeyAuthenticator, directory: DeploymentDirectory, registry: ServingRegistry
+) -> Broadcast:
+    return Broadcast(
+        redis,
+        {REVOKED_KEYS: authenticator.forget, DELETED_DEPLOYMENTS: _deleted_elsewhere(directory, registry)},
+    )
+
+
+def _deleted_elsewhere(directory: DeploymentDirectory, registry: ServingRegistry) -> Callable[[str], None]:
+    """Applies a deletion told through Redis: forget the deployment, and drain and unload it in the background."""
+    unloading: set[asyncio.Task[None]] = set()
+
+    def apply(message: str) -> None:
+        tenant_id, deployment_id, name = message.split(" ", 2)
+        directory.forget(uuid.UUID(tenant_id), uuid.UUID(deployment_id), name)
+        task = asyncio.get_running_loop().create_task(registry.unload(uuid.UUID(deployment_id)))
+        unloading.add(task)
+        task.add_done_callback(unloading.discard)
+
+    return apply
 
 
 def _redis(settings: Settings) -> Redis | None:

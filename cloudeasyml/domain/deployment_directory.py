@@ -19,7 +19,8 @@ __all__ = ("DeploymentDirectory",)
 class DeploymentDirectory:
     """``(tenant, id)`` and ``(tenant, name)`` → ``DeploymentSpec``. The tenant is part of every key and every
     query, so one tenant can never reach another's deployment through the cache. Entries live
-    ``cache_seconds``; deletion through this process drops them at once.
+    ``cache_seconds``; a deletion drops them at once (through another process: when Redis tells, see
+    ``cloudeasyml.domain.broadcast``).
     """
 
     def __init__(
@@ -64,10 +65,10 @@ class DeploymentDirectory:
             row = await self._service(session, tenant_id).get_by_name(name)
         return self._remember(to_spec(row))
 
-    def forget(self, spec: DeploymentSpec) -> None:
+    def forget(self, tenant_id: uuid.UUID, deployment_id: uuid.UUID, name: str) -> None:
         """Drop a deployment (after it was deleted)."""
-        self._by_id.pop((spec.tenant_id, spec.id), None)
-        self._by_name.pop((spec.tenant_id, spec.name), None)
+        self._by_id.pop((tenant_id, deployment_id), None)
+        self._by_name.pop((tenant_id, name), None)
 
     def _service(self, session: AsyncSession, tenant_id: uuid.UUID) -> DeploymentService:
         return DeploymentService(session, tenant_id, self._catalog, self._resolver)

@@ -1,5 +1,6 @@
-"""Processes that share Redis (``CLOUDEASYML_REDIS__URL``) share per-key rate limits and see a revocation at
-once; without Redis each process limits on its own. Two real apps on one database and one real Redis server."""
+"""Processes that share Redis (``CLOUDEASYML_REDIS__URL``) share per-key rate limits and see a revocation or a
+deleted deployment at once; without Redis each process limits on its own. Two real apps on one database and one
+real Redis server."""
 
 from __future__ import annotations
 
@@ -70,6 +71,27 @@ async def test_a_key_revoked_through_one_process_stops_at_once_on_the_others(
                 break
             await asyncio.sleep(0.02)
         assert status == 401
+
+
+async def test_a_deployment_deleted_through_one_process_stops_serving_at_once_on_the_others(
+    settings: Settings, plugin_manager, tenant: NewTenant, redis_url: str
+) -> None:
+    shared = msgspec.structs.replace(
+        settings, redis=RedisSettings(url=redis_url), server=ServerSettings(key_cache_seconds=300)
+    )
+    async with two_processes(shared, plugin_manager) as (a, b):
+        created = await a.post("/deployments", json={"modelName": "tiny"}, headers=bearer(tenant.key))
+        body = {"deploymentId": created.json()["id"], "inputs": [{"x": 1.0, "y": 2.0}]}
+        assert (await b.post("/predict", json=body, headers=bearer(tenant.key))).status_code == 200  # loaded in b
+        assert (await a.delete(f"/deployments/{body['deploymentId']}", headers=bearer(tenant.key))).status_code == 204
+        for _ in range(100):  # through Redis: milliseconds, where b's cache would keep it for 300 s
+            status = (await b.post("/predict", json=body, headers=bearer(tenant.key))).status_code
+            if status == 404:
+                break
+            await asyncio.sleep(0.02)
+        assert status == 404
+        usage = (await b.get("/usage", headers=bearer(tenant.key))).json()
+    assert usage["totalRequests"] <= 2  # b's one prediction, and at most one that raced the message
 
 
 async def test_an_unreachable_redis_does_not_take_the_api_down(

@@ -79,6 +79,4 @@ class DeploymentController(Controller):
         services: Services = request.app.state.services
         async with services.sessions.begin() as session:
             row = await _service(services, session, request.user).delete(deployment_id)
-        spec = to_spec(row)
-        services.directory.forget(spec)
-        await services.registry.unload(spec.id)
+        await services.deployment_deleted(to_spec(row))
