@@ -4,6 +4,7 @@ ready with its own ``alembic.ini`` and ``migrations/`` (package data, not files 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -25,8 +26,15 @@ print(answer.status_code, answer.json()["status"])
 
 def test_a_wheel_installed_elsewhere_migrates_and_is_ready(tmp_path: Path) -> None:
     run = {"check": True, "capture_output": True, "text": True}
+    # Built from a copy of what the wheel is made of: setuptools writes build/ and *.egg-info into the source tree.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "alembic.ini"):
+        shutil.copy(REPO / name, source / name)
+    for name in ("cloudeasyml", "migrations"):
+        shutil.copytree(REPO / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-w", tmp_path], **run
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-w", tmp_path], **run
     )
     wheel = next(tmp_path.glob("cloudeasyml-*.whl"))
     target = tmp_path / "venv"
