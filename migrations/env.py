@@ -10,8 +10,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from cloudeasyml.db.base import Base
 from cloudeasyml.db import models  # noqa: F401  (registers the tables on Base.metadata)
+from cloudeasyml.db.base import Base
 from cloudeasyml.settings import load_settings
 
 config = context.config

@@ -1,4 +1,4 @@
-"""initial schema
+"""Initial schema.
 
 Revision ID: 3fa78f7cfddf
 Revises:
@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "3fa78f7cfddf"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -21,7 +20,6 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     """Apply."""
-
     op.create_table(
         "tenant",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -117,7 +115,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Revert."""
-
     with op.batch_alter_table("api_key", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_api_key_tenant_id"))
 
