@@ -14,8 +14,8 @@ from cloudeasyml.db.models import ApiKey, Tenant
 from cloudeasyml.db.types import utc_now
 from cloudeasyml.domain.key_format import parse_key, secret_matches
 from cloudeasyml.domain.principal import Principal
-from cloudeasyml.domain.single_flight import SingleFlight
 from cloudeasyml.errors import AuthenticationError
+from cloudeasyml.single_flight import SingleFlight
 
 __all__ = ("ApiKeyAuthenticator",)
 

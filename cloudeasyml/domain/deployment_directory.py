@@ -8,10 +8,10 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cloudeasyml.domain.deployments import DeploymentService, to_spec
-from cloudeasyml.domain.single_flight import SingleFlight
 from cloudeasyml.plugins.catalog import ModelCatalog
 from cloudeasyml.runtime.registry import DeploymentSpec
 from cloudeasyml.runtime.resolver import ArtifactResolver
+from cloudeasyml.single_flight import SingleFlight
 
 __all__ = ("DeploymentDirectory",)
 

@@ -27,9 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cloudeasyml.db.models import Tenant, UsageRecord
 from cloudeasyml.db.types import utc_now
-from cloudeasyml.domain.single_flight import SingleFlight
 from cloudeasyml.errors import NotFoundError, RequestCapReachedError, SpendCapReachedError
 from cloudeasyml.metering.meter import Meter
+from cloudeasyml.single_flight import SingleFlight
 
 __all__ = ("QuotaGuard", "QuotaReport", "TenantQuota", "month_bounds", "quota_report", "tenant_caps", "usage_since")
 

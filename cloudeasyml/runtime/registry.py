@@ -19,6 +19,7 @@ from cloudeasyml.runtime.config import ServingConfig, session_threads
 from cloudeasyml.runtime.resolver import ArtifactResolver
 from cloudeasyml.runtime.session import OnnxSession
 from cloudeasyml.runtime.variants import ensure_variant, open_for_serving
+from cloudeasyml.single_flight import SingleFlight
 
 __all__ = ("DeploymentSpec", "LoadedDeployment", "ServingRegistry", "SessionKey")
 
@@ -103,7 +104,7 @@ class ServingRegistry:
         self._budget = memory_budget_bytes
         self._loaded: dict[uuid.UUID, LoadedDeployment] = {}
         self._sessions: dict[SessionKey, tuple[OnnxSession, int]] = {}
-        self._loading: dict[uuid.UUID, asyncio.Task[LoadedDeployment]] = {}
+        self._loading: SingleFlight[LoadedDeployment] = SingleFlight()
 
     def __len__(self) -> int:
         return len(self._loaded)
@@ -126,12 +127,7 @@ class ServingRegistry:
         loaded = self._loaded.get(spec.id)
         if loaded is not None:
             return loaded
-        task = self._loading.get(spec.id)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._load(spec, model))
-            self._loading[spec.id] = task
-            task.add_done_callback(lambda _t: self._loading.pop(spec.id, None))
-        return await asyncio.shield(task)
+        return await self._loading.run(spec.id, lambda: self._load(spec, model))
 
     async def _load(self, spec: DeploymentSpec, model: ModelPlugin) -> LoadedDeployment:
         config = spec.config

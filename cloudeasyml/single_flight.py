@@ -1,4 +1,6 @@
-"""Collapse concurrent identical loads into one (a cache entry expiring under load must cost one read)."""
+"""Collapse concurrent identical loads into one: a cache entry expiring under load costs one read, and a model
+asked for by many requests at once loads once (the deployment caches, the quota guard, the serving registry).
+"""
 
 from __future__ import annotations
 
