@@ -7,18 +7,16 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudeasyml.app import create_app
 from cloudeasyml.cli.db import upgrade_database
-from cloudeasyml.db.engine import create_engine, session_factory
+from cloudeasyml.db.engine import one_transaction
 from cloudeasyml.domain.tenants import NewTenant, create_tenant
 from cloudeasyml.plugins.manager import PluginManager, get_plugin_manager
 from cloudeasyml.settings import DatabaseSettings, RuntimeSettings, Settings
@@ -123,16 +121,9 @@ async def fx_client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
         yield client
 
 
-@asynccontextmanager
-async def db_session(url: str) -> AsyncIterator[AsyncSession]:
-    """A session on the test's own engine: the app's pool lives on the test client's event loop, which
-    asyncpg connections cannot leave."""
-    engine = create_engine(url)
-    try:
-        async with session_factory(engine).begin() as session:
-            yield session
-    finally:
-        await engine.dispose()
+db_session = one_transaction
+"""A session in one transaction on the test's own engine: the app's pool lives on the test client's event loop,
+which asyncpg connections cannot leave."""
 
 
 async def new_tenant(url: str, name: str | None = None) -> NewTenant:
