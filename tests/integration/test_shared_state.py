@@ -5,10 +5,11 @@ real Redis server."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import msgspec
+from httpx import Response
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
@@ -25,6 +26,24 @@ async def two_processes(settings: Settings, plugin_manager) -> AsyncIterator[tup
         AsyncTestClient(app=create_app(settings, plugin_manager)) as second,
     ):
         yield first, second
+
+
+def _sharing_redis_with_long_caches(settings: Settings, redis_url: str) -> Settings:
+    """Settings on one Redis whose caches would keep a key or a deployment for 300 s without being told."""
+    return msgspec.structs.replace(
+        settings, redis=RedisSettings(url=redis_url), server=ServerSettings(key_cache_seconds=300)
+    )
+
+
+async def _status_becomes(expected: int, request: Callable[[], Awaitable[Response]]) -> int:
+    """The status of ``request()``, repeated until it is ``expected`` (a message through Redis: milliseconds) or
+    for about two seconds; the last status seen."""
+    for _ in range(100):
+        status = (await request()).status_code
+        if status == expected:
+            break
+        await asyncio.sleep(0.02)
+    return status
 
 
 async def _issue(client: AsyncTestClient[Litestar], tenant: NewTenant, **extra: object) -> dict:
@@ -58,38 +77,22 @@ async def test_without_redis_each_process_limits_on_its_own(
 async def test_a_key_revoked_through_one_process_stops_at_once_on_the_others(
     settings: Settings, plugin_manager, tenant: NewTenant, redis_url: str
 ) -> None:
-    shared = msgspec.structs.replace(
-        settings, redis=RedisSettings(url=redis_url), server=ServerSettings(key_cache_seconds=300)
-    )
-    async with two_processes(shared, plugin_manager) as (a, b):
+    async with two_processes(_sharing_redis_with_long_caches(settings, redis_url), plugin_manager) as (a, b):
         issued = await _issue(a, tenant)
         assert (await b.get("/usage", headers=bearer(issued["key"]))).status_code == 200  # cached in b for 300 s
         assert (await a.delete(f"/api-keys/{issued['keyId']}", headers=bearer(tenant.key))).status_code == 204
-        for _ in range(100):  # the message travels through Redis: milliseconds
-            status = (await b.get("/usage", headers=bearer(issued["key"]))).status_code
-            if status == 401:
-                break
-            await asyncio.sleep(0.02)
-        assert status == 401
+        assert await _status_becomes(401, lambda: b.get("/usage", headers=bearer(issued["key"]))) == 401
 
 
 async def test_a_deployment_deleted_through_one_process_stops_serving_at_once_on_the_others(
     settings: Settings, plugin_manager, tenant: NewTenant, redis_url: str
 ) -> None:
-    shared = msgspec.structs.replace(
-        settings, redis=RedisSettings(url=redis_url), server=ServerSettings(key_cache_seconds=300)
-    )
-    async with two_processes(shared, plugin_manager) as (a, b):
+    async with two_processes(_sharing_redis_with_long_caches(settings, redis_url), plugin_manager) as (a, b):
         created = await a.post("/deployments", json={"modelName": "tiny"}, headers=bearer(tenant.key))
         body = {"deploymentId": created.json()["id"], "inputs": [{"x": 1.0, "y": 2.0}]}
         assert (await b.post("/predict", json=body, headers=bearer(tenant.key))).status_code == 200  # loaded in b
         assert (await a.delete(f"/deployments/{body['deploymentId']}", headers=bearer(tenant.key))).status_code == 204
-        for _ in range(100):  # through Redis: milliseconds, where b's cache would keep it for 300 s
-            status = (await b.post("/predict", json=body, headers=bearer(tenant.key))).status_code
-            if status == 404:
-                break
-            await asyncio.sleep(0.02)
-        assert status == 404
+        assert await _status_becomes(404, lambda: b.post("/predict", json=body, headers=bearer(tenant.key))) == 404
         usage = (await b.get("/usage", headers=bearer(tenant.key))).json()
     assert usage["totalRequests"] <= 2  # b's one prediction, and at most one that raced the message
 
