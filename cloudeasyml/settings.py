@@ -74,8 +74,9 @@ class RedisSettings(msgspec.Struct, frozen=True):
 
     url: str = ""
     """``redis://host:6379/0``. When set, per-key rate limits are shared by every process using this Redis, and
-    a key revoked through one process is dropped at once from every process's cache. Empty: each process keeps
-    its own limits, and other processes see a revocation within ``server.key_cache_seconds``."""
+    a key revoked or a deployment deleted through one process is dropped at once from every process's caches.
+    Empty: each process keeps its own limits, and other processes see a revocation or a deletion within
+    ``server.key_cache_seconds``."""
 
 
 class Settings(msgspec.Struct, frozen=True):
