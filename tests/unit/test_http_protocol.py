@@ -4,8 +4,10 @@ order, never lost. (Over a real socket, through uvicorn, in ``tests/integration/
 from __future__ import annotations
 
 import asyncio
+import resource
 
-from cloudeasyml.api.http_protocol import CoalescingTransport
+from cloudeasyml.api.http_protocol import CoalescingTransport, connection_cap
+from cloudeasyml.settings import ServerSettings
 
 
 class _Recording(asyncio.Transport):
@@ -57,3 +59,10 @@ async def test_order_is_kept_and_close_sends_what_is_held() -> None:
     transport.close()
     assert inner.writes == [b"chunk one", HEAD] and inner.closed
     assert transport.is_closing()
+
+
+def test_the_connection_cap_leaves_descriptors_for_everything_else() -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert connection_cap(ServerSettings(max_connections=5)) == 5
+    if soft != resource.RLIM_INFINITY:
+        assert connection_cap(ServerSettings(max_connections=10**9)) == max(1, soft - 100)
