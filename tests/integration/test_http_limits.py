@@ -121,6 +121,14 @@ def test_one_header_line_too_long_for_the_limit_gets_431(app) -> None:
     assert answer.startswith(b"HTTP/1.1 431 ") and closed, answer[:200]
 
 
+def test_a_url_too_long_for_the_header_limit_gets_414(app) -> None:
+    limits = ServerSettings(max_header_bytes=4096)
+    with serve_in_thread(app, limits) as address, _connect(address) as sock:
+        sock.sendall(b"GET /health?" + b"a" * 5000 + b" HTTP/1.1\r\nHost: test\r\n\r\n")
+        answer, closed = _read_until_closed(sock, timeout=5)
+    assert answer.startswith(b"HTTP/1.1 414 ") and closed, answer[:200]
+
+
 def test_too_many_header_lines_get_431(app) -> None:
     limits = ServerSettings(max_headers=20)
     with serve_in_thread(app, limits) as address:
