@@ -38,13 +38,17 @@ This subclasses uvicorn's private ``HttpToolsProtocol`` and uses its attributes 
 from __future__ import annotations
 
 import asyncio
-import resource
 from typing import Any, ClassVar
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from cloudeasyml.settings import ServerSettings, load_settings
+
+try:
+    import resource
+except ImportError:  # Windows: no open-file limit to read
+    resource = None  # type: ignore[assignment]
 
 __all__ = ("CoalescingHttpToolsProtocol", "CoalescingTransport", "connection_cap")
 
@@ -126,6 +130,8 @@ def connection_cap(settings: ServerSettings) -> int:
     """The open connections a process accepts: ``settings.max_connections``, lowered to keep ``_FD_RESERVE``
     descriptors of the process's open-file limit for everything else.
     """
+    if resource is None:
+        return settings.max_connections
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return settings.max_connections

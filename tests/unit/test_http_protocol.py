@@ -24,6 +24,9 @@ class _Recording(asyncio.Transport):
     def close(self) -> None:
         self.closed = True
 
+    def write_eof(self) -> None:
+        self.writes.append(b"<eof>")
+
     def is_closing(self) -> bool:
         return self.closed
 
@@ -59,6 +62,14 @@ async def test_order_is_kept_and_close_sends_what_is_held() -> None:
     transport.close()
     assert inner.writes == [b"chunk one", HEAD] and inner.closed
     assert transport.is_closing()
+
+
+async def test_write_eof_sends_what_is_held_first() -> None:
+    inner = _Recording()
+    transport = CoalescingTransport(inner, asyncio.get_running_loop())
+    transport.write(HEAD)
+    transport.write_eof()
+    assert inner.writes == [HEAD, b"<eof>"]
 
 
 def test_the_connection_cap_leaves_descriptors_for_everything_else() -> None:
