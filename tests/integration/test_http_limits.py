@@ -189,10 +189,10 @@ def test_a_stalled_body_gets_408_after_the_body_timeout(app, tenant: NewTenant) 
             + f"Authorization: Bearer {tenant.key}\r\nContent-Length: 1000\r\n\r\n{{".encode()
         )
         started = time.monotonic()
-        answer, closed = _read_until_closed(sock, timeout=6)
+        answer, closed = _read_until_closed(sock, timeout=8)
         elapsed = time.monotonic() - started
         assert answer.startswith(b"HTTP/1.1 408 ") and closed, answer[:200]
-        assert 0.8 < elapsed < 4, elapsed
+        assert 0.8 < elapsed < 6, elapsed
         # The server is fine afterwards.
         assert httpx.get(f"http://{address}/health").status_code == 200
 
@@ -203,7 +203,9 @@ def test_connections_past_the_cap_get_503_while_open_ones_are_served(app) -> Non
         kept.sendall(HEALTH)
         assert _read_one_answer(kept).startswith(b"HTTP/1.1 200 ")
         held = [flood.enter_context(_connect(address)) for _ in range(5)]  # with `kept`, the cap is reached
-        time.sleep(0.3)  # let the server take them in
+        for sock in held:  # each answered once, so the server has surely counted it
+            sock.sendall(HEALTH)
+            assert _read_one_answer(sock).startswith(b"HTTP/1.1 200 ")
         for _ in range(5):
             with _connect(address) as extra:
                 try:
@@ -286,4 +288,4 @@ def test_sigterm_exits_within_the_shutdown_timeout_despite_a_stalled_body(databa
         if server.poll() is None:
             server.kill()
         output = server.communicate(timeout=30)[0]
-    assert elapsed < 2 + 4, (elapsed, output)
+    assert elapsed < 2 + 6, (elapsed, output)  # the shutdown timeout, then the app's shutdown and the exit
