@@ -48,6 +48,26 @@ class ServerSettings(msgspec.Struct, frozen=True):
     key_cache_seconds: float = 5.0
     """How long a verified API key is trusted without a database read. Revocation through this process takes
     effect at once; through another process, within this many seconds."""
+    max_header_bytes: int = 32 * 1024
+    """Most bytes of a request's line and headers; past it the request gets 431 and its connection is closed."""
+    max_headers: int = 100
+    """Most header lines in a request; past it the request gets 431 and its connection is closed."""
+    header_timeout_seconds: float = 10.0
+    """A request whose line and headers are not complete this long after the connection opened (or, on a kept-alive
+    connection, after the request's first byte) gets 408 and its connection is closed. A deadline, not an idle
+    timeout: trickling one header line at a time does not extend it."""
+    body_timeout_seconds: float = 15.0
+    """A request body that receives no bytes for this long (while the application waits for it) gets 408 and its
+    connection is closed, so a client that stalls mid-body cannot hold a request, a worker or a shutdown."""
+    keep_alive_timeout_seconds: float = 5.0
+    """An idle kept-alive connection is closed after this long. Overrides uvicorn's ``--timeout-keep-alive``."""
+    max_connections: int = 1000
+    """Open HTTP connections per process; a connection past it is answered 503 at once and closed, while those
+    already open are served as before. Lowered, when needed, to the process's open-file limit less 100 descriptors
+    kept for the database, model files and logs."""
+    graceful_shutdown_seconds: float = 25.0
+    """On SIGTERM, how long requests in flight may run before they are cancelled and the process exits. Keep it
+    below the Kubernetes ``terminationGracePeriodSeconds`` less the ``preStop`` sleep (40 s - 5 s in deploy/k8s)."""
 
 
 class RuntimeSettings(msgspec.Struct, frozen=True):

@@ -89,5 +89,9 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
         workers=workers or settings.server.workers,
         log_level="warning",
         access_log=False,
+        # The protocol applies the other limits of settings.server (header size, count and deadline, body and
+        # keep-alive timeouts, connection cap) itself; the shutdown timeout is the server's.
         http=CoalescingHttpToolsProtocol,
+        timeout_keep_alive=settings.server.keep_alive_timeout_seconds,
+        timeout_graceful_shutdown=settings.server.graceful_shutdown_seconds,
     )

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from cloudeasyml.settings import load_settings
+
 yaml = pytest.importorskip("yaml")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,6 +140,22 @@ def test_compose_has_postgres_app_and_a_migrate_step_the_app_waits_for() -> None
     assert {"pgdata", "artifacts"} <= compose["volumes"].keys()
     assert services["app"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["app"]["environment"]["CLOUDEASYML_REDIS__URL"] == "redis://redis:6379/0"
+
+
+def test_shutdown_timeouts_fit_in_the_grace_periods() -> None:
+    """SIGTERM comes after the preStop sleep; requests in flight are cut at the graceful-shutdown timeout, which
+    must leave time for the lifespan shutdown before Kubernetes (or Docker) sends SIGKILL."""
+    base = DEPLOY / "k8s" / "base"
+    env = dict(
+        line.split("=", 1) for line in (base / "settings.env").read_text().splitlines() if line and line[0] != "#"
+    )
+    graceful = load_settings(env).server.graceful_shutdown_seconds
+    spec = yaml.safe_load((base / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    (container,) = [c for c in spec["containers"] if c["name"] == "api"]
+    pre_stop = float(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert pre_stop + graceful + 5 <= spec["terminationGracePeriodSeconds"]
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    assert graceful + 5 <= float(compose["services"]["app"]["stop_grace_period"].rstrip("s"))
 
 
 def test_dockerfile_copies_only_files_that_exist() -> None:

@@ -13,16 +13,30 @@ import uvicorn
 from litestar import Litestar
 
 from cloudeasyml.api.http_protocol import CoalescingHttpToolsProtocol
+from cloudeasyml.settings import ServerSettings
 
 
 @contextmanager
-def serve_in_thread(app: Litestar) -> Iterator[str]:
-    """Serve ``app`` until the block ends, as ``cloudeasyml serve`` does (its HTTP protocol); yields ``host:port``."""
+def serve_in_thread(app: Litestar, limits: ServerSettings | None = None) -> Iterator[str]:
+    """Serve ``app`` until the block ends, as ``cloudeasyml serve`` does (its HTTP protocol); yields ``host:port``.
+
+    ``limits`` gives the protocol's HTTP limits (header size and count, timeouts, connection cap) and the
+    graceful-shutdown timeout; the default is ``ServerSettings()``'s.
+    """
+    limits = limits or ServerSettings()
+    protocol = type("LimitedProtocol", (CoalescingHttpToolsProtocol,), {"server_settings": limits})
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=CoalescingHttpToolsProtocol)
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            http=protocol,
+            timeout_graceful_shutdown=limits.graceful_shutdown_seconds,  # type: ignore[arg-type]
+        )
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -4,8 +4,10 @@ order, never lost. (Over a real socket, through uvicorn, in ``tests/integration/
 from __future__ import annotations
 
 import asyncio
+import resource
 
-from cloudeasyml.api.http_protocol import CoalescingTransport
+from cloudeasyml.api.http_protocol import CoalescingTransport, connection_cap
+from cloudeasyml.settings import ServerSettings
 
 
 class _Recording(asyncio.Transport):
@@ -21,6 +23,9 @@ class _Recording(asyncio.Transport):
 
     def close(self) -> None:
         self.closed = True
+
+    def write_eof(self) -> None:
+        self.writes.append(b"<eof>")
 
     def is_closing(self) -> bool:
         return self.closed
@@ -57,3 +62,18 @@ async def test_order_is_kept_and_close_sends_what_is_held() -> None:
     transport.close()
     assert inner.writes == [b"chunk one", HEAD] and inner.closed
     assert transport.is_closing()
+
+
+async def test_write_eof_sends_what_is_held_first() -> None:
+    inner = _Recording()
+    transport = CoalescingTransport(inner, asyncio.get_running_loop())
+    transport.write(HEAD)
+    transport.write_eof()
+    assert inner.writes == [HEAD, b"<eof>"]
+
+
+def test_the_connection_cap_leaves_descriptors_for_everything_else() -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert connection_cap(ServerSettings(max_connections=5)) == 5
+    if soft != resource.RLIM_INFINITY:
+        assert connection_cap(ServerSettings(max_connections=10**9)) == max(1, soft - 100)
