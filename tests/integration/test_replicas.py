@@ -5,8 +5,8 @@ through one replica is refused by the other within a second, and a key's rate li
 count the requests of both.
 
 Needs ``CLOUDEASYML_TEST_POSTGRES_URL``, ``CLOUDEASYML_TEST_REDIS_URL`` and the ``nginx`` binary (``.ci/run``
-installs it with ``scripts/ensure_nginx.sh``); skipped without them, except that in CI (``CI=true``) a missing
-nginx fails.
+installs it with ``scripts/ensure_nginx.sh``); skipped without them, except in CI (``CI=true``), where it fails
+instead of skipping.
 """
 
 from __future__ import annotations
@@ -116,6 +116,11 @@ class Process:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the exit; the exit status."""
+        assert self.popen is not None
+        return self.popen.wait(timeout=timeout)
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 60) -> int | None:
         """Send ``sig`` and wait for the exit (killed past ``timeout``); the exit status."""
@@ -258,10 +263,14 @@ def fx_cluster(artifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         CLOUDEASYML_SERVER__KEY_CACHE_SECONDS=str(KEY_CACHE_SECONDS),
     )
     replicas: dict[str, Replica] = {}
+    export: Process | None = None
     proxy: Process | None = None
     try:
+        # The model is exported once, before the first prediction, so that neither replica exports it on first
+        # use; meanwhile the database is migrated (once) and the replicas start, which need no model yet.
+        export = Process([*CLI, "export", "housing"], env, root / "export.log")
+        export.start()
         run_cli(env, "db", "upgrade")
-        run_cli(env, "export", "housing")  # once, before the replicas, so that neither exports it on first use
         for name in ("a", "b"):
             port = _free_port()
             replica_env = {**env, "CLOUDEASYML_HOME": str(root / f"home-{name}")}  # each its own local files
@@ -270,6 +279,7 @@ def fx_cluster(artifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
             replicas[name].process.start()
         for replica in replicas.values():
             _wait_for_health(replica.base, replica.process, f"replica {replica.name}")
+        assert export.wait(timeout=300) == 0, f"cloudeasyml export housing failed:\n{export.output()}"
         prefix = root / "nginx"
         prefix.mkdir()
         listen = _free_port()
@@ -282,11 +292,12 @@ def fx_cluster(artifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         admin_key = json.loads(created)["key"]
         cluster = Cluster(env, database_url, replicas, proxy, listen, prefix / "access.log", admin_key)
         _wait_for_health(cluster.base, proxy, "nginx")
-        cluster.model_example = httpx.get(f"{cluster.base}/models/housing", headers=bearer(admin_key)).json()[
-            "exampleInput"
-        ]
+        model = httpx.get(f"{cluster.base}/models/housing", headers=bearer(admin_key), timeout=REQUEST_TIMEOUT)
+        cluster.model_example = model.json()["exampleInput"]
         yield cluster
     finally:
+        if export is not None:
+            export.stop()
         if proxy is not None:
             proxy.stop(signal.SIGQUIT, timeout=10)  # graceful: finishes what it has, then exits
         for replica in replicas.values():
