@@ -416,7 +416,7 @@ async def test_a_replica_stopped_under_load_bills_every_answered_request_exactly
         body = {"deploymentId": deployment_id, "inputs": [replicas.model_example]}
         # Each replica loads the model before the load starts (these answers are billed, and counted, too).
         for replica in replicas.replicas.values():
-            warm = httpx.post(f"{replica.base}/predict", json=body, headers=bearer(owner_key), timeout=60)
+            warm = await client.post(f"{replica.base}/predict", json=body, headers=bearer(owner_key))
             assert warm.status_code == 200, warm.text
             load.statuses[200] += 1
             load.request_ids.append(warm.json()["requestId"])
