@@ -111,7 +111,10 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
     metrics = Metrics()
     quota = QuotaGuard(sessions, meter, refresh_seconds=cache_seconds)
     authenticator = ApiKeyAuthenticator(
-        sessions, cache_seconds=cache_seconds, external=lambda token: pm.hook.cloudeasyml_authenticate(token=token)
+        sessions,
+        cache_seconds=cache_seconds,
+        unknown_cache_entries=settings.server.unknown_key_cache_entries,
+        external=lambda token: pm.hook.cloudeasyml_authenticate(token=token),
     )
     redis = _redis(settings)
     return Services(

@@ -47,7 +47,10 @@ class ServerSettings(msgspec.Struct, frozen=True):
     """Requests with a larger body get 413."""
     key_cache_seconds: float = 5.0
     """How long a verified API key is trusted without a database read. Revocation through this process takes
-    effect at once; through another process, within this many seconds."""
+    effect at once; through another process, within this many seconds. Unknown key ids are remembered as long."""
+    unknown_key_cache_entries: int = 10_000
+    """Most unknown API key ids remembered per process (least recently used forgotten first, about 200 bytes
+    each), so that repeating an unknown id does not query the database every time. 0 remembers none."""
 
 
 class RuntimeSettings(msgspec.Struct, frozen=True):
