@@ -12,7 +12,7 @@ from litestar.testing import AsyncTestClient
 
 from cloudeasyml.app import create_app
 from cloudeasyml.domain.tenants import NewTenant
-from cloudeasyml.settings import ServerSettings, Settings
+from cloudeasyml.settings import RedisSettings, ServerSettings, Settings
 from tests.conftest import bearer
 
 
@@ -120,6 +120,30 @@ async def test_a_revoked_key_makes_no_keys_even_where_it_is_still_cached(
         refused = await b.post("/api-keys", json={"name": "escape"}, headers=bearer(parent["key"]))
         assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
         assert "escape" not in {k["name"] for k in (await listed(a, tenant)).values()}
+
+
+async def test_a_cascade_reaches_every_process_sharing_redis_at_once(
+    settings: Settings, plugin_manager, tenant: NewTenant, redis_url: str
+) -> None:
+    shared = msgspec.structs.replace(
+        settings, redis=RedisSettings(url=redis_url), server=ServerSettings(key_cache_seconds=300)
+    )
+    async with (
+        AsyncTestClient(app=create_app(shared, plugin_manager)) as a,
+        AsyncTestClient(app=create_app(shared, plugin_manager)) as b,
+    ):
+        first = await issue(a, tenant.key, scopes=WRITER)
+        second = await issue(a, first["key"], scopes=WRITER)
+        third = await issue(a, second["key"])
+        for key in (first, second, third):
+            assert (await b.get("/models", headers=bearer(key["key"]))).status_code == 200  # cached in b for 300 s
+        assert (await a.delete(f"/api-keys/{first['keyId']}", headers=bearer(tenant.key))).status_code == 204
+        for _ in range(100):  # a message through Redis: milliseconds; give it two seconds
+            statuses = {(await b.get("/models", headers=bearer(k["key"]))).status_code for k in (first, second, third)}
+            if statuses == {401}:
+                break
+            await asyncio.sleep(0.02)
+        assert statuses == {401}
 
 
 async def test_only_an_admin_key_revokes_an_admin_key(client, tenant: NewTenant) -> None:
