@@ -11,9 +11,10 @@ import msgspec
 from litestar.testing import AsyncTestClient
 
 from cloudeasyml.app import create_app
-from cloudeasyml.domain.tenants import NewTenant
+from cloudeasyml.domain.api_keys import ApiKeyService, KeyRequest
+from cloudeasyml.domain.tenants import NewTenant, issue_admin_key
 from cloudeasyml.settings import RedisSettings, ServerSettings, Settings
-from tests.conftest import bearer
+from tests.conftest import bearer, db_session
 
 
 async def issue(client, key: str, **body: object) -> dict:
@@ -174,3 +175,29 @@ async def test_the_last_admin_key_cannot_be_revoked_by_the_tenant(client, tenant
     assert (await client.get("/models", headers=bearer(deputy["key"]))).status_code == 200
     # The deputy itself may go: the owner key remains.
     assert (await client.delete(f"/api-keys/{deputy['keyId']}", headers=bearer(deputy["key"]))).status_code == 204
+
+
+async def test_an_expired_admin_key_does_not_count_as_the_one_left(
+    client, migrated_url: str, tenant: NewTenant
+) -> None:
+    async with db_session(migrated_url) as session:
+        stale = await ApiKeyService(session, tenant.tenant.id).issue(
+            KeyRequest(name="old root", scopes=("admin",)), issuer=None, user_id=None
+        )
+        stale.row.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    refused = await client.delete(f"/api-keys/{tenant.key_id}", headers=bearer(tenant.key))
+    assert refused.status_code == 409, refused.text
+
+
+async def test_an_operator_admin_key_lets_the_tenant_replace_its_owner_key(
+    client, migrated_url: str, tenant: NewTenant
+) -> None:
+    async with db_session(migrated_url) as session:
+        replacement = await issue_admin_key(session, tenant.tenant.name)
+    assert replacement.row.created_by_key_id is None and replacement.row.scopes == ["admin"]
+    assert (await client.get("/models", headers=bearer(tenant.key))).status_code == 200
+    revoked = await client.delete(f"/api-keys/{tenant.key_id}", headers=bearer(replacement.key))
+    assert revoked.status_code == 204, revoked.text
+    assert (await client.get("/models", headers=bearer(tenant.key))).status_code == 401
+    last = await client.delete(f"/api-keys/{replacement.row.id}", headers=bearer(replacement.key))
+    assert last.status_code == 409
