@@ -97,6 +97,8 @@ class ApiKeyService:
         )
         self._session.add(row)
         await self._session.flush()
+        if parent is not None:
+            await self._check_still_unrevoked(parent.id)
         return IssuedKey(row=row, key=f"{key_id}.{secret}")
 
     async def list(self) -> list[ApiKey]:
@@ -159,6 +161,14 @@ class ApiKeyService:
         if parent.expires_at is not None and parent.expires_at <= utc_now():
             raise AuthenticationError("API key has expired")
         return parent
+
+    async def _check_still_unrevoked(self, parent_id: str) -> None:
+        """Read the parent again now that this transaction has written: SQLite takes no lock for ``FOR SHARE``, so
+        a revocation may have committed since the first read; its writer lock now orders the two.
+        """
+        revoked_at = await self._session.scalar(select(ApiKey.revoked_at).where(ApiKey.id == parent_id))
+        if revoked_at is not None:
+            raise AuthenticationError("API key has been revoked")
 
     async def _subtree(self, key_id: str) -> Sequence[ApiKey]:
         """The key and every key below it."""
