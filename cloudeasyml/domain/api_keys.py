@@ -188,8 +188,12 @@ class ApiKeyService:
     def _check_may_revoke(actor: Principal, target: ApiKey, pending: Sequence[ApiKey]) -> None:
         if _ADMIN in actor.scopes:
             return
-        if _ADMIN in target.scopes or any(_ADMIN in row.scopes for row in pending):
+        if _ADMIN in target.scopes:
             raise PermissionDeniedError(f"only a key holding 'admin' may revoke the admin key {target.id!r}")
+        if any(_ADMIN in row.scopes for row in pending):
+            raise PermissionDeniedError(
+                f"revoking {target.id!r} would revoke an admin key it created; only a key holding 'admin' may"
+            )
 
     async def _keep_an_admin_key(self, target: ApiKey, pending: Sequence[ApiKey]) -> None:
         """Refuse a revocation that would leave the tenant without a usable admin key."""
