@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -72,11 +72,15 @@ class Services:
             await self.redis.aclose()
         await self.engine.dispose()
 
-    async def key_revoked(self, key_id: str) -> None:
-        """Drop a revoked key from this process's cache, and from every other process's through Redis."""
-        self.authenticator.forget(key_id)
+    async def keys_revoked(self, key_ids: Sequence[str]) -> None:
+        """Drop revoked keys (a key and the keys it created) from this process's cache at once, then from every
+        other process's through Redis (one message per key).
+        """
+        for key_id in key_ids:
+            self.authenticator.forget(key_id)
         if self.broadcast is not None:
-            await self.broadcast.publish(REVOKED_KEYS, key_id)
+            for key_id in key_ids:
+                await self.broadcast.publish(REVOKED_KEYS, key_id)
 
     async def deployment_deleted(self, spec: DeploymentSpec) -> None:
         """Stop serving a deleted deployment: here (its in-flight requests drain first), and in every other
@@ -107,7 +111,10 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
     metrics = Metrics()
     quota = QuotaGuard(sessions, meter, refresh_seconds=cache_seconds)
     authenticator = ApiKeyAuthenticator(
-        sessions, cache_seconds=cache_seconds, external=lambda token: pm.hook.cloudeasyml_authenticate(token=token)
+        sessions,
+        cache_seconds=cache_seconds,
+        unknown_cache_entries=settings.server.unknown_key_cache_entries,
+        external=lambda token: pm.hook.cloudeasyml_authenticate(token=token),
     )
     redis = _redis(settings)
     return Services(

@@ -47,7 +47,7 @@ class ServerSettings(msgspec.Struct, frozen=True):
     """Requests with a larger body get 413."""
     key_cache_seconds: float = 5.0
     """How long a verified API key is trusted without a database read. Revocation through this process takes
-    effect at once; through another process, within this many seconds."""
+    effect at once; through another process, within this many seconds. Unknown key ids are remembered as long."""
     max_header_bytes: int = 32 * 1024
     """Most bytes of a request's line and headers; past it the request gets 431 and its connection is closed."""
     max_headers: int = 100
@@ -68,6 +68,9 @@ class ServerSettings(msgspec.Struct, frozen=True):
     graceful_shutdown_seconds: float = 25.0
     """On SIGTERM, how long requests in flight may run before they are cancelled and the process exits. Keep it
     below the Kubernetes ``terminationGracePeriodSeconds`` less the ``preStop`` sleep (40 s - 5 s in deploy/k8s)."""
+    unknown_key_cache_entries: int = 10_000
+    """Most unknown API key ids remembered per process (least recently used forgotten first, about 200 bytes
+    each), so that repeating an unknown id does not query the database every time. 0 remembers none."""
 
 
 class RuntimeSettings(msgspec.Struct, frozen=True):

@@ -115,7 +115,9 @@ class ApiKeyCreate(_Wire):
     name: Name
     scopes: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_KEY_SCOPES))
     expires_at: datetime | None = None
+    """With a time zone; at most the calling key's expiry. Absent: the calling key's (none if it has none)."""
     rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    """At most the calling key's limit. Absent: the calling key's (unlimited if it has none)."""
 
 
 class ApiKeyRead(_Wire):
@@ -129,6 +131,8 @@ class ApiKeyRead(_Wire):
     revoked_at: datetime | None
     last_used_at: datetime | None
     rate_limit_per_minute: int | None
+    created_by_key_id: str | None
+    """The key that created this one (null: made by the operator, like the owner key)."""
 
     @classmethod
     def of(cls, row: ApiKey) -> ApiKeyRead:
@@ -142,6 +146,7 @@ class ApiKeyRead(_Wire):
             revoked_at=row.revoked_at,
             last_used_at=row.last_used_at,
             rate_limit_per_minute=row.rate_limit_per_minute,
+            created_by_key_id=row.created_by_key_id,
         )
 
 

@@ -11,7 +11,8 @@ import msgspec
 
 from cloudeasyml.db.engine import one_transaction
 from cloudeasyml.db.models import Tenant
-from cloudeasyml.domain.tenants import UNCHANGED, NewTenant, create_tenant, set_caps
+from cloudeasyml.domain.api_keys import IssuedKey
+from cloudeasyml.domain.tenants import UNCHANGED, NewTenant, create_tenant, issue_admin_key, set_caps
 from cloudeasyml.errors import CloudEasyMLError
 from cloudeasyml.settings import load_settings
 
@@ -58,6 +59,32 @@ def create(name: str, owner: str, plan: str, as_json: bool) -> None:
     click.echo(f"tenant  {new.tenant.name} ({new.tenant.id})")
     click.echo(f"owner   {new.owner.email}")
     click.echo(f"key     {new.key}")
+    click.echo("Store the key now: it is not shown again (only its hash is kept).")
+
+
+async def _issue_admin_key(url: str, name: str) -> IssuedKey:
+    async with one_transaction(url) as session:
+        return await issue_admin_key(session, name)
+
+
+@tenants.command("issue-admin-key")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (keyId, key, scopes).")
+def issue_admin_key_command(name: str, as_json: bool) -> None:
+    """Make a new admin key for tenant NAME, created by no other key, and print it (shown only this once).
+
+    The tenant cannot revoke its owner key through the API (every key it makes descends from it, and its last
+    admin key is kept); with this second root key it can.
+    """
+    try:
+        issued = asyncio.run(_issue_admin_key(load_settings().database_url, name))
+    except CloudEasyMLError as exc:
+        raise click.ClickException(exc.detail) from exc
+    if as_json:
+        payload = {"keyId": issued.row.id, "key": issued.key, "scopes": ["admin"]}
+        sys.stdout.write(msgspec.json.encode(payload).decode() + "\n")
+        return
+    click.echo(f"key     {issued.key}")
     click.echo("Store the key now: it is not shown again (only its hash is kept).")
 
 

@@ -61,6 +61,12 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    created_by_key_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("api_key.id", ondelete="CASCADE"), index=True
+    )
+    """The key that created this one through ``POST /api-keys`` (None: made by the operator, e.g. the owner key
+    of ``cloudeasyml tenants create``). Revoking a key revokes every key below it; keys are never deleted alone,
+    and when a tenant is deleted all its keys go with it, so the cascade only keeps the constraint satisfiable."""
 
 
 class Deployment(Base):

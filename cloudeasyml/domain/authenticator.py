@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -12,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cloudeasyml.db.models import ApiKey, Tenant
 from cloudeasyml.db.types import utc_now
-from cloudeasyml.domain.key_format import parse_key, secret_matches
+from cloudeasyml.domain.key_format import hash_secret, parse_key, secret_matches
+from cloudeasyml.domain.negative_cache import NegativeCache
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.errors import AuthenticationError
 from cloudeasyml.single_flight import SingleFlight
@@ -20,6 +22,11 @@ from cloudeasyml.single_flight import SingleFlight
 __all__ = ("ApiKeyAuthenticator",)
 
 _BAD_KEY = "invalid API key"
+
+_NO_SUCH_KEY_HASH = hash_secret(secrets.token_urlsafe(32))
+"""Compared against when the key id is unknown, so that an unknown id costs the work of a wrong secret: the
+response time does not tell an attacker which key ids exist. No presented secret matches it (its secret is
+thrown away)."""
 
 
 class _CachedKey(msgspec.Struct):
@@ -35,7 +42,10 @@ class ApiKeyAuthenticator:
 
     This is the only cross-tenant read in the platform: a key id is looked up before its tenant is known.
     The stored hash, scopes and expiry are cached for ``cache_seconds``; ``forget`` drops a key at once
-    (revocation through this process), other processes see a revocation within ``cache_seconds``.
+    (revocation through this process), other processes see a revocation within ``cache_seconds``. Key ids
+    that do not exist are cached too, for as long, in a ``NegativeCache`` of at most ``unknown_cache_entries``
+    ids: a client repeating an unknown id does not reach the database each time, and random ids cannot grow
+    memory without bound.
     """
 
     def __init__(
@@ -43,12 +53,16 @@ class ApiKeyAuthenticator:
         sessions: async_sessionmaker[AsyncSession],
         *,
         cache_seconds: float = 5.0,
+        unknown_cache_entries: int = 10_000,
         external: Callable[[str], Principal | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
         self._cache_seconds = cache_seconds
         self._external = external
+        self._clock = clock
         self._cache: dict[str, _CachedKey] = {}
+        self._unknown = NegativeCache(max_entries=unknown_cache_entries, ttl_seconds=cache_seconds, clock=clock)
         self._loads: SingleFlight[_CachedKey | None] = SingleFlight()
 
     async def authenticate(self, token: str) -> Principal:
@@ -64,9 +78,11 @@ class ApiKeyAuthenticator:
             return principal
         key_id, secret = parsed
         cached = self._cache.get(key_id)
-        if cached is None or time.monotonic() - cached.fetched_at > self._cache_seconds:
-            cached = await self._loads.run(key_id, lambda: self._load(key_id))
-        if cached is None or not secret_matches(secret, cached.secret_hash):
+        if cached is None or self._clock() - cached.fetched_at > self._cache_seconds:
+            cached = None if key_id in self._unknown else await self._loads.run(key_id, lambda: self._load(key_id))
+        # The same comparison whether or not the id exists (see _NO_SUCH_KEY_HASH).
+        matches = secret_matches(secret, cached.secret_hash if cached is not None else _NO_SUCH_KEY_HASH)
+        if cached is None or not matches:
             raise AuthenticationError(_BAD_KEY)
         if cached.revoked:
             raise AuthenticationError("API key has been revoked")
@@ -75,8 +91,9 @@ class ApiKeyAuthenticator:
         return cached.principal
 
     def forget(self, key_id: str) -> None:
-        """Drop a key from the cache so its next use reads the database (after revocation)."""
+        """Drop a key from the caches so its next use reads the database (after revocation)."""
         self._cache.pop(key_id, None)
+        self._unknown.discard(key_id)
 
     async def _load(self, key_id: str) -> _CachedKey | None:
         async with self._sessions() as session:
@@ -87,6 +104,7 @@ class ApiKeyAuthenticator:
             ).first()
         if found is None:
             self._cache.pop(key_id, None)
+            self._unknown.add(key_id)
             return None
         row, plan = found
         cached = _CachedKey(
@@ -101,7 +119,7 @@ class ApiKeyAuthenticator:
             ),
             expires_at=row.expires_at,
             revoked=row.revoked_at is not None,
-            fetched_at=time.monotonic(),
+            fetched_at=self._clock(),
         )
         self._cache[key_id] = cached
         return cached

@@ -10,11 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudeasyml.db.models import Tenant, User
 from cloudeasyml.db.types import utc_now
-from cloudeasyml.domain.api_keys import ApiKeyService, KeyRequest
+from cloudeasyml.domain.api_keys import ApiKeyService, IssuedKey, KeyRequest
 from cloudeasyml.errors import ConflictError, InvalidInputError, NotFoundError
 from cloudeasyml.metering.pricing import COST_SCALE
 
-__all__ = ("MAX_SPEND_CAP", "UNCHANGED", "NewTenant", "create_tenant", "set_caps")
+__all__ = ("MAX_SPEND_CAP", "UNCHANGED", "NewTenant", "create_tenant", "issue_admin_key", "set_caps")
 
 MAX_SPEND_CAP = Decimal(100_000_000)
 """Largest spend cap: amounts are stored as scaled 64-bit integers (room for about 9.2e8)."""
@@ -46,6 +46,24 @@ async def create_tenant(session: AsyncSession, name: str, owner_email: str, *, p
         KeyRequest(name=f"owner key for {owner_email}", scopes=("admin",)), issuer=None, user_id=owner.id
     )
     return NewTenant(tenant=tenant, owner=owner, key_id=issued.row.id, key=issued.key)
+
+
+async def issue_admin_key(session: AsyncSession, name: str) -> IssuedKey:
+    """A new ``admin`` key of tenant ``name``, made by the operator (no parent key), owned by its first owner.
+
+    Every key a tenant makes descends from its owner key, so the tenant can never revoke the owner key (it would
+    revoke its last admin key): a second root key made here is how an owner key is replaced, after which the
+    tenant may revoke the old one through the API.
+    """
+    tenant = await session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        raise NotFoundError(f"no tenant named {name!r}")
+    owner_id = await session.scalar(
+        select(User.id).where(User.tenant_id == tenant.id, User.role == "owner").order_by(User.created_at).limit(1)
+    )
+    return await ApiKeyService(session, tenant.id).issue(
+        KeyRequest(name="admin key issued by the operator", scopes=("admin",)), issuer=None, user_id=owner_id
+    )
 
 
 async def set_caps(

@@ -127,3 +127,21 @@ async def test_rate_limited_key_gets_429_with_retry_after(client, tenant: NewTen
     assert "3 requests per minute" in refused.json()["detail"]
     # Other keys are unaffected.
     assert (await client.get("/models", headers=bearer(tenant.key))).status_code == 200
+
+
+async def test_expires_at_without_a_time_zone_or_out_of_range_is_422(client, tenant: NewTenant) -> None:
+    for value in (
+        "2100-01-01T00:00:00",  # no time zone
+        "9999-12-31T23:59:59-05:00",  # past the largest date once in UTC
+        "0001-01-01T00:00:00+05:00",  # before the smallest date once in UTC
+    ):
+        response = await client.post("/api-keys", json={"name": "x", "expiresAt": value}, headers=bearer(tenant.key))
+        assert response.status_code == 422, (value, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert "expiresAt" in response.json()["detail"], value
+    assert len((await client.get("/api-keys", headers=bearer(tenant.key))).json()) == 1
+    # The largest date with a UTC offset of zero is fine.
+    far = await client.post(
+        "/api-keys", json={"name": "x", "expiresAt": "9999-12-31T23:59:59+00:00"}, headers=bearer(tenant.key)
+    )
+    assert far.status_code == 201, far.text

@@ -64,6 +64,16 @@ def test_tenant_caps_are_set_and_removed_from_the_cli(cli_env: dict[str, str]) -
     assert unknown.returncode != 0 and "no tenant named 'nobody'" in unknown.stderr
 
 
+def test_the_operator_issues_a_root_admin_key_from_the_cli(cli_env: dict[str, str]) -> None:
+    run_cli(cli_env, "db", "upgrade")
+    owner = json.loads(run_cli(cli_env, "tenants", "create", "acme", "--owner", "ops@acme.io", "--json").stdout)
+    issued = json.loads(run_cli(cli_env, "tenants", "issue-admin-key", "acme", "--json").stdout)
+    assert issued["key"].startswith(issued["keyId"] + ".") and issued["keyId"] != owner["keyId"]
+    assert issued["scopes"] == ["admin"]
+    unknown = run_cli(cli_env, "tenants", "issue-admin-key", "nobody", check=False)
+    assert unknown.returncode != 0 and "no tenant named 'nobody'" in unknown.stderr
+
+
 def test_plugins_list_shows_installed_models_and_their_source(cli_env: dict[str, str]) -> None:
     listed = json.loads(run_cli(cli_env, "plugins", "list", "--json").stdout)
     names = {m["model"]: m for m in listed["models"]}

@@ -27,7 +27,9 @@ class ApiKeyController(Controller):
     async def issue_key(
         self, request: Request[Principal, Any, Any], data: Annotated[ApiKeyCreate, Body()]
     ) -> ApiKeyCreated:
-        """Create a key with at most the caller's own scopes. The full ``key`` is in this response only."""
+        """Create a key with at most the caller's own scopes, an expiry no later than the caller's and a rate limit
+        no higher (absent: the caller's). The full ``key`` is in this response only.
+        """
         services: Services = request.app.state.services
         principal = request.user
         async with services.sessions.begin() as session:
@@ -53,10 +55,11 @@ class ApiKeyController(Controller):
 
     @delete("/{key_id:str}", summary="Revoke an API key", guards=[requires_scope("keys:write")])
     async def revoke_key(self, request: Request[Principal, Any, Any], key_id: FromPath[str]) -> None:
-        """Revoke a key; it stops working at once (on every process when they share Redis). Another tenant's key
-        is a 404.
+        """Revoke a key and every key it created, transitively; they stop working at once (on every process when
+        they share Redis). Only an ``admin`` key may revoke an ``admin`` key (403), and the tenant's last usable
+        admin key cannot be revoked (409). Another tenant's key is a 404.
         """
         services: Services = request.app.state.services
         async with services.sessions.begin() as session:
-            await ApiKeyService(session, request.user.tenant_id).revoke(key_id)
-        await services.key_revoked(key_id)
+            revoked = await ApiKeyService(session, request.user.tenant_id).revoke(key_id, actor=request.user)
+        await services.keys_revoked(revoked)
