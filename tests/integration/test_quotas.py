@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import httpx
 import msgspec
 from litestar.testing import AsyncTestClient
 
@@ -20,7 +21,7 @@ from cloudeasyml.domain.tenants import NewTenant, set_caps
 from cloudeasyml.settings import QuotaSettings, RedisSettings, Settings
 from tests.conftest import bearer, db_session
 from tests.integration.test_predict import deploy, usage
-from tests.integration.test_shared_state import two_processes
+from tests.support.live_server import serve_in_thread
 
 POINTS = [{"x": 1.0, "y": 2.0}]
 
@@ -81,14 +82,14 @@ async def test_a_request_whose_fixed_price_would_pass_the_spend_cap_does_not_run
 
 
 async def test_concurrent_requests_hold_their_fixed_price_against_the_spend_cap(
-    migrated_url: str, client, tenant: NewTenant
+    migrated_url: str, app, tenant: NewTenant
 ) -> None:
     # 0.0035 pays three fixed prices of 0.001, not four: whatever the interleaving, three run.
     await _caps(migrated_url, tenant, spend_cap=Decimal("0.0035"))
-    deployment = await deploy(client, tenant.key)  # not loaded yet: every request is in flight at once
-    statuses = await asyncio.gather(*(_predict(client, tenant, deployment) for _ in range(12)))
-    assert sorted(r.status_code for r in statuses) == [200] * 3 + [402] * 9
-    report = await usage(client, tenant.key)
+    with serve_in_thread(app) as address:
+        statuses = await _burst([address], tenant, 12)
+        report = await _usage_over_http([address], tenant)
+    assert sorted(statuses) == [200] * 3 + [402] * 9
     # Three fixed prices fit under the cap; what passes it is the time-based part of the three that ran.
     assert report["totalRequests"] == 3 and Decimal(report["totalCost"]) > Decimal("0.003")
 
@@ -137,14 +138,40 @@ async def test_a_raised_cap_is_honoured_on_the_next_request_of_an_idle_tenant(
         assert (await _predict(client, tenant, deployment)).status_code == 429
 
 
+async def _burst(addresses: list[str], tenant: NewTenant, count: int) -> list[int]:
+    """Statuses of ``count`` predictions sent at once over real HTTP, spread over the servers at ``addresses``, on
+    a deployment made for them (not loaded yet: every request is in flight while it loads)."""
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=count)) as http:
+        created = await http.post(
+            f"http://{addresses[0]}/deployments", json={"modelName": "tiny"}, headers=bearer(tenant.key)
+        )
+        body = {"deploymentId": created.json()["id"], "inputs": POINTS}
+        responses = await asyncio.gather(
+            *(
+                http.post(f"http://{addresses[i % len(addresses)]}/predict", json=body, headers=bearer(tenant.key))
+                for i in range(count)
+            )
+        )
+    return [response.status_code for response in responses]
+
+
+async def _usage_over_http(addresses: list[str], tenant: NewTenant) -> dict:
+    """The tenant's usage, read through each server in turn (each writes its own buffered records first)."""
+    async with httpx.AsyncClient(timeout=60) as http:
+        for address in addresses:
+            report = (await http.get(f"http://{address}/usage", headers=bearer(tenant.key))).json()
+    return report
+
+
 async def test_forty_concurrent_requests_against_a_cap_of_five_give_five_answers(
-    migrated_url: str, client, tenant: NewTenant
+    migrated_url: str, app, tenant: NewTenant
 ) -> None:
     await _caps(migrated_url, tenant, request_cap=5)
-    deployment = await deploy(client, tenant.key)  # not loaded yet: all forty are in flight while it loads
-    responses = await asyncio.gather(*(_predict(client, tenant, deployment) for _ in range(40)))
-    assert sorted(r.status_code for r in responses) == [200] * 5 + [429] * 35
-    assert (await usage(client, tenant.key))["totalRequests"] == 5
+    with serve_in_thread(app) as address:
+        statuses = await _burst([address], tenant, 40)
+        report = await _usage_over_http([address], tenant)
+    assert sorted(statuses) == [200] * 5 + [429] * 35
+    assert report["totalRequests"] == 5
 
 
 async def test_forty_concurrent_requests_through_two_processes_sharing_redis_give_five_answers(
@@ -152,13 +179,14 @@ async def test_forty_concurrent_requests_through_two_processes_sharing_redis_giv
 ) -> None:
     await _caps(migrated_url, tenant, request_cap=5)
     shared = msgspec.structs.replace(settings, redis=RedisSettings(url=redis_url))
-    async with two_processes(shared, plugin_manager) as (a, b):
-        deployment = await deploy(a, tenant.key)
-        responses = await asyncio.gather(*(_predict((a, b)[i % 2], tenant, deployment) for i in range(40)))
-        assert sorted(r.status_code for r in responses) == [200] * 5 + [429] * 35
-        assert {r.status_code for r in responses[0::2]} & {200} and {r.status_code for r in responses[1::2]} & {200}
-        await usage(a, tenant.key)  # each process writes its own usage before reading
-        assert (await usage(b, tenant.key))["totalRequests"] == 5
+    with (
+        serve_in_thread(create_app(shared, plugin_manager)) as first,
+        serve_in_thread(create_app(shared, plugin_manager)) as second,
+    ):
+        statuses = await _burst([first, second], tenant, 40)
+        report = await _usage_over_http([first, second], tenant)
+    assert sorted(statuses) == [200] * 5 + [429] * 35
+    assert report["totalRequests"] == 5
 
 
 async def test_failed_and_cancelled_requests_give_their_place_back(
@@ -187,8 +215,9 @@ async def test_failed_and_cancelled_requests_give_their_place_back(
 
         # On the app's own event loop, through the path every protocol takes: reserve, load, run; then cancelled.
         task = client.blocking_portal.start_task_soon(predict_and_give_up)
-        while not running.is_set():
+        while not running.is_set() and not task.done():
             await asyncio.sleep(0.01)
+        assert running.is_set(), task.exception()
         task.cancel()
         await asyncio.gather(asyncio.wrap_future(task), return_exceptions=True)
         assert [(await _predict(client, tenant, deployment)).status_code for _ in range(2)] == [200, 429]
