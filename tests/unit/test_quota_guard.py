@@ -265,3 +265,16 @@ async def _record_usage(url: str, tenant: NewTenant) -> None:
     )
     await meter.flush()
     await engine.dispose()
+
+
+async def test_with_redis_unreachable_each_process_still_holds_the_caps_on_its_own(
+    migrated_url: str, guards: Guards, tenant: NewTenant
+) -> None:
+    await _caps(migrated_url, tenant, request_cap=1)
+    guard = guards.build("redis://127.0.0.1:1/0")  # nothing listens there
+    reservation = await guard.reserve(tenant.tenant.id)
+    assert reservation is not None
+    with pytest.raises(RequestCapReachedError):
+        await guard.reserve(tenant.tenant.id)
+    await reservation.release()
+    assert await guard.reserve(tenant.tenant.id) is not None
