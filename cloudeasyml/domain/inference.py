@@ -148,11 +148,11 @@ class InferenceService:
                 spec = await self._directory.by_id(principal.tenant_id, spec.id)
                 loaded = await self.load(spec, entry)
                 result = await run(loaded)
+            request_id, cost = self.bill(principal, loaded, result, items)
         except BaseException:
             if reservation is not None:
                 await reservation.release()
             raise
-        request_id, cost = self.bill(principal, loaded, result, items)
         if reservation is not None:
             await reservation.commit(cost)
         return result, request_id
