@@ -65,6 +65,7 @@ class Services:
     async def stop(self) -> None:
         """Drain deployments, write outstanding usage, close the database and Redis."""
         await self.registry.close()
+        await self.quota.close()
         await self.meter.stop()
         if self.broadcast is not None:
             await self.broadcast.stop()
@@ -109,7 +110,6 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
     directory = DeploymentDirectory(sessions, catalog, resolver, cache_seconds=cache_seconds)
     meter = Meter(sessions)
     metrics = Metrics()
-    quota = QuotaGuard(sessions, meter, refresh_seconds=cache_seconds)
     authenticator = ApiKeyAuthenticator(
         sessions,
         cache_seconds=cache_seconds,
@@ -117,6 +117,13 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         external=lambda token: pm.hook.cloudeasyml_authenticate(token=token),
     )
     redis = _redis(settings)
+    quota = QuotaGuard(
+        sessions,
+        meter,
+        refresh_seconds=settings.quota.refresh_seconds,
+        redis=redis,
+        reservation_seconds=settings.quota.reservation_seconds,
+    )
     return Services(
         settings=settings,
         plugin_manager=pm,

@@ -11,6 +11,7 @@ import msgspec
 __all__ = (
     "DatabaseSettings",
     "PluginSettings",
+    "QuotaSettings",
     "RedisSettings",
     "RuntimeSettings",
     "ServerSettings",
@@ -96,10 +97,22 @@ class RedisSettings(msgspec.Struct, frozen=True):
     """Redis, for what several server processes (workers, pods) must share."""
 
     url: str = ""
-    """``redis://host:6379/0``. When set, per-key rate limits are shared by every process using this Redis, and
-    a key revoked or a deployment deleted through one process is dropped at once from every process's caches.
-    Empty: each process keeps its own limits, and other processes see a revocation or a deletion within
+    """``redis://host:6379/0``. When set, per-key rate limits and tenants' quotas are shared by every process using
+    this Redis, and a key revoked or a deployment deleted through one process is dropped at once from every
+    process's caches. Empty: each process keeps its own limits and quota counts, and other processes see a
+    revocation or a deletion within
     ``server.key_cache_seconds``."""
+
+
+class QuotaSettings(msgspec.Struct, frozen=True):
+    """Monthly spend and request caps per tenant (``cloudeasyml tenants set-caps``)."""
+
+    refresh_seconds: float = 5.0
+    """Caps (and, without Redis, the database's month-to-date usage) are read again when older than this, before
+    the request if the tenant was idle: a changed cap applies to the first request after this many seconds."""
+    reservation_seconds: float = 900.0
+    """With Redis: how long a request's reservation counts against the caps if its process dies before settling
+    it (a live process commits or releases it when the request ends). Keep it above the longest request."""
 
 
 class Settings(msgspec.Struct, frozen=True):
@@ -110,6 +123,7 @@ class Settings(msgspec.Struct, frozen=True):
     runtime: RuntimeSettings = RuntimeSettings()
     plugins: PluginSettings = PluginSettings()
     redis: RedisSettings = RedisSettings()
+    quota: QuotaSettings = QuotaSettings()
     home: str = ""
     """Data directory for the embedded defaults. Empty means ``~/.cloudeasyml``."""
 

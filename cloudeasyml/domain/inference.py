@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -10,7 +12,7 @@ import msgspec
 from cloudeasyml.db.types import utc_now
 from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.principal import Principal
-from cloudeasyml.domain.quota import QuotaGuard
+from cloudeasyml.domain.quota import QuotaGuard, Reservation
 from cloudeasyml.errors import (
     DeploymentUnloadedError,
     InvalidInputError,
@@ -114,20 +116,54 @@ class InferenceService:
 
     async def infer(self, principal: Principal, spec: DeploymentSpec, entry: CatalogEntry, inputs: list[Any]) -> Served:
         """Run decoded inputs on a deployment (loading it if needed) and bill the request."""
-        await self.admit(principal)
-        loaded = await self.load(spec, entry)
-        try:
-            result = await self.run(loaded, inputs)
-        except DeploymentUnloadedError:
-            # Evicted for memory (or deleted) between lookup and queueing: if it still exists, load it again.
-            spec = await self._directory.by_id(principal.tenant_id, spec.id)
-            loaded = await self.load(spec, entry)
-            result = await self.run(loaded, inputs)
-        return Served(result=result, request_id=self.bill(principal, loaded, result, len(inputs)))
+        result, request_id = await self.execute(
+            principal, spec, entry, len(inputs), lambda loaded: self.run(loaded, inputs)
+        )
+        return Served(result=result, request_id=request_id)
 
-    async def admit(self, principal: Principal) -> None:
-        """Refuse the request if the caller's tenant is past its monthly spend or request cap (402 / 429)."""
-        await self._quota.check(principal.tenant_id)
+    async def execute(
+        self,
+        principal: Principal,
+        spec: DeploymentSpec,
+        entry: CatalogEntry,
+        items: int,
+        run: Callable[[LoadedDeployment], Awaitable[BatchResult]],
+    ) -> tuple[BatchResult, str]:
+        """The one path of every protocol: reserve a place under the tenant's caps, load, ``run(loaded)``, then
+        bill and commit the reservation; any failure (an exception, a deadline, a cancelled task) releases it.
+
+        Returns:
+            The result and the usage record's request id.
+
+        Raises:
+            RequestCapReachedError, SpendCapReachedError: The tenant is past a monthly cap (nothing runs).
+        """
+        reservation = await self.admit(principal, spec, entry)
+        try:
+            loaded = await self.load(spec, entry)
+            try:
+                result = await run(loaded)
+            except DeploymentUnloadedError:
+                # Evicted for memory (or deleted) between lookup and queueing: if it still exists, load it again.
+                spec = await self._directory.by_id(principal.tenant_id, spec.id)
+                loaded = await self.load(spec, entry)
+                result = await run(loaded)
+            request_id, cost = self.bill(principal, loaded, result, items)
+        except BaseException:
+            if reservation is not None:
+                await reservation.release()
+            raise
+        if reservation is not None:
+            await reservation.commit(cost)
+        return result, request_id
+
+    async def admit(self, principal: Principal, spec: DeploymentSpec, entry: CatalogEntry) -> Reservation | None:
+        """Reserve the request's place under its tenant's monthly caps, holding the model's minimum cost against
+        the spend cap; None for a tenant without caps. Past a cap: ``RequestCapReachedError`` (429) or
+        ``SpendCapReachedError`` (402).
+        """
+        minimum: Decimal = self._pricing.for_plan(principal.plan, entry.model, spec.model_version).per_request
+        return await self._quota.reserve(principal.tenant_id, minimum)
 
     def entry_for(self, spec: DeploymentSpec) -> CatalogEntry:
         """The deployment's model; a model uninstalled since the deployment was made is not ready."""
@@ -147,14 +183,15 @@ class InferenceService:
         except ValueError as exc:
             raise InvalidInputError(f"the model rejected the inputs: {exc}") from exc
 
-    def bill(self, principal: Principal, loaded: LoadedDeployment, result: BatchResult, items: int) -> str:
-        """Price and meter one successful request; returns its request id."""
+    def bill(
+        self, principal: Principal, loaded: LoadedDeployment, result: BatchResult, items: int
+    ) -> tuple[str, Decimal]:
+        """Price and meter one successful request; returns its request id and cost."""
         spec = loaded.spec
         gpu_ms = result.processing_ms if loaded.on_gpu else 0.0
         pricing = self._pricing.for_plan(principal.plan, loaded.model, spec.model_version)
         cost = price(pricing, CostInputs(processing_ms=result.processing_ms, gpu_ms=gpu_ms))
         request_id = str(uuid.uuid4())
-        self._quota.add(principal.tenant_id, cost)
         self._metrics.record_success(spec.model_name, items, result.processing_ms)
         self._meter.record(
             Usage(
@@ -172,7 +209,7 @@ class InferenceService:
                 created_at=utc_now(),
             )
         )
-        return request_id
+        return request_id, cost
 
     def _decode_inputs(self, entry: CatalogEntry, raw: msgspec.Raw) -> list[Any]:
         """The ``inputs`` array, decoded with the model's own types; errors name their path from the body's root."""

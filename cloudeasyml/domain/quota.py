@@ -1,25 +1,47 @@
-"""Tenant quotas: a spend cap and a request cap per calendar month (UTC), checked before a request runs.
+"""Tenant quotas: a spend cap and a request cap per calendar month (UTC), held by reservations.
 
-Each process keeps, per tenant, the caps and the month's spend and request count: read from the database on
-the tenant's first request of the month, then counted locally as requests are billed, and read again every
-``refresh_seconds`` in the background (so caps changed by ``cloudeasyml tenants set-caps`` and the usage of
-other processes are seen within that time). Caps are therefore soft across processes: several pods may together
-overshoot by the requests of the last few seconds. Within one process a cap holds: the request that reaches it
-runs (it was under the cap when it started), the ones after it are refused until the month ends.
+A request *reserves* its place under its tenant's caps before it runs (``QuotaGuard.reserve``) and either
+*commits* the reservation with its cost when it succeeded or *releases* it when it failed (any exception, a
+deadline, a cancelled task). In-flight reservations count against the caps, so:
 
-A tenant without caps costs one small read per refresh and a dictionary lookup per request. Requests billed
-while a refresh reads the database are missed until the next refresh, which counts them.
+- **Request cap: exact.** ``requests billed + requests in flight < cap`` admits; 40 concurrent requests against a
+  cap of 5 give 5 answers and 35 refusals.
+- **Spend cap.** A request's cost is known only after it ran. Each reservation holds the model's minimum cost (its
+  ``per_request`` price for the caller's plan). A request is refused when the month's spend has reached the cap,
+  or when ``spent + holds in flight + its own hold`` would pass it: nothing starts whose fixed price cannot be
+  paid. The time-based part of a cost is not known in advance, so the spend may pass the cap by the time-based
+  part of the requests in flight when it is crossed (one request's, for a client that does not overlap
+  requests); after that every request is refused until the month ends.
+
+Where the counters live:
+
+- With Redis (``services.redis``) they live there, per tenant and month (``cloudeasyml:quota:{<tenant>:<YYYY-MM>}:*``,
+  expiring a day after the month), updated by one atomic script per reservation, commit and release, so every
+  process using that Redis shares exact caps. A missing month is seeded from the database's month-to-date usage.
+  A reservation left by a process that died is dropped after ``quota.reservation_seconds``. If Redis cannot be
+  reached, the process falls back to its own counts (below) and says so in the log.
+- Without Redis each process counts on its own, seeded from the database: one process is exact; N processes may
+  together admit up to N times what is left (each sees the others' usage only at its next refresh).
+
+Caps (and, for the per-process counts, the database's month-to-date usage) are read again when older than
+``quota.refresh_seconds``: in the background once half of it has passed while the tenant is busy, and before the
+request otherwise, so a changed cap, raised or lowered, applies to the first request after that interval even for
+an idle tenant; no refusal is ever given on caps older than the interval. A tenant without caps costs a
+dictionary lookup per request and one small read per refresh interval.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import msgspec
 from sqlalchemy import func, select
@@ -29,11 +51,27 @@ from cloudeasyml.db.models import Tenant, UsageRecord
 from cloudeasyml.db.types import utc_now
 from cloudeasyml.errors import NotFoundError, RequestCapReachedError, SpendCapReachedError
 from cloudeasyml.metering.meter import Meter
+from cloudeasyml.metering.pricing import COST_SCALE
 from cloudeasyml.single_flight import SingleFlight
 
-__all__ = ("QuotaGuard", "QuotaReport", "TenantQuota", "month_bounds", "quota_report", "tenant_caps", "usage_since")
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = (
+    "QuotaGuard",
+    "QuotaReport",
+    "Reservation",
+    "TenantCaps",
+    "month_bounds",
+    "quota_report",
+    "tenant_caps",
+    "usage_since",
+)
 
 log = logging.getLogger(__name__)
+
+_UNITS = Decimal(1).scaleb(COST_SCALE)
+"""Costs are counted in Redis as integers of 1e-10 (``COST_SCALE`` places), exact like the database's sums."""
 
 
 def month_bounds(now: datetime) -> tuple[datetime, datetime]:
@@ -43,18 +81,16 @@ def month_bounds(now: datetime) -> tuple[datetime, datetime]:
     return start, end
 
 
-@dataclass(slots=True)
-class TenantQuota:
-    """One tenant's caps and this month's usage, as this process knows them."""
+@dataclass(frozen=True, slots=True)
+class TenantCaps:
+    """One tenant's caps for one month, as read from the database at ``fetched_at``."""
 
     month_start: datetime
     month_end: datetime
     spend_cap: Decimal | None
     request_cap: int | None
-    spent: Decimal
-    requests: int
     fetched_at: float
-    """``time.monotonic()`` of the database read."""
+    """The guard's clock (``time.monotonic()`` unless injected) at the read."""
 
     @property
     def capped(self) -> bool:
@@ -62,71 +98,313 @@ class TenantQuota:
         return self.spend_cap is not None or self.request_cap is not None
 
 
+@dataclass(slots=True)
+class _Counts:
+    """This process's count of one tenant's month: billed (seeded from the database) and in flight."""
+
+    month_start: datetime
+    requests: int = 0
+    spent: Decimal = Decimal(0)
+    in_flight: int = 0
+    held: Decimal = Decimal(0)
+    """Sum of the in-flight reservations' holds."""
+
+
+_RESERVE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local holds = redis.call('ZRANGE', KEYS[2], 0, -1)
+local held = 0
+for _, member in ipairs(holds) do held = held + tonumber(string.match(member, ':(%d+)$')) end
+local requests = tonumber(redis.call('HGET', KEYS[1], 'requests') or '0') + #holds
+local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
+local hold = tonumber(ARGV[2])
+local request_cap = tonumber(ARGV[3])
+local spend_cap = tonumber(ARGV[4])
+if request_cap >= 0 and requests >= request_cap then return 1 end
+if spend_cap >= 0 and (spent >= spend_cap or spent + held + hold > spend_cap) then return 2 end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[1])
+redis.call('PEXPIREAT', KEYS[2], ARGV[6])
+return 0
+"""
+"""Reserve atomically (KEYS: counts hash, holds sorted set; ARGV: member ``<id>:<hold units>``, hold units, request
+cap, spend cap units (-1: none), lease ms, expiry ms): 0 reserved, 1 request cap reached, 2 spend cap reached,
+-1 the month is not seeded. In-flight reservations are the members of the holds set, dropped when their lease
+ends (a process that died), so they count until committed, released or expired."""
+
+_COMMIT = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'requests', 1)
+  redis.call('HINCRBY', KEYS[1], 'spent', ARGV[2])
+end
+return 0
+"""
+"""A reservation becomes a billed request of ``ARGV[2]`` cost units (an unseeded month will count it from the
+database when it is seeded)."""
+
+_RELEASE = """
+return redis.call('ZREM', KEYS[2], ARGV[1])
+"""
+
+_SEED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'requests', ARGV[1], 'spent', ARGV[2])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+  return 1
+end
+return 0
+"""
+"""The month's billed count and spend from the database, unless another process seeded it first."""
+
+_KEEP_AFTER_MONTH = timedelta(days=1)
+
+
+def _units(amount: Decimal) -> int:
+    return math.floor(amount * _UNITS)
+
+
+class Reservation:
+    """A request's place under its tenant's caps: ``commit(cost)`` once it succeeded, ``release()`` if it did not.
+    The first of the two counts; later calls do nothing.
+    """
+
+    __slots__ = ("_counts", "_done", "_guard", "_hold", "_shared")
+
+    def __init__(self, guard: QuotaGuard, counts: _Counts, hold: Decimal, shared: tuple[list[str], str] | None) -> None:
+        self._guard = guard
+        self._counts = counts
+        self._hold = hold
+        self._shared = shared
+        self._done = False
+        counts.in_flight += 1
+        counts.held += hold
+
+    async def commit(self, cost: Decimal) -> None:
+        """Count the request as billed at ``cost``."""
+        if self._settle():
+            self._counts.requests += 1
+            self._counts.spent += cost
+            if self._shared is not None:
+                keys, member = self._shared
+                await self._guard._update_shared(self._guard._commit_script, keys, [member, _units(cost)])
+
+    async def release(self) -> None:
+        """Give the place back: the request failed and is not billed."""
+        if self._settle() and self._shared is not None:
+            keys, member = self._shared
+            await self._guard._update_shared(self._guard._release_script, keys, [member])
+
+    def _settle(self) -> bool:
+        if self._done:
+            return False
+        self._done = True
+        self._counts.in_flight -= 1
+        self._counts.held -= self._hold
+        return True
+
+
 class QuotaGuard:
-    """Refuses requests of tenants past a cap; counts billed requests."""
+    """Reserves places under tenants' caps (see the module's docstring for what holds, and where)."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], meter: Meter, *, refresh_seconds: float = 5.0
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        meter: Meter,
+        *,
+        refresh_seconds: float = 5.0,
+        redis: Redis | None = None,
+        reservation_seconds: float = 900.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
         self._meter = meter
         self._refresh = refresh_seconds
-        self._quotas: dict[uuid.UUID, TenantQuota] = {}
-        self._loads: SingleFlight[TenantQuota] = SingleFlight()
+        self._clock = clock
+        self._lease_ms = int(reservation_seconds * 1000)
+        self._caps: dict[uuid.UUID, TenantCaps] = {}
+        self._counts: dict[uuid.UUID, _Counts] = {}
+        self._loads: SingleFlight[TenantCaps] = SingleFlight()
+        self._updates: set[asyncio.Future[object]] = set()
+        self._redis = redis
+        self._warned_at = -math.inf
+        if redis is not None:
+            self._reserve_script = redis.register_script(_RESERVE)
+            self._commit_script = redis.register_script(_COMMIT)
+            self._release_script = redis.register_script(_RELEASE)
+            self._seed_script = redis.register_script(_SEED)
 
-    async def check(self, tenant_id: uuid.UUID) -> None:
-        """Raise ``RequestCapReachedError`` (429) or ``SpendCapReachedError`` (402) if the tenant is past a cap
-        this month; both carry ``Retry-After`` until the month ends.
+    async def reserve(self, tenant_id: uuid.UUID, hold: Decimal = Decimal(0)) -> Reservation | None:
+        """Reserve a place for one request of the tenant, holding ``hold`` (its minimum cost) of the spend cap.
+
+        Returns:
+            The reservation to commit or release; None for a tenant without caps (nothing to settle).
+
+        Raises:
+            RequestCapReachedError: The request cap (429), counting requests in flight, is reached this month.
+            SpendCapReachedError: The spend cap (402) is reached, or ``hold`` would pass it.
+            Both carry ``Retry-After`` until the month ends.
         """
-        quota = self._quotas.get(tenant_id)
-        now = utc_now()
-        if quota is None or now >= quota.month_end:
-            quota = await self._loads.run(tenant_id, lambda: self._load(tenant_id))
-        elif time.monotonic() - quota.fetched_at > self._refresh and tenant_id not in self._loads:
-            self._refresh_in_background(tenant_id)  # meanwhile, what this process counted
-        if not quota.capped:
-            return
-        retry_after = max(1, int((quota.month_end - now).total_seconds()))
-        if quota.request_cap is not None and quota.requests >= quota.request_cap:
-            raise RequestCapReachedError(
-                f"this tenant's request cap ({quota.request_cap} per month) is reached; it resets at "
-                f"{quota.month_end.isoformat()}",
-                retry_after=retry_after,
-            )
-        if quota.spend_cap is not None and quota.spent >= quota.spend_cap:
-            raise SpendCapReachedError(
-                f"this tenant's spend cap ({quota.spend_cap.normalize():f} per month) is reached; it resets at "
-                f"{quota.month_end.isoformat()}",
-                retry_after=retry_after,
-            )
+        caps = await self.caps(tenant_id)
+        if not caps.capped:
+            return None
+        counts = self._counts[tenant_id]
+        if self._redis is not None:
+            shared = await self._reserve_shared(tenant_id, caps, hold)
+            if shared is not None:
+                return Reservation(self, counts, hold, shared)
+        if caps.request_cap is not None and counts.requests + counts.in_flight >= caps.request_cap:
+            raise _request_cap_reached(caps)
+        if caps.spend_cap is not None and (
+            counts.spent >= caps.spend_cap or counts.spent + counts.held + hold > caps.spend_cap
+        ):
+            raise _spend_cap_reached(caps)
+        return Reservation(self, counts, hold, None)
 
-    def add(self, tenant_id: uuid.UUID, cost: Decimal) -> None:
-        """Count one billed request."""
-        quota = self._quotas.get(tenant_id)
-        if quota is not None:
-            quota.requests += 1
-            quota.spent += cost
+    async def caps(self, tenant_id: uuid.UUID) -> TenantCaps:
+        """The tenant's caps, never older than the refresh interval (read again before the request if they are;
+        in the background, without waiting, once half the interval has passed).
+        """
+        caps = self._caps.get(tenant_id)
+        if caps is not None:
+            age = self._clock() - caps.fetched_at
+            if age <= self._refresh and utc_now() < caps.month_end:
+                if age > self._refresh / 2 and tenant_id not in self._loads:
+                    self._refresh_in_background(tenant_id)
+                return caps
+        try:
+            return await self._loads.run(tenant_id, lambda: self._load(tenant_id))
+        except Exception as exc:
+            if caps is None or caps.month_end <= utc_now():
+                raise
+            # The database is unreachable: the caps read last are all there is (a refusal on them is then
+            # possible; the alternative, failing every request, is worse).
+            log.warning("reading the quota of tenant %s failed, using caps read before: %s", tenant_id, exc)
+            return caps
+
+    async def close(self) -> None:
+        """Wait for the commits and releases still on their way to Redis."""
+        if self._updates:
+            await asyncio.gather(*self._updates, return_exceptions=True)
+
+    async def _reserve_shared(
+        self, tenant_id: uuid.UUID, caps: TenantCaps, hold: Decimal
+    ) -> tuple[list[str], str] | None:
+        """Reserve in Redis; None if Redis failed (the caller falls back to this process's counts)."""
+        month = f"{caps.month_start:%Y-%m}"
+        keys = [f"cloudeasyml:quota:{{{tenant_id}:{month}}}:counts", f"cloudeasyml:quota:{{{tenant_id}:{month}}}:holds"]
+        member = f"{uuid.uuid4().hex}:{_units(hold)}"
+        expire_ms = int((caps.month_end + _KEEP_AFTER_MONTH).timestamp() * 1000)
+        args = [
+            member,
+            _units(hold),
+            -1 if caps.request_cap is None else caps.request_cap,
+            -1 if caps.spend_cap is None else _units(caps.spend_cap),
+            self._lease_ms,
+            expire_ms,
+        ]
+        # Shielded: a request cancelled while its reservation is on its way to Redis gives the place back.
+        attempt = asyncio.ensure_future(self._run_reserve(tenant_id, caps, keys, args, expire_ms))
+        try:
+            status = await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            attempt.add_done_callback(lambda done: self._release_if_reserved(done, keys, member))
+            raise
+        except Exception as exc:  # noqa: BLE001 - Redis down: fall back to this process's counts, say so now and then
+            if self._clock() - self._warned_at > 60:
+                self._warned_at = self._clock()
+                log.warning("quotas are counted per process: Redis is unreachable (%s)", exc)
+            return None
+        if status == 1:
+            raise _request_cap_reached(caps)
+        if status == 2:
+            raise _spend_cap_reached(caps)
+        return keys, member
+
+    async def _run_reserve(
+        self, tenant_id: uuid.UUID, caps: TenantCaps, keys: list[str], args: list[object], expire_ms: int
+    ) -> int:
+        status = int(await self._reserve_script(keys=keys, args=args))
+        if status == -1:  # a new month, or Redis lost it: start from what the database holds
+            await self._meter.flush()
+            async with self._sessions() as session:
+                spent, requests = await usage_since(session, tenant_id, caps.month_start)
+            await self._seed_script(keys=keys, args=[requests, _units(spent), expire_ms])
+            status = int(await self._reserve_script(keys=keys, args=args))
+        return status
+
+    def _release_if_reserved(self, attempt: asyncio.Future[int], keys: list[str], member: str) -> None:
+        if not attempt.cancelled() and attempt.exception() is None and attempt.result() == 0:
+            self._track(self._release_script(keys=keys, args=[member]))
+
+    async def _update_shared(self, script: object, keys: list[str], args: list[object]) -> None:
+        """Run a commit or release in Redis; it completes even if the request is cancelled meanwhile."""
+        update = self._track(script(keys=keys, args=args))  # type: ignore[operator]
+        try:
+            await asyncio.shield(update)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the reservation expires after its lease
+            log.warning("updating a quota reservation in Redis failed: %s", exc)
+
+    def _track(self, coroutine: object) -> asyncio.Future[object]:
+        update = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+        self._updates.add(update)
+        update.add_done_callback(self._updates.discard)
+        update.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved: logged above
+        return update
 
     def _refresh_in_background(self, tenant_id: uuid.UUID) -> None:
-        def done(finished: asyncio.Future[TenantQuota]) -> None:
+        def done(finished: asyncio.Future[TenantCaps]) -> None:
             if not finished.cancelled() and (error := finished.exception()) is not None:
-                # A background refresh that failed keeps the counts this process has; the next one retries.
+                # A background refresh that failed keeps what this process has; the next request retries.
                 log.warning("reading the quota of tenant %s failed: %s", tenant_id, error)
 
         self._loads.start(tenant_id, lambda: self._load(tenant_id)).add_done_callback(done)
 
-    async def _load(self, tenant_id: uuid.UUID) -> TenantQuota:
+    async def _load(self, tenant_id: uuid.UUID) -> TenantCaps:
+        fetched_at = self._clock()
         start, end = month_bounds(utc_now())
         async with self._sessions() as session:
             spend_cap, request_cap = await tenant_caps(session, tenant_id)
-        spent, requests = Decimal(0), 0
-        if spend_cap is not None or request_cap is not None:
+        caps = TenantCaps(start, end, spend_cap, request_cap, fetched_at)
+        if caps.capped:
             await self._meter.flush()  # this process's buffered records count too (before reading: SQLite locks)
             async with self._sessions() as session:
                 spent, requests = await usage_since(session, tenant_id, start)
-        quota = TenantQuota(start, end, spend_cap, request_cap, spent, requests, time.monotonic())
-        self._quotas[tenant_id] = quota
-        return quota
+            counts = self._counts.get(tenant_id)
+            if counts is None or counts.month_start != start:
+                counts = self._counts[tenant_id] = _Counts(start)
+            # The database lags this process's own requests (written behind) and may miss records billed during
+            # the read; the larger of the two is exact for one process and the best lower bound for several.
+            counts.requests = max(counts.requests, requests)
+            counts.spent = max(counts.spent, spent)
+        self._caps[tenant_id] = caps
+        return caps
+
+
+def _retry_after(caps: TenantCaps) -> int:
+    return max(1, int((caps.month_end - utc_now()).total_seconds()))
+
+
+def _request_cap_reached(caps: TenantCaps) -> RequestCapReachedError:
+    return RequestCapReachedError(
+        f"this tenant's request cap ({caps.request_cap} per month) is reached; it resets at "
+        f"{caps.month_end.isoformat()}",
+        retry_after=_retry_after(caps),
+    )
+
+
+def _spend_cap_reached(caps: TenantCaps) -> SpendCapReachedError:
+    assert caps.spend_cap is not None
+    return SpendCapReachedError(
+        f"this tenant's spend cap ({caps.spend_cap.normalize():f} per month) is reached, counting the requests in "
+        f"flight and this request's minimum price; it resets at "
+        f"{caps.month_end.isoformat()}",
+        retry_after=_retry_after(caps),
+    )
 
 
 async def tenant_caps(session: AsyncSession, tenant_id: uuid.UUID) -> tuple[Decimal | None, int | None]:

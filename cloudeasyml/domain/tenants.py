@@ -70,7 +70,7 @@ async def set_caps(
     session: AsyncSession, name: str, *, spend_cap: object = UNCHANGED, request_cap: object = UNCHANGED
 ) -> Tenant:
     """Set (``None``: remove) the monthly spend and request caps of tenant ``name`` in the caller's transaction.
-    Servers apply them within their refresh interval (``CLOUDEASYML_SERVER__KEY_CACHE_SECONDS``).
+    Servers apply them within their refresh interval (``CLOUDEASYML_QUOTA__REFRESH_SECONDS``).
     """
     tenant = await session.scalar(select(Tenant).where(Tenant.name == name))
     if tenant is None:

@@ -19,7 +19,8 @@ from cloudeasyml.domain.inference import InferenceService
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.errors import InvalidInputError
 from cloudeasyml.plugins.model import ModelPlugin, TensorSpec
-from cloudeasyml.runtime.registry import DeploymentSpec
+from cloudeasyml.runtime.batcher import BatchResult
+from cloudeasyml.runtime.registry import DeploymentSpec, LoadedDeployment
 
 __all__ = ("DTYPE_BY_DATATYPE", "TensorResult", "check_inputs", "datatype_of", "infer_tensors")
 
@@ -146,11 +147,12 @@ async def infer_tensors(
     """
     entry = inference.entry_for(spec)
     batch = check_inputs(entry.model, arrays, spec.config.max_batch_size)
-    await inference.admit(principal)
-    loaded = await inference.load(spec, entry)
-    try:
-        result = await loaded.run_tensors(arrays, batch)
-    except InvalidArgument as exc:
-        raise InvalidInputError(f"the model rejected the inputs: {exc}") from exc
-    request_id = inference.bill(principal, loaded, result, batch)
+
+    async def run(loaded: LoadedDeployment) -> BatchResult:
+        try:
+            return await loaded.run_tensors(arrays, batch)
+        except InvalidArgument as exc:
+            raise InvalidInputError(f"the model rejected the inputs: {exc}") from exc
+
+    result, request_id = await inference.execute(principal, spec, entry, batch, run)
     return TensorResult(outputs=result.outputs[0], processing_ms=result.processing_ms, request_id=request_id)
