@@ -376,7 +376,6 @@ async def test_a_keys_rate_limit_holds_across_both_replicas(replicas: Cluster) -
     assert served[(200, "a")] and served[(200, "b")], f"nginx did not send the key's requests to both: {served}"
 
 
-@pytest.mark.skip(reason="needs exact quotas (wt-quota)")
 async def test_a_tenants_request_cap_holds_across_both_replicas(replicas: Cluster) -> None:
     name, owner_key = replicas.new_tenant("capped")
     run_cli(replicas.env, "tenants", "set-caps", name, "--request-cap", "5")
