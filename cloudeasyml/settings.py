@@ -10,6 +10,7 @@ import msgspec
 
 __all__ = (
     "DatabaseSettings",
+    "OpenInferenceSettings",
     "PluginSettings",
     "RedisSettings",
     "RuntimeSettings",
@@ -79,6 +80,20 @@ class RedisSettings(msgspec.Struct, frozen=True):
     ``server.key_cache_seconds``."""
 
 
+class OpenInferenceSettings(msgspec.Struct, frozen=True):
+    """Bounds on the tensors of an Open Inference Protocol (V2) request, checked while the request is decoded,
+    before any array is allocated: past one, the request is a 400.
+    """
+
+    max_tensor_elements: int = 4_194_304
+    """Most elements (the product of the shape) in one input tensor: 16 MiB of FP32."""
+    max_request_elements: int = 8_388_608
+    """Most elements in all the input tensors of one request together."""
+    max_tensor_dims: int = 8
+    """Most dimensions of one input tensor; ``data`` may be nested at most this deep. Every dimension is at
+    least 1."""
+
+
 class Settings(msgspec.Struct, frozen=True):
     """All settings."""
 
@@ -87,6 +102,7 @@ class Settings(msgspec.Struct, frozen=True):
     runtime: RuntimeSettings = RuntimeSettings()
     plugins: PluginSettings = PluginSettings()
     redis: RedisSettings = RedisSettings()
+    v2: OpenInferenceSettings = OpenInferenceSettings()
     home: str = ""
     """Data directory for the embedded defaults. Empty means ``~/.cloudeasyml``."""
 

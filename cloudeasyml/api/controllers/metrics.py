@@ -1,4 +1,8 @@
-"""``GET /metrics``: Prometheus text format, no key (scrape it from inside the cluster)."""
+"""``GET /metrics``: Prometheus text format, no key (scrape it from inside the cluster).
+
+Labels name models (installed plugins, the same for every tenant) and statuses, never a tenant, a tenant's
+deployment or a key: anyone who can reach the port can read this page.
+"""
 
 from __future__ import annotations
 
@@ -29,10 +33,11 @@ class MetricsController(Controller):
         """
         services: Services = request.app.state.services
         counters = services.metrics
-        queued = {
-            (("deployment", loaded.spec.name), ("tenant_id", str(loaded.spec.tenant_id))): loaded.batcher.queued_items
-            for loaded in services.registry.loaded()
-        }
+        # By model only: /metrics answers without a key, so no label may name a tenant or a tenant's deployment.
+        queued_by_model: dict[str, float] = {}
+        for loaded in services.registry.loaded():
+            model = loaded.spec.model_name
+            queued_by_model[model] = queued_by_model.get(model, 0) + loaded.batcher.queued_items
         text = render(
             [
                 ("cloudeasyml_predictions_total", "counter", "Billed requests.", _by_model(counters.predictions)),
@@ -66,7 +71,12 @@ class MetricsController(Controller):
                     "Estimated memory of open onnxruntime sessions.",
                     {(): services.registry.session_bytes},
                 ),
-                ("cloudeasyml_queue_items", "gauge", "Items waiting for a batch, by deployment.", queued),
+                (
+                    "cloudeasyml_queue_items",
+                    "gauge",
+                    "Items waiting for a batch, by model.",
+                    _by_model(queued_by_model),
+                ),
                 (
                     "cloudeasyml_usage_records_pending",
                     "gauge",
