@@ -25,6 +25,7 @@ from cloudeasyml.api.controllers.usage import UsageController
 from cloudeasyml.api.controllers.v2 import OpenInferenceController
 from cloudeasyml.api.platform_app import PlatformApp
 from cloudeasyml.api.prediction_docs import document_prediction_routes
+from cloudeasyml.api.problem_docs import document_problems
 from cloudeasyml.api.problems import exception_handlers
 from cloudeasyml.api.request import PlatformRequest
 from cloudeasyml.plugins.manager import PluginManager
@@ -98,4 +99,5 @@ def create_app(settings: Settings | None = None, plugin_manager: PluginManager |
         debug=False,
     )
     document_prediction_routes(app)
+    document_problems(app)
     return app

@@ -85,6 +85,9 @@ async def test_model_metadata_and_readiness(client: AsyncTestClient[Litestar], t
     assert versioned.json() == metadata
     wrong_version = await client.get("/v2/models/scorer/versions/9.9.9", headers=bearer(tenant.key))
     assert wrong_version.status_code == 404 and wrong_version.json()["error"]
+    # Readiness never loads: once an inference has loaded the deployment, it is ready.
+    infer = await client.post("/v2/models/scorer/infer", json={"inputs": [points_input()]}, headers=bearer(tenant.key))
+    assert infer.status_code == 200, infer.text
     ready = await client.get("/v2/models/scorer/ready", headers=bearer(tenant.key))
     assert ready.status_code == 200 and ready.json() == {"name": "scorer", "ready": True}
 

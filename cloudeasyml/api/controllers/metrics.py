@@ -15,6 +15,8 @@ from cloudeasyml.services import Services
 
 __all__ = ("MetricsController",)
 
+_TEXT_FORMAT = "text/plain; version=0.0.4"
+
 
 def _by_model(values: dict[str, float]) -> dict[tuple[tuple[str, str], ...], float]:
     return {(("model", model),): value for model, value in sorted(values.items())}
@@ -26,7 +28,7 @@ class MetricsController(Controller):
     path = "/metrics"
     tags = ["Health"]
 
-    @get("/", summary="Prometheus metrics", exclude_from_auth=True, include_in_schema=True)
+    @get("/", summary="Prometheus metrics", exclude_from_auth=True, include_in_schema=True, media_type=_TEXT_FORMAT)
     async def metrics(self, request: Request[Any, Any, Any]) -> Response[str]:
         """Predictions, items and processing time by model; errors by status; loaded deployments, queued items,
         unwritten usage records.
@@ -86,4 +88,4 @@ class MetricsController(Controller):
                 ("cloudeasyml_models_installed", "gauge", "Installed, valid models.", {(): len(services.catalog)}),
             ]
         )
-        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(text, media_type=_TEXT_FORMAT)  # Litestar adds "; charset=utf-8" to text/ types
