@@ -188,7 +188,9 @@ async def test_other_tenants_deployment_is_unknown_and_keys_are_required(
         "/api-keys", json={"name": "reader", "scopes": ["usage:read"]}, headers=bearer(tenant.key)
     )
     reader = issued.json()["key"]
-    assert (await client.get("/v2/models/scorer", headers=bearer(reader))).status_code == 200
+    # Metadata and readiness need the predict scope too (a key with none cannot probe deployments by name).
+    for path in ("/v2/models/scorer", "/v2/models/scorer/ready"):
+        assert (await client.get(path, headers=bearer(reader))).status_code == 403
     assert (await client.post("/v2/models/scorer/infer", json=body, headers=bearer(reader))).status_code == 403
     assert await total_requests(client, tenant.key) == 0
     assert await total_requests(client, other_tenant.key) == 0
