@@ -93,7 +93,9 @@ def _validation_detail(errors: Any) -> str | None:
             continue
         message, key, source = error.get("message", "invalid value"), error.get("key"), error.get("source")
         source = getattr(source, "value", source)  # Litestar's ParamType, a str enum
-        if key is None:
+        if message == "'data'" and key == "data":  # Litestar's KeyError when there is no body at all
+            parts.append("a JSON body is required")
+        elif key is None:
             parts.append(str(message))
         elif source == "body":
             parts.append(f"{message} - at `$`" if key == "data" else f"{message} - at `$.{key}`")

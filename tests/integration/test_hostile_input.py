@@ -139,6 +139,8 @@ async def test_litestar_validation_errors_are_422_naming_the_field(
     assert "name" in _assert_problem(missing, 422)["detail"]
     bad_query = await client.get("/usage?start=yesterday", headers=headers)
     assert "start" in _assert_problem(bad_query, 422)["detail"]
+    empty = await client.post("/deployments", content=b"", headers=headers)
+    assert _assert_problem(empty, 422)["detail"] == "a JSON body is required"
     malformed = await client.post(
         "/deployments", content=b'{"modelName":', headers={**headers, "Content-Type": "application/json"}
     )
