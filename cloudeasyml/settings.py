@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
@@ -85,11 +86,11 @@ class OpenInferenceSettings(msgspec.Struct, frozen=True):
     before any array is allocated: past one, the request is a 400.
     """
 
-    max_tensor_elements: int = 4_194_304
+    max_tensor_elements: Annotated[int, msgspec.Meta(ge=1)] = 4_194_304
     """Most elements (the product of the shape) in one input tensor: 16 MiB of FP32."""
-    max_request_elements: int = 8_388_608
+    max_request_elements: Annotated[int, msgspec.Meta(ge=1)] = 8_388_608
     """Most elements in all the input tensors of one request together."""
-    max_tensor_dims: int = 8
+    max_tensor_dims: Annotated[int, msgspec.Meta(ge=1, le=32)] = 8
     """Most dimensions of one input tensor; ``data`` may be nested at most this deep. Every dimension is at
     least 1."""
 
