@@ -227,6 +227,11 @@ async def test_tritonclient_metadata_and_readiness(server: str, triton: Any, ten
     auth = bearer(tenant.key)
     assert triton.is_server_live() and triton.is_server_ready()
     assert triton.get_server_metadata(headers=auth)["extensions"] == ["binary_tensor_data"]
+    # Readiness never loads a model: the first inference does, and from then on the model is ready.
+    infer = httpx.post(
+        f"http://{server}/v2/models/scorer/infer", json={"inputs": [points_input()]}, headers=auth, timeout=60
+    )
+    assert infer.status_code == 200, infer.text
     assert triton.is_model_ready("scorer", headers=auth)
     metadata = triton.get_model_metadata("scorer", model_version="1.0.0", headers=auth)
     assert metadata["inputs"] == [{"name": "points", "datatype": "FP32", "shape": [-1, 2]}]
