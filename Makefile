@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -q -c constraints.txt
 PLUGINS := $(wildcard plugin_packages/cloudeasyml-*)
 
-.PHONY: install serve test bench export clean
+.PHONY: install serve test fuzz bench export clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt $(wildcard plugin_packages/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ serve: install  ## Migrate the SQLite default, export the bundled models, serve,
 
 test: install  ## The whole suite; PostgreSQL tests run when CLOUDEASYML_TEST_POSTGRES_URL is set
 	$(BIN)/python -m pytest
+
+fuzz: install  ## Only the fuzz tests (schemathesis on the OpenAPI document, hypothesis on the parsers); make test runs them too
+	$(BIN)/python -m pytest -m fuzz
 
 bench: install  ## Throughput and latency figures (see bench/README.md)
 	$(BIN)/python -m bench

@@ -25,7 +25,9 @@ from cloudeasyml.api.controllers.usage import UsageController
 from cloudeasyml.api.controllers.v2 import OpenInferenceController
 from cloudeasyml.api.platform_app import PlatformApp
 from cloudeasyml.api.prediction_docs import document_prediction_routes
+from cloudeasyml.api.problem_docs import document_problems
 from cloudeasyml.api.problems import exception_handlers
+from cloudeasyml.api.request import PlatformRequest
 from cloudeasyml.plugins.manager import PluginManager
 from cloudeasyml.services import build_services
 from cloudeasyml.settings import Settings, load_settings
@@ -93,7 +95,9 @@ def create_app(settings: Settings | None = None, plugin_manager: PluginManager |
         lifespan=[lifespan],
         openapi_config=_openapi(),
         request_max_body_size=settings.server.max_body_bytes,
+        request_class=PlatformRequest,
         debug=False,
     )
     document_prediction_routes(app)
+    document_problems(app)
     return app

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
 __all__ = (
     "DatabaseSettings",
+    "OpenInferenceSettings",
     "PluginSettings",
     "QuotaSettings",
     "RedisSettings",
@@ -115,6 +117,20 @@ class QuotaSettings(msgspec.Struct, frozen=True):
     it (a live process commits or releases it when the request ends). Keep it above the longest request."""
 
 
+class OpenInferenceSettings(msgspec.Struct, frozen=True):
+    """Bounds on the tensors of an Open Inference Protocol (V2) request, checked while the request is decoded,
+    before any array is allocated: past one, the request is a 400.
+    """
+
+    max_tensor_elements: Annotated[int, msgspec.Meta(ge=1)] = 4_194_304
+    """Most elements (the product of the shape) in one input tensor: 16 MiB of FP32."""
+    max_request_elements: Annotated[int, msgspec.Meta(ge=1)] = 8_388_608
+    """Most elements in all the input tensors of one request together."""
+    max_tensor_dims: Annotated[int, msgspec.Meta(ge=1, le=32)] = 8
+    """Most dimensions of one input tensor; ``data`` may be nested at most this deep. Every dimension is at
+    least 1."""
+
+
 class Settings(msgspec.Struct, frozen=True):
     """All settings."""
 
@@ -124,6 +140,7 @@ class Settings(msgspec.Struct, frozen=True):
     plugins: PluginSettings = PluginSettings()
     redis: RedisSettings = RedisSettings()
     quota: QuotaSettings = QuotaSettings()
+    v2: OpenInferenceSettings = OpenInferenceSettings()
     home: str = ""
     """Data directory for the embedded defaults. Empty means ``~/.cloudeasyml``."""
 

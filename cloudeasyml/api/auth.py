@@ -14,7 +14,7 @@ from cloudeasyml.errors import AuthenticationError, PermissionDeniedError
 
 __all__ = ("PUBLIC_PATHS", "ApiKeyMiddleware", "authenticate_scope", "require", "requires_scope")
 
-PUBLIC_PATHS = (r"^/health", r"^/schema", r"^/v2/health", r"^/metrics$")
+PUBLIC_PATHS = (r"^/health", r"^/schema", r"^/v2/health", r"^/metrics\Z")
 """Paths that answer without a key (probes, docs, Prometheus scraping)."""
 
 _PUBLIC = re.compile("|".join(PUBLIC_PATHS))

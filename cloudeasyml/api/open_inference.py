@@ -20,6 +20,7 @@ import numpy as np
 
 from cloudeasyml.domain.tensor_inference import DTYPE_BY_DATATYPE, datatype_of
 from cloudeasyml.errors import InvalidInputError, MalformedRequestError
+from cloudeasyml.settings import OpenInferenceSettings
 
 __all__ = (
     "HEADER_LENGTH",
@@ -44,7 +45,11 @@ __all__ = (
 HEADER_LENGTH = "Inference-Header-Content-Length"
 """Request and response header: the byte length of the JSON part of a body that carries binary tensors."""
 
-Parameters = dict[str, Any]
+DEFAULT_LIMITS = OpenInferenceSettings()
+"""The default tensor bounds (``CLOUDEASYML_V2__*``)."""
+
+Parameters = dict[str, str | int | float | bool | None]
+"""The protocol's parameters are scalars, so a deeply nested value is refused while it is decoded (400)."""
 
 # JSON numbers decode to Python ints, floats and bools; which of numpy's kinds each datatype accepts.
 _JSON_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
@@ -192,18 +197,29 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:length], body[length:]
 
 
-def decode_inputs(inputs: Sequence[RequestInput], binary: bytes) -> dict[str, np.ndarray]:
+def decode_inputs(
+    inputs: Sequence[RequestInput], binary: bytes, limits: OpenInferenceSettings = DEFAULT_LIMITS
+) -> dict[str, np.ndarray]:
     """Turn request inputs into named arrays, taking binary tensors from ``binary`` in input order.
 
+    Every shape is checked against ``limits`` before any array is made, so a request cannot make the server
+    allocate more than its own body (and the bounds) allow.
+
     Raises:
-        InvalidInputError: Duplicate names, unsupported datatypes, data that does not fill the shape, or
-            binary data that does not add up.
+        InvalidInputError: Duplicate names, unsupported datatypes, shapes past ``limits`` or with a 0 dimension,
+            data that does not fill the shape, or binary data that does not add up.
     """
     arrays: dict[str, np.ndarray] = {}
     offset = 0
+    total = 0
     for tensor in inputs:
         if tensor.name in arrays:
             raise InvalidInputError(f"input {tensor.name!r} is given twice")
+        total += _check_shape(tensor, limits)
+        if total > limits.max_request_elements:
+            raise InvalidInputError(
+                f"the input tensors hold more than {limits.max_request_elements} elements in all; send fewer"
+            )
         dtype = _dtype(tensor.name, tensor.datatype)
         size = _binary_size(tensor)
         if size is None:
@@ -219,6 +235,38 @@ def decode_inputs(inputs: Sequence[RequestInput], binary: bytes) -> dict[str, np
     if offset != len(binary):
         raise InvalidInputError(f"{len(binary) - offset} bytes of binary data belong to no input")
     return arrays
+
+
+def _check_shape(tensor: RequestInput, limits: OpenInferenceSettings) -> int:
+    """The tensor's element count, once its shape is within ``limits`` (Python ints: no overflow)."""
+    shape = tensor.shape
+    if not 1 <= len(shape) <= limits.max_tensor_dims:
+        raise InvalidInputError(
+            f"input {tensor.name!r}: shape has {len(shape)} dimensions; 1 to {limits.max_tensor_dims} are accepted"
+        )
+    if 0 in shape:
+        raise InvalidInputError(f"input {tensor.name!r}: shape {shape} has a dimension of 0; every one must be >= 1")
+    elements = math.prod(shape)
+    if elements > limits.max_tensor_elements:
+        raise InvalidInputError(
+            f"input {tensor.name!r}: shape {_short(shape)} holds {elements} elements; at most "
+            f"{limits.max_tensor_elements} are accepted per tensor"
+        )
+    return elements
+
+
+def _short(shape: list[int]) -> str:
+    """A shape for a message, cut short when a hostile one is long."""
+    return str(shape) if len(shape) <= 8 else f"{str(shape[:8])[:-1]}, ...]"
+
+
+def _nesting(data: Any, most: int) -> int:
+    """How deep ``data`` nests lists along its first elements, counting no further than ``most + 1``."""
+    depth = 0
+    while isinstance(data, list) and depth <= most:
+        depth += 1
+        data = data[0] if data else None
+    return depth
 
 
 def _dtype(name: str, datatype: str) -> np.dtype:
@@ -256,10 +304,14 @@ def _from_bytes(tensor: RequestInput, dtype: np.dtype, chunk: bytes) -> np.ndarr
 def _from_json(tensor: RequestInput, dtype: np.dtype) -> np.ndarray:
     if tensor.data is None:
         raise InvalidInputError(f"input {tensor.name!r} has neither data nor parameters.binary_data_size")
+    if not isinstance(tensor.data, list):
+        raise InvalidInputError(f"input {tensor.name!r}: data must be a list")
+    if _nesting(tensor.data, len(tensor.shape)) > len(tensor.shape):
+        raise InvalidInputError(f"input {tensor.name!r}: data is nested deeper than its {len(tensor.shape)} dimensions")
     try:
         raw = np.asarray(tensor.data)
-    except ValueError as exc:  # ragged nested lists
-        raise InvalidInputError(f"input {tensor.name!r}: data is not a rectangular list") from exc
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # ragged, or nested deeper further on
+        raise InvalidInputError(f"input {tensor.name!r}: data is not a rectangular list of numbers") from exc
     if raw.size and raw.dtype.kind not in _JSON_KINDS[dtype.kind]:
         raise InvalidInputError(f"input {tensor.name!r}: data holds values that are not {tensor.datatype}")
     if raw.ndim > 1 and list(raw.shape) != tensor.shape:

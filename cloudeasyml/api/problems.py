@@ -7,7 +7,7 @@ from http import HTTPStatus
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import HTTPScope, Receive, Send
 
 from cloudeasyml.api.raw_http import CLIENT_GONE
@@ -83,12 +83,41 @@ def handle_domain_error(request: Request[Any, Any, Any], exc: CloudEasyMLError) 
     return problem(request, status, exc.detail, headers=headers)
 
 
+def _validation_detail(errors: Any) -> str | None:
+    """One line naming each invalid field, as the platform's own 422s do (``... - at `$.name```)."""
+    if not isinstance(errors, list) or not errors:
+        return None
+    parts = []
+    for error in errors:
+        if not isinstance(error, dict):
+            continue
+        message, key, source = error.get("message", "invalid value"), error.get("key"), error.get("source")
+        source = getattr(source, "value", source)  # Litestar's ParamType, a str enum
+        if message == "'data'" and key == "data":  # Litestar's KeyError when there is no body at all
+            parts.append("a JSON body is required")
+        elif key is None:
+            parts.append(str(message))
+        elif source == "body":
+            parts.append(f"{message} - at `$`" if key == "data" else f"{message} - at `$.{key}`")
+        else:
+            parts.append(f"{message} - {source or 'parameter'} `{key}`")
+    return "; ".join(parts) or None
+
+
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
-    """Litestar's own errors (unknown route, wrong method, body too large, invalid parameters)."""
+    """Litestar's own errors (unknown route, wrong method, body too large, invalid parameters).
+
+    Its ``ValidationException`` (a body or a parameter of the wrong type or shape) is a 422 naming the fields, as
+    the platform's own validation errors are; JSON that cannot be parsed at all stays a 400.
+    """
     extra: dict[str, Any] = {}
     if exc.extra:
         extra["errors"] = exc.extra
     status = exc.status_code
+    if isinstance(exc, ValidationException) and status == 400:
+        detail = _validation_detail(exc.extra)
+        if detail is not None:
+            return problem(request, 422, detail, headers=exc.headers, **extra)
     if exc.detail == CLIENT_GONE:
         # The client hung up while its body was being read: nobody receives this answer, and it is no server error.
         log.debug("client disconnected before %s was read", request.url.path)

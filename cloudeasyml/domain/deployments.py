@@ -22,7 +22,8 @@ from cloudeasyml.runtime.resolver import ArtifactResolver
 
 __all__ = ("DeploymentRequest", "DeploymentService", "to_spec")
 
-DEPLOYMENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+DEPLOYMENT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+"""A whole name (``fullmatch``: ``$`` would let a final newline through)."""
 
 
 class DeploymentRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,7 +89,7 @@ class DeploymentService:
         version = request.model_version or model.version
         self._resolver.check_version(model, version)
         name = request.name or f"{model.name}-{secrets.token_hex(3)}"
-        if not DEPLOYMENT_NAME.match(name):
+        if not DEPLOYMENT_NAME.fullmatch(name):
             raise InvalidInputError(f"name {name!r} must match {DEPLOYMENT_NAME.pattern}")
         config = merge_config(model.serving, request.config)
         row = Deployment(

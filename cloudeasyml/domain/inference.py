@@ -28,7 +28,10 @@ from cloudeasyml.plugins.catalog import CatalogEntry, ModelCatalog
 from cloudeasyml.runtime.batcher import BatchResult
 from cloudeasyml.runtime.registry import DeploymentSpec, LoadedDeployment, ServingRegistry
 
-__all__ = ("InferenceService", "PredictResponse", "Served", "decode_json")
+__all__ = ("TOO_DEEP", "InferenceService", "PredictResponse", "Served", "decode_json")
+
+TOO_DEEP = "malformed JSON: nested too deeply"
+"""The detail of a body nested past the decoder's depth (msgspec raises ``RecursionError`` there)."""
 
 
 class _Envelope(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -60,6 +63,7 @@ class Served(msgspec.Struct, frozen=True):
 def decode_json(body: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
     """Decode a request body: malformed JSON is a ``MalformedRequestError`` (400), valid JSON of the wrong shape
     an ``InvalidInputError`` (422) with msgspec's message, which names the path (``$.inputs[0].bedrooms``).
+    JSON nested deeper than the decoder's recursion allows (about 1000 levels) is malformed too.
     """
     try:
         return decoder.decode(body)
@@ -67,6 +71,8 @@ def decode_json(body: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
         raise InvalidInputError(str(exc)) from exc
     except msgspec.DecodeError as exc:
         raise MalformedRequestError(f"malformed JSON: {exc}") from exc
+    except RecursionError:
+        raise MalformedRequestError(TOO_DEEP) from None
 
 
 class InferenceService:
@@ -218,6 +224,8 @@ class InferenceService:
             decoder = self._inputs_decoders[entry.model.name] = msgspec.json.Decoder(entry.inputs_type)
         try:
             return decoder.decode(raw)
+        except RecursionError:
+            raise MalformedRequestError(TOO_DEEP) from None
         except msgspec.ValidationError as exc:
             message = str(exc)
             if "- at `$" in message:
@@ -225,3 +233,5 @@ class InferenceService:
             else:
                 message = f"{message} - at `$.inputs`"
             raise InvalidInputError(message) from exc
+        except msgspec.DecodeError as exc:  # e.g. invalid UTF-8 in a string, which the envelope left raw
+            raise MalformedRequestError(f"malformed JSON in inputs: {exc}") from exc

@@ -11,8 +11,9 @@ import string
 __all__ = ("KEY_ID_PATTERN", "generate_key", "hash_secret", "parse_key", "secret_matches")
 
 _ALPHABET = string.ascii_letters + string.digits
-KEY_ID_PATTERN = re.compile(r"^sk_[A-Za-z0-9]{16}$")
-_SECRET_PATTERN = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
+# Matched with fullmatch: ``$`` would accept a final newline.
+KEY_ID_PATTERN = re.compile(r"sk_[A-Za-z0-9]{16}")
+_SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 
 def generate_key() -> tuple[str, str]:
@@ -37,6 +38,6 @@ def secret_matches(secret: str, stored_hash: str) -> bool:
 def parse_key(token: str) -> tuple[str, str] | None:
     """Split a full key into ``(key_id, secret)``, or None when it is not shaped like one."""
     key_id, dot, secret = token.partition(".")
-    if not dot or not KEY_ID_PATTERN.match(key_id) or not _SECRET_PATTERN.match(secret):
+    if not dot or not KEY_ID_PATTERN.fullmatch(key_id) or not _SECRET_PATTERN.fullmatch(secret):
         return None
     return key_id, secret

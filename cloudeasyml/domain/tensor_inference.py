@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from cloudeasyml.domain.inference import InferenceService
 from cloudeasyml.domain.principal import Principal
@@ -149,10 +148,8 @@ async def infer_tensors(
     batch = check_inputs(entry.model, arrays, spec.config.max_batch_size)
 
     async def run(loaded: LoadedDeployment) -> BatchResult:
-        try:
-            return await loaded.run_tensors(arrays, batch)
-        except InvalidArgument as exc:
-            raise InvalidInputError(f"the model rejected the inputs: {exc}") from exc
+        # onnxruntime's own errors are translated in cloudeasyml.runtime.session (plain words, no graph internals).
+        return await loaded.run_tensors(arrays, batch)
 
     result, request_id = await inference.execute(principal, spec, entry, batch, run)
     return TensorResult(outputs=result.outputs[0], processing_ms=result.processing_ms, request_id=request_id)

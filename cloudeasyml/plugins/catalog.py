@@ -19,7 +19,8 @@ __all__ = ("CatalogEntry", "ModelCatalog", "build_catalog")
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+"""A whole name (``fullmatch``: ``$`` would let a final newline through)."""
 MAX_INPUTS_PER_REQUEST = 4096
 
 
@@ -59,7 +60,7 @@ def _check(model: object) -> str | None:
     if not isinstance(model, ModelPlugin):
         return f"registered {type(model).__name__}, not a ModelPlugin instance"
     name = getattr(model, "name", None)
-    if not isinstance(name, str) or not MODEL_NAME.match(name):
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
         return f"model name {name!r} must match {MODEL_NAME.pattern}"
     checks: list[tuple[bool, str]] = [
         (isinstance(getattr(model, "version", None), str) and bool(model.version), "version must be a non-empty str"),

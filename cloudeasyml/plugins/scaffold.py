@@ -11,7 +11,8 @@ import numpy as np
 
 __all__ = ("PLUGIN_NAME", "scaffold_plugin")
 
-PLUGIN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+PLUGIN_NAME = re.compile(r"[a-z][a-z0-9_]{0,40}")
+"""A whole name (``fullmatch``: ``$`` would let a final newline through)."""
 
 _FILES = {
     "pyproject.toml.tmpl": "pyproject.toml",
@@ -24,7 +25,7 @@ _FILES = {
 
 def scaffold_plugin(name: str, directory: Path) -> Path:
     """Write ``cloudeasyml-<name>/`` under ``directory`` and return it. Refuses to overwrite anything."""
-    if not PLUGIN_NAME.match(name):
+    if not PLUGIN_NAME.fullmatch(name):
         raise ValueError(f"plugin name {name!r} must match {PLUGIN_NAME.pattern} (it becomes a Python module)")
     root = directory / f"cloudeasyml-{name.replace('_', '-')}"
     if root.exists():

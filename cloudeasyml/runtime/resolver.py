@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,10 @@ from cloudeasyml.runtime.artifacts import ArtifactStore, file_digest
 __all__ = ("ArtifactResolver",)
 
 log = logging.getLogger(__name__)
+
+_STORED_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+"""What a trained version can be called (``1.0.0+ft20250101...``). A version is a directory name in the store, so
+anything else (a ``/``, ``..``, a name longer than the file system takes) is unknown without touching the disk."""
 
 
 class ArtifactResolver:
@@ -99,6 +104,8 @@ class ArtifactResolver:
         return self.export(model, version)[0]
 
     def _trained_path(self, model: ModelPlugin, version: str) -> Path:
+        if not _STORED_VERSION.fullmatch(version):
+            raise ModelNotFoundError(f"model {model.name!r} has no version {version[:100]!r}")
         path = self.store.trained_weights_path(model.name, version)
         if not path.exists():
             raise ModelNotFoundError(f"model {model.name!r} has no version {version!r}")

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
 
+from cloudeasyml.errors import InvalidInputError
 from cloudeasyml.runtime.config import Device
 
 __all__ = ("OnnxSession", "open_session", "providers_for")
@@ -50,9 +52,26 @@ class OnnxSession:
         return self.providers[0] == _CUDA
 
     def run(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the graph on named input arrays; return named outputs."""
+        """Run the graph on named input arrays; return named outputs.
+
+        Raises:
+            InvalidInputError: onnxruntime refused the inputs (wrong datatype or rank), or failed on their values
+                or sizes (an index past an embedding table, a sequence longer than the model's). The message is
+                plain: onnxruntime's own names graph nodes, which are no business of a client; it is logged.
+        """
         feeds = {name: arrays[name] for name in self.input_names}
-        outputs = self._session.run(None, feeds)
+        try:
+            outputs = self._session.run(None, feeds)
+        except InvalidArgument as exc:
+            log.info("onnxruntime refused the inputs: %s", exc)
+            raise InvalidInputError("the model rejected the inputs: a datatype or a shape does not fit it") from None
+        except (Fail, RuntimeException) as exc:
+            if "alloc" in str(exc).lower():
+                raise  # out of memory: the server's trouble, not the input's
+            log.info("onnxruntime failed on the inputs: %s", exc)
+            raise InvalidInputError(
+                "the model cannot run on these inputs: a size or a value is outside what it supports"
+            ) from None
         return dict(zip(self.output_names, outputs, strict=True))
 
 

@@ -85,6 +85,9 @@ async def test_model_metadata_and_readiness(client: AsyncTestClient[Litestar], t
     assert versioned.json() == metadata
     wrong_version = await client.get("/v2/models/scorer/versions/9.9.9", headers=bearer(tenant.key))
     assert wrong_version.status_code == 404 and wrong_version.json()["error"]
+    # Readiness never loads: once an inference has loaded the deployment, it is ready.
+    infer = await client.post("/v2/models/scorer/infer", json={"inputs": [points_input()]}, headers=bearer(tenant.key))
+    assert infer.status_code == 200, infer.text
     ready = await client.get("/v2/models/scorer/ready", headers=bearer(tenant.key))
     assert ready.status_code == 200 and ready.json() == {"name": "scorer", "ready": True}
 
@@ -185,7 +188,9 @@ async def test_other_tenants_deployment_is_unknown_and_keys_are_required(
         "/api-keys", json={"name": "reader", "scopes": ["usage:read"]}, headers=bearer(tenant.key)
     )
     reader = issued.json()["key"]
-    assert (await client.get("/v2/models/scorer", headers=bearer(reader))).status_code == 200
+    # Metadata and readiness need the predict scope too (a key with none cannot probe deployments by name).
+    for path in ("/v2/models/scorer", "/v2/models/scorer/ready"):
+        assert (await client.get(path, headers=bearer(reader))).status_code == 403
     assert (await client.post("/v2/models/scorer/infer", json=body, headers=bearer(reader))).status_code == 403
     assert await total_requests(client, tenant.key) == 0
     assert await total_requests(client, other_tenant.key) == 0
@@ -222,6 +227,11 @@ async def test_tritonclient_metadata_and_readiness(server: str, triton: Any, ten
     auth = bearer(tenant.key)
     assert triton.is_server_live() and triton.is_server_ready()
     assert triton.get_server_metadata(headers=auth)["extensions"] == ["binary_tensor_data"]
+    # Readiness never loads a model: the first inference does, and from then on the model is ready.
+    infer = httpx.post(
+        f"http://{server}/v2/models/scorer/infer", json={"inputs": [points_input()]}, headers=auth, timeout=60
+    )
+    assert infer.status_code == 200, infer.text
     assert triton.is_model_ready("scorer", headers=auth)
     metadata = triton.get_model_metadata("scorer", model_version="1.0.0", headers=auth)
     assert metadata["inputs"] == [{"name": "points", "datatype": "FP32", "shape": [-1, 2]}]

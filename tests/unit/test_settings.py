@@ -29,6 +29,13 @@ def test_environment_variables_override_nested_settings() -> None:
     assert settings.runtime.export_on_load is False
 
 
+def test_v2_tensor_bounds_are_read_and_checked() -> None:
+    v2 = load_settings({"CLOUDEASYML_V2__MAX_TENSOR_ELEMENTS": "10", "CLOUDEASYML_V2__MAX_TENSOR_DIMS": "3"}).v2
+    assert (v2.max_tensor_elements, v2.max_tensor_dims, v2.max_request_elements) == (10, 3, 8_388_608)
+    with pytest.raises(msgspec.ValidationError):
+        load_settings({"CLOUDEASYML_V2__MAX_TENSOR_DIMS": "0"})
+
+
 def test_bad_values_are_reported() -> None:
     with pytest.raises(msgspec.ValidationError):
         load_settings({"CLOUDEASYML_SERVER__PORT": "eighty"})

@@ -8,6 +8,7 @@ authenticated, batched and billed like ``/predict``. Errors are problem details 
 from __future__ import annotations
 
 import base64
+from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -50,11 +51,12 @@ _ERROR_TYPES = {
 
 
 def _with_error(response: Response[Any]) -> Response[Any]:
-    """Add OpenAI's ``error`` object to a problem response; invalid content is a 400 there."""
+    """Add OpenAI's ``error`` object to a problem response; invalid content is a 400 there (and so titled)."""
     body = dict(response.content)
     status = 400 if response.status_code == 422 else response.status_code
     body.update(
         status=status,
+        title=HTTPStatus(status).phrase,
         error={"message": body["detail"], "type": _ERROR_TYPES.get(status, "api_error"), "param": None, "code": None},
     )
     return Response(body, status_code=status, media_type=response.media_type, headers=dict(response.headers))

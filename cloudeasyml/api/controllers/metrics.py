@@ -1,4 +1,8 @@
-"""``GET /metrics``: Prometheus text format, no key (scrape it from inside the cluster)."""
+"""``GET /metrics``: Prometheus text format, no key (scrape it from inside the cluster).
+
+Labels name models (installed plugins, the same for every tenant) and statuses, never a tenant, a tenant's
+deployment or a key: anyone who can reach the port can read this page.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from cloudeasyml.services import Services
 
 __all__ = ("MetricsController",)
 
+_TEXT_FORMAT = "text/plain; version=0.0.4"
+
 
 def _by_model(values: dict[str, float]) -> dict[tuple[tuple[str, str], ...], float]:
     return {(("model", model),): value for model, value in sorted(values.items())}
@@ -22,17 +28,18 @@ class MetricsController(Controller):
     path = "/metrics"
     tags = ["Health"]
 
-    @get("/", summary="Prometheus metrics", exclude_from_auth=True, include_in_schema=True)
+    @get("/", summary="Prometheus metrics", exclude_from_auth=True, include_in_schema=True, media_type=_TEXT_FORMAT)
     async def metrics(self, request: Request[Any, Any, Any]) -> Response[str]:
         """Predictions, items and processing time by model; errors by status; loaded deployments, queued items,
         unwritten usage records.
         """
         services: Services = request.app.state.services
         counters = services.metrics
-        queued = {
-            (("deployment", loaded.spec.name), ("tenant_id", str(loaded.spec.tenant_id))): loaded.batcher.queued_items
-            for loaded in services.registry.loaded()
-        }
+        # By model only: /metrics answers without a key, so no label may name a tenant or a tenant's deployment.
+        queued_by_model: dict[str, float] = {}
+        for loaded in services.registry.loaded():
+            model = loaded.spec.model_name
+            queued_by_model[model] = queued_by_model.get(model, 0) + loaded.batcher.queued_items
         text = render(
             [
                 ("cloudeasyml_predictions_total", "counter", "Billed requests.", _by_model(counters.predictions)),
@@ -66,7 +73,12 @@ class MetricsController(Controller):
                     "Estimated memory of open onnxruntime sessions.",
                     {(): services.registry.session_bytes},
                 ),
-                ("cloudeasyml_queue_items", "gauge", "Items waiting for a batch, by deployment.", queued),
+                (
+                    "cloudeasyml_queue_items",
+                    "gauge",
+                    "Items waiting for a batch, by model.",
+                    _by_model(queued_by_model),
+                ),
                 (
                     "cloudeasyml_usage_records_pending",
                     "gauge",
@@ -76,4 +88,4 @@ class MetricsController(Controller):
                 ("cloudeasyml_models_installed", "gauge", "Installed, valid models.", {(): len(services.catalog)}),
             ]
         )
-        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(text, media_type=_TEXT_FORMAT)  # Litestar adds "; charset=utf-8" to text/ types

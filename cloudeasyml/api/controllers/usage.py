@@ -19,8 +19,14 @@ from cloudeasyml.services import Services
 __all__ = ("UsageController",)
 
 
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def _aware(value: datetime, name: str) -> datetime:
+    """``value`` in UTC (naive: already UTC). A time at the edge of the calendar whose offset would move it past
+    year 1 or 9999 is the client's error, not an ``OverflowError``.
+    """
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInputError(f"{name} is out of range once converted to UTC") from None
 
 
 class UsageController(Controller):
@@ -42,8 +48,8 @@ class UsageController(Controller):
         services: Services = request.app.state.services
         await services.meter.flush()  # usage written behind responses must be visible to its reader
         now = utc_now()
-        start = _aware(start) if start else now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        end = _aware(end) if end else now
+        start = _aware(start, "start") if start else now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = _aware(end, "end") if end else now
         if start >= end:
             raise InvalidInputError("start must be before end")
         async with services.sessions() as session:

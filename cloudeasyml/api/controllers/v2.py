@@ -1,12 +1,15 @@
 """The Open Inference Protocol (KServe V2) over REST, so stock clients such as ``tritonclient.http`` work.
 
 The protocol's model name is the name of one of the caller's tenant's deployments; another tenant's is
-unknown (404). Errors are problem details with an ``error`` member as well, which is what the protocol (and
-``tritonclient``) read; every bad request is a 400 here, as the protocol prescribes.
+unknown (404). Every route under ``/v2/models`` needs the ``predict`` scope: model metadata and readiness are
+what an inference client reads before it infers. ``GET /v2`` needs any valid key; the health routes none.
+Errors are problem details with an ``error`` member as well, which is what the protocol (and ``tritonclient``)
+read; every bad request is a 400 here, as the protocol prescribes.
 """
 
 from __future__ import annotations
 
+import asyncio
 from http import HTTPStatus
 from typing import Any
 
@@ -109,12 +112,31 @@ async def _metadata(request: Request[Principal, Any, Any], name: str, version: s
     )
 
 
-async def _ready(request: Request[Principal, Any, Any], name: str, version: str | None = None) -> ModelReady:
-    """Ready once loaded: loading here makes the answer true to its word and warms the deployment up."""
+async def _ready(request: Request[Principal, Any, Any], name: str, version: str | None = None) -> Response[Any]:
+    """Ready when loaded here, or when its model is installed and its graph already exported, so that the first
+    inference only opens a session. Never loads or exports anything: a readiness poll must cost nothing, or any
+    key could make the server load models on demand. Not ready is a 503 with ``ready: false``.
+    """
     services: Services = request.app.state.services
     spec = await _deployment(services, request.user, name, version)
-    await services.inference.load(spec, services.inference.entry_for(spec))
-    return ModelReady(name=spec.name, ready=True)
+    reason = await _not_ready_reason(services, spec)
+    if reason is not None:
+        return problem(request, 503, reason, name=spec.name, ready=False, error=reason)
+    return Response(ModelReady(name=spec.name, ready=True))
+
+
+async def _not_ready_reason(services: Services, spec: DeploymentSpec) -> str | None:
+    if services.registry.get_loaded(spec.id) is not None:
+        return None
+    try:
+        model = services.inference.entry_for(spec).model
+        # Hashing the weights (once per version, then cached) reads a file: off the event loop.
+        graph = await asyncio.to_thread(services.resolver.find, model, spec.model_version)
+    except CloudEasyMLError as exc:
+        return exc.detail
+    if graph is None:
+        return f"deployment {spec.name!r} is not loaded and its model has not been exported yet; it loads on first use"
+    return None
 
 
 async def _infer(request: Request[Principal, Any, Any], name: str, version: str | None = None) -> Response[bytes]:
@@ -122,7 +144,7 @@ async def _infer(request: Request[Principal, Any, Any], name: str, version: str 
     services: Services = request.app.state.services
     spec = await _deployment(services, request.user, name, version)
     infer_request, binary = await _read_request(request, services.settings.server.max_body_bytes)
-    arrays = decode_inputs(infer_request.inputs, binary)
+    arrays = decode_inputs(infer_request.inputs, binary, services.settings.v2)
     model = services.inference.entry_for(spec).model
     selected = select_outputs(infer_request, [t.name for t in model.output_tensors])
     result = await infer_tensors(services.inference, request.user, spec, arrays)
@@ -166,27 +188,29 @@ class OpenInferenceController(Controller):
             return problem(request, 503, reason, ready=False, error=reason)
         return Response(Ready(ready=True))
 
-    @get(_MODEL, summary="Model metadata")
+    @get(_MODEL, summary="Model metadata", guards=[requires_scope("predict")])
     async def model_metadata(self, request: Request[Principal, Any, Any], name: FromPath[str]) -> ModelMetadata:
         """The deployment's version, platform and input and output tensors (-1: a dynamic axis)."""
         return await _metadata(request, name)
 
-    @get(_VERSION, summary="Model metadata of a version")
+    @get(_VERSION, summary="Model metadata of a version", guards=[requires_scope("predict")])
     async def version_metadata(
         self, request: Request[Principal, Any, Any], name: FromPath[str], version: FromPath[str]
     ) -> ModelMetadata:
         """As ``GET /v2/models/{name}``; a version other than the deployment's is a 404."""
         return await _metadata(request, name, version)
 
-    @get(f"{_MODEL}/ready", summary="Model readiness")
-    async def model_ready(self, request: Request[Principal, Any, Any], name: FromPath[str]) -> ModelReady:
-        """Loads the deployment if needed, then answers ready; a model that cannot load is a 503."""
+    @get(f"{_MODEL}/ready", summary="Model readiness", guards=[requires_scope("predict")])
+    async def model_ready(self, request: Request[Principal, Any, Any], name: FromPath[str]) -> Response[Any]:
+        """Ready (200) when loaded, or loadable without an export; otherwise 503 with ``ready: false``. Never loads
+        or exports the model: the first inference does.
+        """
         return await _ready(request, name)
 
-    @get(f"{_VERSION}/ready", summary="Model readiness of a version")
+    @get(f"{_VERSION}/ready", summary="Model readiness of a version", guards=[requires_scope("predict")])
     async def version_ready(
         self, request: Request[Principal, Any, Any], name: FromPath[str], version: FromPath[str]
-    ) -> ModelReady:
+    ) -> Response[Any]:
         """As ``GET /v2/models/{name}/ready``; a version other than the deployment's is a 404."""
         return await _ready(request, name, version)
 

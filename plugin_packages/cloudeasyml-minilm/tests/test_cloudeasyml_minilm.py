@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from cloudeasyml_minilm.model import EMBEDDING_SIZE, MAX_TOKENS, MiniLMModel, model_dir
 
+from cloudeasyml.errors import InvalidInputError
 from cloudeasyml.plugins.manager import get_plugin_manager
 from cloudeasyml.runtime.export import ExportReport, export_onnx, torch_outputs
 from cloudeasyml.runtime.session import OnnxSession, open_session
@@ -133,6 +134,16 @@ def test_over_long_input_is_truncated_to_256_word_pieces(model: MiniLMModel, ses
     assert arrays["attention_mask"][1].sum() == 3  # [CLS] short [SEP]
     longer, longest = embed(model, session, [LONG_TEXT * 3, LONG_TEXT * 6])
     assert longer @ longest > 0.99999  # both keep the same first 256 word pieces
+
+
+@pytest.mark.parametrize("length", [0, 513])
+def test_token_sequences_the_graph_cannot_take_are_plain_invalid_input(session: OnnxSession, length: int) -> None:
+    """Over V2 a client sends token ids itself: an empty sequence, or one past the 512 positions, is refused by
+    onnxruntime, and the runtime says so in plain words (issue 10 row 10: these were 500s)."""
+    ids = np.ones((1, length), dtype=np.int64)
+    with pytest.raises(InvalidInputError) as caught:
+        session.run({"input_ids": ids, "attention_mask": ids})
+    assert "node" not in caught.value.detail.lower() and "onnxruntime" not in caught.value.detail
 
 
 def test_empty_too_long_and_non_string_inputs_are_rejected(model: MiniLMModel) -> None:
