@@ -28,6 +28,7 @@ from cloudeasyml.api.prediction_docs import document_prediction_routes
 from cloudeasyml.api.problem_docs import document_problems
 from cloudeasyml.api.problems import exception_handlers
 from cloudeasyml.api.request import PlatformRequest
+from cloudeasyml.api.request_log import configure_access_log
 from cloudeasyml.plugins.manager import PluginManager
 from cloudeasyml.services import build_services
 from cloudeasyml.settings import Settings, load_settings
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None, plugin_manager: PluginManager |
     """Build the app. Tests pass ``settings`` and a ``plugin_manager`` instead of patching the environment."""
     settings = settings if settings is not None else load_settings()
     services = build_services(settings, plugin_manager)
+    configure_access_log(settings.server)
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:

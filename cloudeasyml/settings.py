@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -71,6 +71,11 @@ class ServerSettings(msgspec.Struct, frozen=True):
     graceful_shutdown_seconds: float = 25.0
     """On SIGTERM, how long requests in flight may run before they are cancelled and the process exits. Keep it
     below the Kubernetes ``terminationGracePeriodSeconds`` less the ``preStop`` sleep (40 s - 5 s in deploy/k8s)."""
+    access_log: bool = True
+    """One log line per request (logger ``cloudeasyml.access``, on standard error): method, route, status, latency,
+    tenant, deployment, model, items and request id; never a key, a hash or a body."""
+    log_format: Literal["auto", "json", "text"] = "auto"
+    """``json``: one JSON object a line; ``text``: readable lines; ``auto``: text on a terminal, JSON otherwise."""
     unknown_key_cache_entries: int = 10_000
     """Most unknown API key ids remembered per process (least recently used forgotten first, about 200 bytes
     each), so that repeating an unknown id does not query the database every time. 0 remembers none."""

@@ -10,6 +10,8 @@ cost about a quarter of the loop's work on a prediction (in-process profile of M
 - the answer comes from ``prediction``, the route's own handler body;
 - any exception is answered by ``send_problem`` with the app's problem-details handlers.
 
+Before either, ``serve_logged`` gives the request its id (``X-Request-ID``) and, when it ends, its access-log line.
+
 Every other request goes through Litestar unchanged, as do ``/predict`` with another method or under a root
 path. The route stays registered, so the OpenAPI document and those cases behave as before.
 """
@@ -23,6 +25,7 @@ from cloudeasyml.api.auth import authenticate_scope
 from cloudeasyml.api.controllers.inference import prediction
 from cloudeasyml.api.problems import send_problem
 from cloudeasyml.api.raw_http import send_json
+from cloudeasyml.api.request_log import serve_logged
 
 __all__ = ("PlatformApp",)
 
@@ -33,20 +36,26 @@ class PlatformApp(Litestar):
     async def __call__(
         self, scope: Scope | LifeSpanScope, receive: Receive | LifeSpanReceive, send: Send | LifeSpanSend
     ) -> None:
-        """Serve ``POST /predict`` directly; hand everything else to Litestar."""
-        if (
-            scope["type"] == "http"
-            and scope["path"] == "/predict"
-            and scope["method"] == "POST"
-            and not self.before_send  # hooks on every answer: leave them to Litestar
-        ):
-            await self._predict(scope, receive, send)  # type: ignore[arg-type]
+        """Give every HTTP request its id and access-log line; serve ``POST /predict`` directly, hand everything
+        else to Litestar.
+        """
+        if scope["type"] == "http":
+            await serve_logged(scope, receive, send, self._dispatch)  # type: ignore[arg-type]
             return
         await super().__call__(scope, receive, send)
 
+    async def _dispatch(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
+        if (
+            scope["path"] == "/predict"
+            and scope["method"] == "POST"
+            and not self.before_send  # hooks on every answer: leave them to Litestar
+        ):
+            await self._predict(scope, receive, send)
+            return
+        await Litestar.__call__(self, scope, receive, send)  # type: ignore[arg-type]
+
     async def _predict(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         scope["app"] = scope["litestar_app"] = self  # type: ignore[typeddict-unknown-key]
-        scope.setdefault("state", {})
         try:
             await authenticate_scope(scope)  # type: ignore[arg-type]
             content = await prediction(scope, receive, None)

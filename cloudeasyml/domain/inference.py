@@ -13,6 +13,7 @@ from cloudeasyml.db.types import utc_now
 from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.domain.quota import QuotaGuard, Reservation
+from cloudeasyml.domain.request_context import RequestContext
 from cloudeasyml.errors import (
     DeploymentUnloadedError,
     InvalidInputError,
@@ -100,7 +101,13 @@ class InferenceService:
         self._inputs_decoders: dict[str, msgspec.json.Decoder[Any]] = {}
         self._encoder = msgspec.json.Encoder()
 
-    async def predict(self, principal: Principal, body: bytes, deployment_id: uuid.UUID | None = None) -> bytes:
+    async def predict(
+        self,
+        principal: Principal,
+        body: bytes,
+        deployment_id: uuid.UUID | None = None,
+        context: RequestContext | None = None,
+    ) -> bytes:
         """Decode, run and bill one request; returns the encoded ``PredictResponse``."""
         envelope = decode_json(body, self._envelope_decoder)
         deployment_id = deployment_id or envelope.deployment_id
@@ -109,7 +116,7 @@ class InferenceService:
         spec = await self._directory.by_id(principal.tenant_id, deployment_id)
         entry = self.entry_for(spec)
         inputs = self._decode_inputs(entry, envelope.inputs)
-        served = await self.infer(principal, spec, entry, inputs)
+        served = await self.infer(principal, spec, entry, inputs, context)
         response = PredictResponse(
             predictions=served.result.outputs,
             model_name=spec.model_name,
@@ -120,10 +127,17 @@ class InferenceService:
         )
         return self._encoder.encode(response)
 
-    async def infer(self, principal: Principal, spec: DeploymentSpec, entry: CatalogEntry, inputs: list[Any]) -> Served:
+    async def infer(
+        self,
+        principal: Principal,
+        spec: DeploymentSpec,
+        entry: CatalogEntry,
+        inputs: list[Any],
+        context: RequestContext | None = None,
+    ) -> Served:
         """Run decoded inputs on a deployment (loading it if needed) and bill the request."""
         result, request_id = await self.execute(
-            principal, spec, entry, len(inputs), lambda loaded: self.run(loaded, inputs)
+            principal, spec, entry, len(inputs), lambda loaded: self.run(loaded, inputs), context
         )
         return Served(result=result, request_id=request_id)
 
@@ -134,9 +148,13 @@ class InferenceService:
         entry: CatalogEntry,
         items: int,
         run: Callable[[LoadedDeployment], Awaitable[BatchResult]],
+        context: RequestContext | None = None,
     ) -> tuple[BatchResult, str]:
         """The one path of every protocol: reserve a place under the tenant's caps, load, ``run(loaded)``, then
         bill and commit the reservation; any failure (an exception, a deadline, a cancelled task) releases it.
+
+        ``context`` (the edge's, with the request's id) is filled in with the deployment, model and item count for
+        the access log; without one, the request gets a fresh id.
 
         Returns:
             The result and the usage record's request id.
@@ -144,6 +162,13 @@ class InferenceService:
         Raises:
             RequestCapReachedError, SpendCapReachedError: The tenant is past a monthly cap (nothing runs).
         """
+        if context is None:
+            context = RequestContext()
+        context.tenant_id = principal.tenant_id
+        context.deployment_id = spec.id
+        context.model_name = spec.model_name
+        context.model_version = spec.model_version
+        context.items = items
         reservation = await self.admit(principal, spec, entry)
         try:
             loaded = await self.load(spec, entry)
@@ -154,14 +179,14 @@ class InferenceService:
                 spec = await self._directory.by_id(principal.tenant_id, spec.id)
                 loaded = await self.load(spec, entry)
                 result = await run(loaded)
-            request_id, cost = self.bill(principal, loaded, result, items)
+            cost = self.bill(principal, loaded, result, items, context.request_id)
         except BaseException:
             if reservation is not None:
                 await reservation.release()
             raise
         if reservation is not None:
             await reservation.commit(cost)
-        return result, request_id
+        return result, context.request_id
 
     async def admit(self, principal: Principal, spec: DeploymentSpec, entry: CatalogEntry) -> Reservation | None:
         """Reserve the request's place under its tenant's monthly caps, holding the model's minimum cost against
@@ -190,14 +215,13 @@ class InferenceService:
             raise InvalidInputError(f"the model rejected the inputs: {exc}") from exc
 
     def bill(
-        self, principal: Principal, loaded: LoadedDeployment, result: BatchResult, items: int
-    ) -> tuple[str, Decimal]:
-        """Price and meter one successful request; returns its request id and cost."""
+        self, principal: Principal, loaded: LoadedDeployment, result: BatchResult, items: int, request_id: str
+    ) -> Decimal:
+        """Price and meter one successful request under ``request_id``; returns its cost."""
         spec = loaded.spec
         gpu_ms = result.processing_ms if loaded.on_gpu else 0.0
         pricing = self._pricing.for_plan(principal.plan, loaded.model, spec.model_version)
         cost = price(pricing, CostInputs(processing_ms=result.processing_ms, gpu_ms=gpu_ms))
-        request_id = str(uuid.uuid4())
         self._metrics.record_success(spec.model_name, items, result.processing_ms)
         self._meter.record(
             Usage(
@@ -215,7 +239,7 @@ class InferenceService:
                 created_at=utc_now(),
             )
         )
-        return request_id, cost
+        return cost
 
     def _decode_inputs(self, entry: CatalogEntry, raw: msgspec.Raw) -> list[Any]:
         """The ``inputs`` array, decoded with the model's own types; errors name their path from the body's root."""

@@ -16,6 +16,7 @@ import numpy as np
 
 from cloudeasyml.domain.inference import InferenceService
 from cloudeasyml.domain.principal import Principal
+from cloudeasyml.domain.request_context import RequestContext
 from cloudeasyml.errors import InvalidInputError
 from cloudeasyml.plugins.model import ModelPlugin, TensorSpec
 from cloudeasyml.runtime.batcher import BatchResult
@@ -123,7 +124,11 @@ def _check_tensor(spec: TensorSpec, array: np.ndarray) -> None:
 
 
 async def infer_tensors(
-    inference: InferenceService, principal: Principal, spec: DeploymentSpec, arrays: Mapping[str, np.ndarray]
+    inference: InferenceService,
+    principal: Principal,
+    spec: DeploymentSpec,
+    arrays: Mapping[str, np.ndarray],
+    context: RequestContext | None = None,
 ) -> TensorResult:
     """Validate, run and bill one request of raw tensors on a deployment (loading it on first use).
 
@@ -132,6 +137,7 @@ async def infer_tensors(
         principal: The caller, billed for the request.
         spec: The caller's deployment.
         arrays: Input tensors by name.
+        context: The request's id and log fields (the edge's); None gives the request a fresh id.
 
     Returns:
         The outputs, the billed processing time and the usage record's id.
@@ -151,5 +157,5 @@ async def infer_tensors(
         # onnxruntime's own errors are translated in cloudeasyml.runtime.session (plain words, no graph internals).
         return await loaded.run_tensors(arrays, batch)
 
-    result, request_id = await inference.execute(principal, spec, entry, batch, run)
+    result, request_id = await inference.execute(principal, spec, entry, batch, run, context)
     return TensorResult(outputs=result.outputs[0], processing_ms=result.processing_ms, request_id=request_id)

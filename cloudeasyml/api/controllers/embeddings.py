@@ -19,6 +19,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from cloudeasyml.api.auth import requires_scope
 from cloudeasyml.api.problems import handle_domain_error, handle_http_exception, handle_unexpected
+from cloudeasyml.api.request_log import request_context
 from cloudeasyml.domain.inference import decode_json
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.errors import CloudEasyMLError, InvalidInputError
@@ -107,7 +108,7 @@ class EmbeddingsController(Controller):
             inputs = msgspec.convert(texts, entry.inputs_type)
         except msgspec.ValidationError as exc:
             raise InvalidInputError(f"input: {exc}") from exc
-        served = await services.inference.infer(request.user, spec, entry, inputs)
+        served = await services.inference.infer(request.user, spec, entry, inputs, request_context(request.scope))
         tokens = _token_count(entry.model, inputs)
         payload = {
             "object": "list",
@@ -118,6 +119,4 @@ class EmbeddingsController(Controller):
             "model": spec.name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
-        return Response(
-            _ENCODER.encode(payload), media_type="application/json", headers={"x-request-id": served.request_id}
-        )
+        return Response(_ENCODER.encode(payload), media_type="application/json")  # X-Request-ID: request_log

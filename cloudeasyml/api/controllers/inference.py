@@ -27,6 +27,7 @@ from litestar.types import HTTPScope, Receive, Scope, Send
 
 from cloudeasyml.api.auth import require
 from cloudeasyml.api.raw_http import read_body, send_json
+from cloudeasyml.api.request_log import request_context
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.services import Services
 
@@ -39,7 +40,7 @@ async def prediction(scope: HTTPScope, receive: Receive, deployment_id: uuid.UUI
     require(principal, "predict")
     services: Services = scope["litestar_app"].state.services
     body = await read_body(scope, receive, services.settings.server.max_body_bytes)
-    return await services.inference.predict(principal, body, deployment_id)
+    return await services.inference.predict(principal, body, deployment_id, request_context(scope))
 
 
 @asgi("/predict", name="predict", copy_scope=False)
@@ -59,7 +60,9 @@ async def predict_deployment(request: Request[Principal, Any, Any], deployment_i
     """Run the deployment in the path (a ``deploymentId`` in the body is ignored)."""
     require(request.user, "predict")
     services: Services = request.app.state.services
-    content = await services.inference.predict(request.user, await request.body(), deployment_id)
+    content = await services.inference.predict(
+        request.user, await request.body(), deployment_id, request_context(request.scope)
+    )
     return ASGIResponse(body=content, media_type="application/json")
 
 

@@ -38,6 +38,7 @@ from cloudeasyml.api.open_inference import (
     split_body,
 )
 from cloudeasyml.api.problems import handle_domain_error, handle_http_exception, handle_unexpected, problem
+from cloudeasyml.api.request_log import request_context
 from cloudeasyml.db.readiness import not_ready_reason
 from cloudeasyml.domain.inference import decode_json
 from cloudeasyml.domain.principal import Principal
@@ -147,7 +148,7 @@ async def _infer(request: Request[Principal, Any, Any], name: str, version: str 
     arrays = decode_inputs(infer_request.inputs, binary, services.settings.v2)
     model = services.inference.entry_for(spec).model
     selected = select_outputs(infer_request, [t.name for t in model.output_tensors])
-    result = await infer_tensors(services.inference, request.user, spec, arrays)
+    result = await infer_tensors(services.inference, request.user, spec, arrays, request_context(request.scope))
     outputs, blob = encode_outputs(result.outputs, selected)
     response = InferenceResponse(
         model_name=spec.name, model_version=spec.model_version, outputs=outputs, id=infer_request.id

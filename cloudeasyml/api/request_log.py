@@ -1,0 +1,147 @@
+"""Every HTTP request gets an id, returned in ``X-Request-ID``, and one access-log line when its answer has left.
+
+``PlatformApp`` runs every HTTP request through ``serve_logged`` before anything else (the ``POST /predict`` fast
+path included), so no answer leaves without its id and no request goes unlogged. The id is generated here, not
+taken from the client: it is the primary key of the request's usage record, and a client that could choose it
+could replay one id to have answers go unbilled (a usage record is written once per id) or collide with another
+tenant's. A valid ``X-Request-ID`` from the client (``RequestContext.client_request_id``) is logged and returned in
+``X-Client-Request-ID``, so a client or a proxy can still correlate its own ids.
+
+The log line goes to the ``cloudeasyml.access`` logger at INFO: JSON (one object a line) when standard error is not
+a terminal, readable text when it is (``CLOUDEASYML_SERVER__LOG_FORMAT``: ``auto``, ``json`` or ``text``;
+``CLOUDEASYML_SERVER__ACCESS_LOG=false`` turns it off). It never holds a key, a hash or a body.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from litestar.types import HTTPScope, Message, Receive, Send
+
+from cloudeasyml.domain.request_context import RequestContext, client_request_id
+from cloudeasyml.settings import ServerSettings
+
+__all__ = ("ACCESS_LOGGER", "configure_access_log", "request_context", "serve_logged")
+
+ACCESS_LOGGER = "cloudeasyml.access"
+_CONTEXT = "cloudeasyml_request"
+"""The key of the request's ``RequestContext`` in the ASGI scope's ``state``."""
+
+log = logging.getLogger(ACCESS_LOGGER)
+_encoder = msgspec.json.Encoder()
+
+
+def request_context(scope: Any) -> RequestContext:
+    """The ``RequestContext`` of a request (a new one for a scope that did not come through ``serve_logged``)."""
+    state = scope.setdefault("state", {})
+    context = state.get(_CONTEXT)
+    if context is None:
+        context = state[_CONTEXT] = RequestContext()
+    return context
+
+
+async def serve_logged(
+    scope: HTTPScope, receive: Receive, send: Send, app: Callable[[HTTPScope, Receive, Send], Awaitable[None]]
+) -> None:
+    """Run ``app`` on an HTTP request with a ``RequestContext`` in its scope, its id in ``X-Request-ID`` of the
+    answer, and one access-log line when it ends.
+    """
+    client_id = None
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            client_id = client_request_id(value.decode("latin-1"))
+            break
+    context = RequestContext(client_request_id=client_id)
+    scope.setdefault("state", {})[_CONTEXT] = context  # type: ignore[typeddict-item]
+    extra = [(b"x-request-id", context.request_id.encode("ascii"))]
+    if client_id is not None:
+        extra.append((b"x-client-request-id", client_id.encode("ascii")))
+    status = 0
+    started = time.perf_counter()
+
+    async def send_with_id(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            message["headers"] = [*message.get("headers", ()), *extra]  # type: ignore[typeddict-unknown-key]
+        await send(message)
+
+    try:
+        await app(scope, receive, send_with_id)
+    finally:
+        if log.isEnabledFor(logging.INFO):
+            _log(scope, context, status, (time.perf_counter() - started) * 1000)
+
+
+def _log(scope: HTTPScope, context: RequestContext, status: int, elapsed_ms: float) -> None:
+    principal = scope.get("user")
+    tenant_id = context.tenant_id or getattr(principal, "tenant_id", None)
+    record = {
+        "requestId": context.request_id,
+        "method": scope["method"],
+        "route": scope.get("path_template") or scope["path"],
+        "status": status,
+        "latencyMs": round(elapsed_ms, 3),
+        "tenantId": str(tenant_id) if tenant_id is not None else None,
+        "deploymentId": str(context.deployment_id) if context.deployment_id is not None else None,
+        "model": context.model_name,
+        "modelVersion": context.model_version,
+        "items": context.items,
+        "clientRequestId": context.client_request_id,
+    }
+    log.info("%s %s %s %.1f ms", scope["method"], scope["path"], status, elapsed_ms, extra={"access": record})
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object a line: the access record, with a timestamp and the level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        access = getattr(record, "access", None)
+        line = {"time": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name}
+        line.update(access if access is not None else {"message": record.getMessage()})
+        return _encoder.encode(line).decode()
+
+
+class _TextFormatter(logging.Formatter):
+    """A readable line for a terminal: the request, its outcome, and who it was for."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        access = getattr(record, "access", None) or {}
+        who = " ".join(f"{key}={access[key]}" for key in ("tenantId", "deploymentId", "items") if access.get(key))
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        return f"{stamp} {record.getMessage()} [{access.get('requestId', '-')}] {who}".rstrip()
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a line is logged (test runners swap it), not to the one at setup."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def configure_access_log(settings: ServerSettings) -> None:
+    """Send the access log to standard error in the configured format, once per process (apps made later, as in
+    tests, reuse the handler). Off when ``settings.access_log`` is false.
+    """
+    if not settings.access_log:
+        log.setLevel(logging.WARNING)
+        return
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    if log.handlers:
+        return
+    handler = _StderrHandler()
+    fmt = settings.log_format
+    as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    handler.setFormatter(_JsonFormatter() if as_json else _TextFormatter())
+    log.addHandler(handler)

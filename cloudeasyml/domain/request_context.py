@@ -1,0 +1,47 @@
+"""What one request carries through the platform: its id, and what the data plane learns about it for the log line.
+
+The edge creates a ``RequestContext`` per HTTP request, before authentication; the data plane bills the request
+under ``request_id`` (the usage record's primary key and the ``requestId`` of a prediction's answer) and fills in
+the deployment, model and item count; the edge's access log reads them when the answer has left.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+__all__ = ("CLIENT_REQUEST_ID", "RequestContext", "client_request_id")
+
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
+"""What a client's own request id may look like: up to 128 printable characters without spaces or quotes, so it
+can go into a log line and a header as is."""
+
+
+class RequestContext:
+    """One request's id and what serving it involved. Mutable: the data plane fills it in as it goes."""
+
+    __slots__ = (
+        "client_request_id",
+        "deployment_id",
+        "items",
+        "model_name",
+        "model_version",
+        "request_id",
+        "tenant_id",
+    )
+
+    def __init__(self, request_id: str | None = None, client_request_id: str | None = None) -> None:
+        self.request_id = request_id or str(uuid.uuid4())
+        """The platform's id of the request: the usage record's primary key, so always generated here."""
+        self.client_request_id = client_request_id
+        """The id the client sent in ``X-Request-ID``, if valid: logged and echoed, never used as a billing key."""
+        self.tenant_id: uuid.UUID | None = None
+        self.deployment_id: uuid.UUID | None = None
+        self.model_name: str | None = None
+        self.model_version: str | None = None
+        self.items = 0
+
+
+def client_request_id(value: str) -> str | None:
+    """The client's ``X-Request-ID`` if it is a valid one (``CLIENT_REQUEST_ID``), else None (ignored)."""
+    return value if CLIENT_REQUEST_ID.fullmatch(value) else None
