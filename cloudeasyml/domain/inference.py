@@ -23,10 +23,11 @@ from cloudeasyml.metering.metrics import Metrics
 from cloudeasyml.metering.pricing import CostInputs, price
 from cloudeasyml.metering.pricing_book import PricingBook
 from cloudeasyml.plugins.catalog import CatalogEntry, ModelCatalog
+from cloudeasyml.plugins.model import ModelPlugin
 from cloudeasyml.runtime.batcher import BatchResult
 from cloudeasyml.runtime.registry import DeploymentSpec, LoadedDeployment, ServingRegistry
 
-__all__ = ("InferenceService", "PredictResponse", "Served", "decode_json")
+__all__ = ("InferenceService", "PredictResponse", "Served", "check_items", "decode_json")
 
 
 class _Envelope(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -53,6 +54,14 @@ class Served(msgspec.Struct, frozen=True):
 
     result: BatchResult
     request_id: str
+
+
+def check_items(model: ModelPlugin, count: int) -> None:
+    """Refuse a request with no inputs or more than the model's ``max_items_per_request`` (422), before it runs."""
+    if not 1 <= count <= model.max_items_per_request:
+        raise InvalidInputError(
+            f"`inputs` holds {count} items; model {model.name!r} takes 1 to {model.max_items_per_request} per request"
+        )
 
 
 def decode_json(body: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
@@ -114,6 +123,7 @@ class InferenceService:
 
     async def infer(self, principal: Principal, spec: DeploymentSpec, entry: CatalogEntry, inputs: list[Any]) -> Served:
         """Run decoded inputs on a deployment (loading it if needed) and bill the request."""
+        check_items(entry.model, len(inputs))
         await self.admit(principal)
         loaded = await self.load(spec, entry)
         try:

@@ -92,7 +92,20 @@ class MiniLMModel(ModelPlugin[str, list[float]]):
     output_tensors = (TensorSpec("sentence_embedding", "FP32", (-1, EMBEDDING_SIZE), ("batch",)),)
     pricing = Pricing(per_request=Decimal("0.00005"), per_second=Decimal("0.001"))
     serving = ServingConfig(max_batch_size=32, max_batch_delay_ms=20.0)
+    # A run's memory grows with items x tokens^2 (attention): 64 inputs of 256 tokens is the largest run, and
+    # a request of 256 inputs runs as four of them (see docs/security.md for the measured memory).
+    max_items_per_request = 256
+    max_batch_items = 64
+    max_characters_per_item = MAX_CHARACTERS
+    max_tokens_per_item = MAX_TOKENS
+
     parity_tolerance = 1e-4
+
+    def cost_units(self, items: list[str]) -> int:
+        """Characters: tokenising grows with them, and the graph's work with the tokens they make (up to
+        ``MAX_TOKENS``), so they never underestimate a run.
+        """
+        return sum(len(text) for text in items)
 
     # --- weights ---------------------------------------------------------------------------------------
     def weights_path(self) -> Path:
