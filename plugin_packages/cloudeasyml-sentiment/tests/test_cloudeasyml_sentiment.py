@@ -254,3 +254,15 @@ def test_missing_or_binary_training_files_raise_value_error(model: SentimentMode
     binary.write_bytes(b"text,label\n\xff\xfe\x00,positive\n")
     with pytest.raises(ValueError, match="cannot read"):
         model.train(binary, TrainOptions(epochs=1))
+
+
+def test_declared_text_bounds_are_the_ones_enforced(model: SentimentModel) -> None:
+    """The bounds the host and docs read (characters, tokens, items) are the ones the input type and to_arrays apply."""
+    decoder = msgspec.json.Decoder(list[SentimentInput])
+    longest = "good " * (model.max_characters_per_item // 5)
+    assert len(decoder.decode(msgspec.json.encode([{"text": longest}]))) == 1
+    with pytest.raises(msgspec.ValidationError):
+        decoder.decode(msgspec.json.encode([{"text": longest + "x"}]))
+    assert model.to_arrays(_inputs(longest))["input_ids"].shape == (1, model.max_tokens_per_item)
+    assert model.max_tokens_per_item == MAX_WORDS
+    assert model.cost_units(_inputs("abc", "de")) == 5
