@@ -97,13 +97,18 @@ headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 text = ("nothing here was good, the plot never worked and I would not watch it again " * 100)[:largest_chars]
 largest = json.dumps({"inputs": [{"text": text}] * largest_items}).encode()
 tiny = json.dumps({"inputs": [{"text": "fine"}]}).encode()
-counts = {"largest": 0, "tiny": 0, "errors": 0}
+counts = {"largest": 0, "tiny": 0}
 stop = time.monotonic() + seconds
 def client(body, name):
     with httpx.Client(timeout=120) as http:
         while time.monotonic() < stop:
             response = http.post(url, content=body, headers=headers)
-            counts[name if response.status_code == 200 else "errors"] += 1
+            outcome = name if response.status_code == 200 else f"{name} {response.status_code}"
+            if outcome not in counts:
+                counts[outcome] = 0
+                if response.status_code != 200:
+                    print(response.text[:300], file=sys.stderr)
+            counts[outcome] += 1
 threads = [threading.Thread(target=client, args=(largest, "largest")) for _ in range(4)]
 threads.append(threading.Thread(target=client, args=(tiny, "tiny")))  # keeps single runs cheap, as row 4 did
 for t in threads: t.start()
