@@ -461,3 +461,27 @@ def test_run_cost_fits_fixed_and_per_unit_time_and_never_extrapolates() -> None:
         cost.observe(units, 0.1 + 0.002 * units)
     assert cost.estimate(500) == pytest.approx(0.1 + 0.002 * 500)
     assert cost.estimate(2000) == float("inf")
+
+
+async def test_cheap_chunks_of_one_large_request_let_the_event_loop_in_between() -> None:
+    """Each chunk may be cheap enough to run on the loop, but the loop's other work runs between them."""
+    order: list[str] = []
+
+    def run(items):  # type: ignore[no-untyped-def]
+        order.append("chunk")
+        return items
+
+    batcher = make(run, max_batch_size=2)
+    for _ in range(3):
+        await batcher.submit([0, 0])  # a chunk's size, measured cheap: runs inline from now on
+    order.clear()
+
+    async def other_work() -> None:
+        for _ in range(3):
+            order.append("loop")
+            await asyncio.sleep(0)
+
+    await asyncio.gather(batcher.submit(list(range(8))), other_work())
+    assert order.count("chunk") == 4
+    first, last = order.index("chunk"), len(order) - 1 - order[::-1].index("chunk")
+    assert "loop" in order[first:last]  # not four chunks back to back
