@@ -386,8 +386,10 @@ class Batcher:
             except Exception as exc:
                 await self._isolate(loop, batch, exc)
             # Let the loop's other work in before the next batch: the chunks of one large request, each cheap,
-            # must not run back to back on the loop.
-            await asyncio.sleep(0)
+            # must not run back to back on the loop. (Only then: with nothing queued the worker ends at once, so
+            # the caller's next request finds the deployment idle and takes the fast path.)
+            if self._queue:
+                await asyncio.sleep(0)
             return len(batch)
         last, failure = await loop.run_in_executor(self._executor, self._run_chain, loop, batch)
         if failure is not None:
