@@ -12,7 +12,7 @@ Runs happen in worker threads (onnxruntime releases the GIL), so the event loop 
 authenticating requests. A worker thread that finishes a batch while a full one is already waiting starts it
 at once, without the round trip through a busy event loop (measured at several milliseconds under load); only
 the results go back to the loop. A batch whose run time, estimated from its size in cost units (characters,
-elements: see ``RunCost``), is below ``INLINE_BELOW_MS`` runs on the loop itself, where it blocks the loop for
+elements: see ``run_cost.RunCost``), is below ``INLINE_BELOW_MS`` runs on the loop itself, where it blocks the loop for
 less time than the thread hop would cost (e.g. a small MLP at a small batch). A batch larger than any measured
 lately is never estimated cheap, so it runs in a thread.
 
@@ -35,8 +35,9 @@ from typing import Any
 import msgspec
 
 from cloudeasyml.errors import DeadlineExceededError, DeploymentUnloadedError, InvalidInputError, OverloadedError
+from cloudeasyml.runtime.run_cost import RunCost
 
-__all__ = ("INLINE_BELOW_MS", "BatchResult", "Batcher", "RunCost")
+__all__ = ("INLINE_BELOW_MS", "BatchResult", "Batcher")
 
 RunBatch = Callable[[list[Any]], list[Any]]
 CostOf = Callable[[Sequence[Any]], int]
@@ -47,50 +48,6 @@ INLINE_BELOW_MS = 0.3
 costs the loop ~0.05-0.1 ms of CPU plus a wake-up, more than such a batch blocks it."""
 QUIET_MS = 1.0
 """Under load, a gathering batch stops waiting once no request has arrived for this long."""
-
-
-class RunCost:
-    """Run time of a batch as a function of its size in cost units, fitted online: ``ms = fixed + per_unit * units``
-    by least squares over recent runs (older runs weigh less, by ``decay`` per run).
-
-    While every run measured had about the same size, the whole time is charged per unit (no fixed part), which
-    overestimates larger batches: the safe side. ``estimate`` refuses (``inf``) sizes beyond the largest measured
-    lately, so a batch far larger than anything seen is run where it cannot block the loop, and measured.
-    """
-
-    __slots__ = ("_decay", "_largest", "_n", "_x", "_xx", "_xy", "_y")
-
-    def __init__(self, decay: float = 0.9) -> None:
-        self._decay = decay
-        self._n = self._x = self._y = self._xx = self._xy = 0.0
-        self._largest = 0.0
-
-    def observe(self, units: int, elapsed_ms: float) -> None:
-        """Record one run of a batch of ``units`` that took ``elapsed_ms``."""
-        d = self._decay
-        x = float(max(units, 1))
-        self._n = self._n * d + 1.0
-        self._x = self._x * d + x
-        self._y = self._y * d + elapsed_ms
-        self._xx = self._xx * d + x * x
-        self._xy = self._xy * d + x * elapsed_ms
-        # The size range the fit covers shrinks back as runs of that size age (by the same decay per run).
-        self._largest = max(x, self._largest * d)
-
-    def estimate(self, units: int) -> float:
-        """Estimated milliseconds of a batch of ``units``; ``inf`` when nothing is measured or it is larger than
-        every batch measured lately.
-        """
-        if not self._n or units > self._largest:
-            return math.inf
-        mean_x = self._x / self._n
-        mean_y = self._y / self._n
-        variance = self._xx / self._n - mean_x * mean_x
-        if variance <= (0.05 * mean_x) ** 2:  # one size only: no slope to fit
-            return mean_y * max(units, 1) / mean_x
-        per_unit = max((self._xy / self._n - mean_x * mean_y) / variance, 0.0)
-        fixed = max(mean_y - per_unit * mean_x, 0.0)
-        return fixed + per_unit * max(units, 1)
 
 
 class BatchResult(msgspec.Struct, frozen=True):

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from cloudeasyml.errors import DeadlineExceededError, ModelNotReadyError, OverloadedError
-from cloudeasyml.runtime.batcher import Batcher, RunCost
+from cloudeasyml.runtime.batcher import Batcher
+from cloudeasyml.runtime.run_cost import RunCost
 
 
 def make(run, **overrides):  # type: ignore[no-untyped-def]
