@@ -21,6 +21,7 @@ __all__ = (
     "DeploymentCreate",
     "DeploymentRead",
     "Health",
+    "ModelLimits",
     "ModelRead",
 )
 
@@ -39,6 +40,19 @@ class Health(_Wire):
     models_loaded: int
     """Deployments loaded in this process."""
     models_installed: int
+
+
+class ModelLimits(_Wire):
+    """What one request to the model may hold (``docs/security.md``)."""
+
+    max_items_per_request: int
+    """Most ``inputs`` of one request; more is a 422."""
+    max_batch_items: int
+    """Most inputs of one run: a deployment's ``maxBatchSize`` is capped by it, and larger requests run as several."""
+    max_characters_per_item: int | None
+    """Text models: the longest text of one input (422 past it); null for other models."""
+    max_tokens_per_item: int | None
+    """Text models: tokens kept of one input (longer inputs are truncated); null for other models."""
 
 
 class ModelRead(_Wire):
@@ -60,6 +74,8 @@ class ModelRead(_Wire):
     pricing: Pricing
     serving: ServingConfig
     """Default serving config; a deployment may override any field."""
+    limits: ModelLimits
+    """Bounds on one request's work."""
     input_tensors: list[TensorSpec]
     output_tensors: list[TensorSpec]
 

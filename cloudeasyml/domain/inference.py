@@ -26,10 +26,11 @@ from cloudeasyml.metering.metrics import Metrics
 from cloudeasyml.metering.pricing import CostInputs, price
 from cloudeasyml.metering.pricing_book import PricingBook
 from cloudeasyml.plugins.catalog import CatalogEntry, ModelCatalog
+from cloudeasyml.plugins.model import ModelPlugin
 from cloudeasyml.runtime.batcher import BatchResult
 from cloudeasyml.runtime.registry import DeploymentSpec, LoadedDeployment, ServingRegistry
 
-__all__ = ("TOO_DEEP", "InferenceService", "PredictResponse", "Served", "decode_json")
+__all__ = ("TOO_DEEP", "InferenceService", "PredictResponse", "Served", "check_items", "decode_json")
 
 TOO_DEEP = "malformed JSON: nested too deeply"
 """The detail of a body nested past the decoder's depth (msgspec raises ``RecursionError`` there)."""
@@ -59,6 +60,14 @@ class Served(msgspec.Struct, frozen=True):
 
     result: BatchResult
     request_id: str
+
+
+def check_items(model: ModelPlugin, count: int) -> None:
+    """Refuse a request with no inputs or more than the model's ``max_items_per_request`` (422), before it runs."""
+    if not 1 <= count <= model.max_items_per_request:
+        raise InvalidInputError(
+            f"`inputs` holds {count} items; model {model.name!r} takes 1 to {model.max_items_per_request} per request"
+        )
 
 
 def decode_json(body: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
@@ -136,6 +145,7 @@ class InferenceService:
         context: RequestContext | None = None,
     ) -> Served:
         """Run decoded inputs on a deployment (loading it if needed) and bill the request."""
+        check_items(entry.model, len(inputs))
         result, request_id = await self.execute(
             principal, spec, entry, len(inputs), lambda loaded: self.run(loaded, inputs), context
         )

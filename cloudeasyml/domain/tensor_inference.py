@@ -151,7 +151,8 @@ async def infer_tensors(
             is being unloaded (deleted, or evicted for memory).
     """
     entry = inference.entry_for(spec)
-    batch = check_inputs(entry.model, arrays, spec.config.max_batch_size)
+    # Tensors run as one batch: the model's bound on a run holds here too (memory per run).
+    batch = check_inputs(entry.model, arrays, min(spec.config.max_batch_size, entry.model.max_batch_items))
 
     async def run(loaded: LoadedDeployment) -> BatchResult:
         # onnxruntime's own errors are translated in cloudeasyml.runtime.session (plain words, no graph internals).

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 """A whole name (``fullmatch``: ``$`` would let a final newline through)."""
 MAX_INPUTS_PER_REQUEST = 4096
+"""The ceiling on a model's ``max_items_per_request`` (the most items a deployment's queue takes by default)."""
 
 
 class CatalogEntry(msgspec.Struct, frozen=True):
@@ -55,6 +56,10 @@ class ModelCatalog:
         return entry
 
 
+def _positive_int(value: object, ceiling: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= ceiling
+
+
 def _check(model: object) -> str | None:
     """Why ``model`` cannot be served, or None when it can."""
     if not isinstance(model, ModelPlugin):
@@ -69,6 +74,11 @@ def _check(model: object) -> str | None:
         (_tensors_ok(getattr(model, "output_tensors", None)), "output_tensors must be a non-empty tuple of TensorSpec"),
         (isinstance(model.pricing, Pricing), "pricing must be a cloudeasyml.Pricing"),
         (isinstance(model.serving, ServingConfig), "serving must be a cloudeasyml.ServingConfig"),
+        (
+            _positive_int(model.max_items_per_request, MAX_INPUTS_PER_REQUEST)
+            and _positive_int(model.max_batch_items, MAX_INPUTS_PER_REQUEST),
+            f"max_items_per_request and max_batch_items must be ints from 1 to {MAX_INPUTS_PER_REQUEST}",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -128,6 +138,8 @@ def build_catalog(pm: PluginManager) -> ModelCatalog:
             failures.append(LoadFailure(plugin=plugin, source=source, error=problem))
             continue
         assert isinstance(model, ModelPlugin)
-        inputs_type = Annotated[list[model.input_type], msgspec.Meta(min_length=1, max_length=MAX_INPUTS_PER_REQUEST)]
+        inputs_type = Annotated[
+            list[model.input_type], msgspec.Meta(min_length=1, max_length=model.max_items_per_request)
+        ]
         entries[model.name] = CatalogEntry(model=model, plugin=plugin, source=source, inputs_type=inputs_type)
     return ModelCatalog(entries, failures)

@@ -93,6 +93,18 @@ class ModelPlugin(Generic[InputT, OutputT]):
     """Largest ``parity_error`` between torch and onnxruntime that export accepts."""
     weights_resource: ClassVar[str] = "weights.npz"
     """File of shipped weights inside the plugin's package (see ``weights_path``)."""
+    max_items_per_request: ClassVar[int] = 256
+    """Most inputs one request may carry: past it the request is refused (422) before anything runs. A request
+    with more inputs than a deployment's batch runs as several batches, billed as one request."""
+    max_batch_items: ClassVar[int] = 256
+    """Most inputs of one onnxruntime run, whatever a deployment's ``maxBatchSize`` says: it bounds the memory
+    of a run (for text models, with ``max_tokens_per_item``). Set it from a measurement of the worst batch."""
+    max_characters_per_item: ClassVar[int | None] = None
+    """Text models: the longest text one input may hold (422 past it); the input type should say the same
+    (``msgspec.Meta(max_length=...)``). None for models without text inputs."""
+    max_tokens_per_item: ClassVar[int | None] = None
+    """Text models: tokens kept of one input (longer inputs are truncated), at most the model's maximum sequence
+    length. None for models without text inputs."""
 
     # --- weights -------------------------------------------------------------------------------------
     def weights_path(self) -> Path:
@@ -135,6 +147,14 @@ class ModelPlugin(Generic[InputT, OutputT]):
         raise NotImplementedError(f"model {self.name!r} does not support training")
 
     # --- optional overrides --------------------------------------------------------------------------
+    def cost_units(self, items: list[InputT]) -> int:
+        """The size of a batch in the units its run time grows with, from which the host estimates how long a
+        batch runs (and so whether it may run on the event loop). The default counts the characters of ``str``
+        inputs and 1 for any other input; override it when an input's cost varies otherwise (e.g. the
+        characters of a text field). It runs on the event loop for every request: keep it cheap.
+        """
+        return sum(len(item) if isinstance(item, str) else 1 for item in items)
+
     def random_arrays(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
         """A random batch for the export parity check. The default repeats the example inputs to
         ``batch_size`` rows and adds noise to floating-point tensors; override it when float columns hold

@@ -5,13 +5,20 @@ nothing else is queued. Under load (the last batch held several requests, or ano
 next batch waits while requests keep arriving, up to ``max_batch_delay_ms`` or until it holds its share of
 ``max_batch_size`` items, and what arrives meanwhile runs together. With several instances ``max_batch_size``
 is split between them (all of it with one instance, half each with two, ...), so that instances take turns
-rather than one taking every waiting request while the others idle.
+rather than one taking every waiting request while the others idle. A request with more items than that share
+is cut into chunks of the share, which queue one after the other; its results are joined in order.
 
 Runs happen in worker threads (onnxruntime releases the GIL), so the event loop keeps accepting and
 authenticating requests. A worker thread that finishes a batch while a full one is already waiting starts it
 at once, without the round trip through a busy event loop (measured at several milliseconds under load); only
-the results go back to the loop. Batches measured faster than a thread hop (``INLINE_BELOW_MS``, e.g. a small
-MLP) run on the loop itself, where they block it for less time than the hop would cost.
+the results go back to the loop. A batch whose run time, estimated from its size in cost units (characters,
+elements: see ``run_cost.RunCost``), is below ``INLINE_BELOW_MS`` runs on the loop itself, where it blocks the loop for
+less time than the thread hop would cost (e.g. a small MLP at a small batch). A batch larger than any measured
+lately is never estimated cheap, so it runs in a thread.
+
+Deadlines bound the wait in the queue: a request whose deadline passes before its first batch starts never runs
+(the check is made when a batch is taken, on the loop and in a worker thread's chained take) and gets
+``DeadlineExceededError``; once its first batch has started, the request runs to its end and gets its result.
 """
 
 from __future__ import annotations
@@ -28,45 +35,72 @@ from typing import Any
 import msgspec
 
 from cloudeasyml.errors import DeadlineExceededError, DeploymentUnloadedError, InvalidInputError, OverloadedError
+from cloudeasyml.runtime.run_cost import RunCost
 
 __all__ = ("INLINE_BELOW_MS", "BatchResult", "Batcher")
 
 RunBatch = Callable[[list[Any]], list[Any]]
+CostOf = Callable[[Sequence[Any]], int]
+"""Cost units of some items (e.g. their characters); ``len`` counts items."""
 
 INLINE_BELOW_MS = 0.3
-"""Batches whose average run time is below this run on the event loop: handing a batch to a thread and back
+"""Batches whose estimated run time is below this run on the event loop: handing a batch to a thread and back
 costs the loop ~0.05-0.1 ms of CPU plus a wake-up, more than such a batch blocks it."""
-_SMOOTHING = 0.2
 QUIET_MS = 1.0
 """Under load, a gathering batch stops waiting once no request has arrived for this long."""
 
 
 class BatchResult(msgspec.Struct, frozen=True):
-    """One request's outputs and its share of the batch's processing time (by item count)."""
+    """One request's outputs and its share of its batches' processing time (by item count)."""
 
     outputs: list[Any]
     processing_ms: float
     batch_items: int
+    """Items of the (largest) batch the request ran in."""
 
 
-class _Pending:
-    """One queued request: items that may share a batch, or (``alone``) work that runs by itself."""
+class _Request:
+    """One caller's request: its future, its deadline, and the parts of its result while its chunks run."""
 
-    __slots__ = ("alone", "cancelled", "future", "items", "size")
+    __slots__ = ("batch_items", "chunks_left", "deadline", "future", "parts", "processing_ms", "started")
+
+    def __init__(self, future: asyncio.Future[BatchResult], deadline: float, chunks: int) -> None:
+        self.future = future
+        self.deadline = deadline
+        self.started = False
+        """Set (under the batcher's lock) when its first chunk is taken into a batch: from then on it runs."""
+        self.chunks_left = chunks
+        self.parts: list[list[Any]] = [[] for _ in range(chunks)]
+        self.processing_ms = 0.0
+        self.batch_items = 0
+
+    @property
+    def finished(self) -> bool:
+        """Answered already (result, error, deadline) or abandoned by its caller (a cancelled future)."""
+        return self.future.done()
+
+
+class _Chunk:
+    """Queued work of one request: items that may share a batch, or (``alone``) work that runs by itself."""
+
+    __slots__ = ("alone", "index", "items", "request", "size", "units")
 
     def __init__(
         self,
+        request: _Request,
+        index: int,
         items: Sequence[Any],
-        future: asyncio.Future[BatchResult],
+        units: int,
         alone: Callable[[], Any] | None = None,
         size: int | None = None,
     ) -> None:
+        self.request = request
+        self.index = index
         self.items = items
-        self.future = future
+        self.units = units
         self.alone = alone
         self.size = len(items) if size is None else size
-        """Items this request counts for in the queue and in batches."""
-        self.cancelled = False
+        """Items this chunk counts for in the queue and in batches."""
 
 
 class Batcher:
@@ -82,29 +116,37 @@ class Batcher:
         max_queue_items: int,
         timeout_ms: float,
         quiet_ms: float = QUIET_MS,
+        cost_of: CostOf = len,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._run_batch = run_batch
+        self._cost_of = cost_of
+        self._clock = clock
         self._quiet = quiet_ms / 1000
         self._max_batch_size = max_batch_size
         self._delay = max_batch_delay_ms / 1000
         self._instances = instances
         self._max_queue_items = max_queue_items
         self._timeout = timeout_ms / 1000
-        self._queue: deque[_Pending] = deque()
+        self._queue: deque[_Chunk] = deque()
         self._queued_items = 0
+        self._queued_units = 0
         self._lock = threading.Lock()
-        """Guards the queue: worker threads take chained batches from it."""
+        """Guards the queue and requests' ``started``: worker threads take chained batches from the queue."""
         self._share = math.ceil(max_batch_size / instances)
-        """Most items in one batch (a single larger request still runs, alone), and what a gathering batch waits
-        for: ``max_batch_size`` split between the instances. Were one instance to take every waiting request,
-        the others would idle until its clients came back (measured with MiniLM, two instances, c=64: batches of
-        15 to 64 items and 358 items/s, against 656-697 with the split)."""
+        """Most items in one batch, and what a gathering batch waits for: ``max_batch_size`` split between the
+        instances. Were one instance to take every waiting request, the others would idle until its clients came
+        back (measured with MiniLM, two instances, c=64: batches of 15 to 64 items and 358 items/s, against
+        656-697 with the split). A request larger than this runs as several batches."""
         self._running = 0
         self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
         self._full: asyncio.Future[None] | None = None
-        self._average_ms: float | None = None
+        self.item_cost = RunCost()
+        """Run time of item batches by their cost units."""
+        self.alone_cost = RunCost()
+        """Run time of work submitted alone (raw tensors) by its elements."""
         self._executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix="cloudeasyml-batch")
 
     @property
@@ -113,31 +155,48 @@ class Batcher:
         return self._queued_items
 
     @property
-    def runs_inline(self) -> bool:
-        """Whether batches are cheap enough to run on the event loop."""
-        return self._average_ms is not None and self._average_ms < INLINE_BELOW_MS
+    def batch_share(self) -> int:
+        """Most items in one batch; a larger request runs as several."""
+        return self._share
+
+    def runs_inline(self, units: int, *, alone: bool = False) -> bool:
+        """Whether a batch of ``units`` cost units is estimated cheap enough to run on the event loop."""
+        cost = self.alone_cost if alone else self.item_cost
+        return cost.estimate(units) < INLINE_BELOW_MS
 
     async def submit(self, items: Sequence[Any]) -> BatchResult:
-        """Run ``items`` (one request) in the next batch; ``OverloadedError`` at once when the queue is full,
-        ``DeadlineExceededError`` past the deadline (the request is then dropped if still queued).
+        """Run ``items`` (one request), in several batches if it holds more than a batch's share; ``OverloadedError``
+        at once when the queue is full, ``DeadlineExceededError`` if its deadline passes before it starts running
+        (it then never runs).
         """
         self._admit(len(items))
-        if self._running == 0 and self.runs_inline and len(items) <= self._max_batch_size:
-            # Idle and cheap: no queue, no task, no thread.
-            outputs, elapsed_ms = self._timed(lambda: self._run_items(list(items)))
-            return BatchResult(outputs=outputs, processing_ms=elapsed_ms, batch_items=len(items))
-        return await self._enqueue(_Pending(items, asyncio.get_running_loop().create_future()))
+        share = self._share
+        if len(items) <= share:
+            units = self._cost_of(items)
+            if self._running == 0 and self.runs_inline(units):
+                # Idle and cheap: no queue, no task, no thread.
+                outputs, elapsed_ms = self._timed(lambda: self._run_items(list(items)), units, self.item_cost)
+                return BatchResult(outputs=outputs, processing_ms=elapsed_ms, batch_items=len(items))
+            parts = [items]
+        else:
+            parts = [items[start : start + share] for start in range(0, len(items), share)]
+        request = self._new_request(len(parts))
+        chunks = [_Chunk(request, index, part, self._cost_of(part)) for index, part in enumerate(parts)]
+        return await self._enqueue(request, chunks)
 
-    async def submit_alone(self, work: Callable[[], Any], size: int) -> BatchResult:
+    async def submit_alone(self, work: Callable[[], Any], size: int, units: int | None = None) -> BatchResult:
         """Run ``work()``, one request that cannot share a batch (raw tensors of the V2 protocol), by itself but
         through the same queue as every other request: the same instances, queue bound, deadline and drain.
-        It counts as ``size`` items; ``outputs`` is ``[work()]`` and the whole run's time is its share.
+        It counts as ``size`` items; ``units`` (its elements; ``size`` if not given) decide whether it is cheap
+        enough to run on the loop. ``outputs`` is ``[work()]`` and the whole run's time is its share.
         """
         self._admit(size)
-        if self._running == 0 and self.runs_inline:
-            outputs, elapsed_ms = self._timed(lambda: [work()])
+        units = size if units is None else units
+        if self._running == 0 and self.runs_inline(units, alone=True):
+            outputs, elapsed_ms = self._timed(lambda: [work()], units, self.alone_cost)
             return BatchResult(outputs=outputs, processing_ms=elapsed_ms, batch_items=size)
-        return await self._enqueue(_Pending((), asyncio.get_running_loop().create_future(), work, size))
+        request = self._new_request(1)
+        return await self._enqueue(request, [_Chunk(request, 0, (), units, work, size)])
 
     def _admit(self, size: int) -> None:
         if self._closing:
@@ -145,22 +204,28 @@ class Batcher:
         if size > self._max_queue_items:  # could never be queued: retrying would not help
             raise InvalidInputError(f"this deployment accepts at most {self._max_queue_items} inputs per request")
 
-    async def _enqueue(self, pending: _Pending) -> BatchResult:
-        if self._queued_items + pending.size > self._max_queue_items:
+    def _new_request(self, chunks: int) -> _Request:
+        future = asyncio.get_running_loop().create_future()
+        return _Request(future, self._clock() + self._timeout, chunks)
+
+    async def _enqueue(self, request: _Request, chunks: list[_Chunk]) -> BatchResult:
+        size = sum(chunk.size for chunk in chunks)
+        if self._queued_items + size > self._max_queue_items:
             raise OverloadedError("the deployment's queue is full; retry shortly", retry_after=1)
         loop = asyncio.get_running_loop()
         with self._lock:
-            self._queue.append(pending)
-            self._queued_items += pending.size
+            self._queue.extend(chunks)
+            self._queued_items += size
+            self._queued_units += sum(chunk.units for chunk in chunks)
         if self._full is not None and self._queued_items >= self._share:
             _wake(self._full)
         if self._running < self._instances:
             self._running += 1
             self._idle.clear()
             loop.create_task(self._work())
-        timer = loop.call_later(self._timeout, self._expire, pending)
+        timer = loop.call_later(self._timeout, self._expire, request)
         try:
-            return await pending.future
+            return await request.future
         finally:
             timer.cancel()
 
@@ -170,10 +235,14 @@ class Batcher:
         await self._idle.wait()
         self._executor.shutdown(wait=False)
 
-    def _expire(self, pending: _Pending) -> None:
-        if not pending.future.done():
-            pending.cancelled = True
-            pending.future.set_exception(DeadlineExceededError(f"no result within {self._timeout * 1000:.0f} ms"))
+    def _expire(self, request: _Request) -> None:
+        """The request's deadline passed: unless its first batch has started (it then runs to its end), it gets
+        ``DeadlineExceededError`` and its chunks are skipped when taken.
+        """
+        with self._lock:
+            if request.started or request.finished:
+                return
+        request.future.set_exception(DeadlineExceededError(f"no result within {self._timeout * 1000:.0f} ms"))
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -182,7 +251,7 @@ class Batcher:
             while self._queue:
                 # Gathering pays only where a run costs more than handling requests: a batch that runs on the
                 # loop in microseconds should go now, not keep the loop's own work waiting.
-                if (under_load or self._running > 1) and self._delay and not self.runs_inline:
+                if (under_load or self._running > 1) and self._delay and not self.runs_inline(self._queued_units):
                     await self._gather(loop)
                 batch = self._take()
                 if batch:
@@ -216,50 +285,75 @@ class Batcher:
             if self._queued_items == before:
                 return
 
-    def _take(self) -> list[_Pending]:
+    def _take(self) -> list[_Chunk]:
         with self._lock:
-            return self._take_locked()
+            batch, expired = self._take_locked()
+        for request in expired:
+            self._expire(request)
+        return batch
 
-    def _take_full(self) -> list[_Pending]:
+    def _take_full(self, loop: asyncio.AbstractEventLoop) -> list[_Chunk]:
         """A batch if the queue holds at least a fair share (from a worker thread); else nothing."""
         with self._lock:
-            return self._take_locked() if self._queued_items >= self._share and not self._closing else []
+            if self._queued_items < self._share or self._closing:
+                return []
+            batch, expired = self._take_locked()
+        for request in expired:
+            loop.call_soon_threadsafe(self._expire, request)
+        return batch
 
-    def _take_locked(self) -> list[_Pending]:
-        batch: list[_Pending] = []
+    def _take_locked(self) -> tuple[list[_Chunk], list[_Request]]:
+        """The next batch, skipping chunks of requests that are answered, abandoned or past their deadline before
+        starting (returned second: the caller fails them on the loop).
+        """
+        batch: list[_Chunk] = []
+        expired: list[_Request] = []
         size = 0
+        now = self._clock()
         while self._queue:
             head = self._queue[0]
             if batch and (head.alone is not None or size + head.size > self._share):
                 break
             self._queue.popleft()
             self._queued_items -= head.size
-            if head.cancelled or head.future.done():
+            self._queued_units -= head.units
+            request = head.request
+            if request.finished:
                 continue
+            if not request.started:
+                if now >= request.deadline:
+                    if request not in expired:
+                        expired.append(request)
+                    continue
+                request.started = True
             batch.append(head)
             size += head.size
             if head.alone is not None:
                 break
-        return batch
+        return batch, expired
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> int:
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Chunk]) -> int:
         """Run ``batch`` (and, in the worker thread, any full batch waiting when it ends); settle every request.
-        Returns the number of requests in the last batch run.
+        Returns the number of chunks in the last batch run.
         """
-        if self.runs_inline:
+        head = batch[0]
+        if self.runs_inline(sum(chunk.units for chunk in batch), alone=head.alone is not None):
             try:
                 self._settle_batch(batch, *self._execute(batch))
             except Exception as exc:
                 await self._isolate(loop, batch, exc)
+            # Let the loop's other work in before the next batch: the chunks of one large request, each cheap,
+            # must not run back to back on the loop. (Only then: with nothing queued the worker ends at once, so
+            # the caller's next request finds the deployment idle and takes the fast path.)
+            if self._queue:
+                await asyncio.sleep(0)
             return len(batch)
         last, failure = await loop.run_in_executor(self._executor, self._run_chain, loop, batch)
         if failure is not None:
             await self._isolate(loop, last, failure)
         return len(last)
 
-    def _run_chain(
-        self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]
-    ) -> tuple[list[_Pending], Exception | None]:
+    def _run_chain(self, loop: asyncio.AbstractEventLoop, batch: list[_Chunk]) -> tuple[list[_Chunk], Exception | None]:
         """In a worker thread: run ``batch``, hand its results to the loop, and go on with the next batch while a
         full one is waiting. Returns the last batch, and its error if it failed (the loop isolates the culprit).
         """
@@ -269,40 +363,39 @@ class Batcher:
             except Exception as exc:
                 return batch, exc
             loop.call_soon_threadsafe(self._settle_batch, batch, outputs, elapsed_ms)
-            following = self._take_full()
+            following = self._take_full(loop)
             if not following:
                 return batch, None
             batch = following
 
-    async def _isolate(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending], exc: Exception) -> None:
+    async def _isolate(self, loop: asyncio.AbstractEventLoop, batch: list[_Chunk], exc: Exception) -> None:
         """A batch failed: one bad request must not fail its neighbours, so each runs alone to find the culprit."""
         if len(batch) == 1:
-            _settle(batch[0], exc)
+            _fail(batch[0].request, exc)
             return
-        for pending in batch:
-            await self._run(loop, [pending])
+        for chunk in batch:
+            if not chunk.request.finished:
+                await self._run(loop, [chunk])
 
-    def _settle_batch(self, batch: list[_Pending], outputs: list[Any], elapsed_ms: float) -> None:
-        """Give each request its outputs and its share of the batch's time, by item count."""
+    def _settle_batch(self, batch: list[_Chunk], outputs: list[Any], elapsed_ms: float) -> None:
+        """Give each chunk its outputs and its share of the batch's time, by item count."""
         if batch[0].alone is not None:
-            _settle(batch[0], BatchResult(outputs=outputs, processing_ms=elapsed_ms, batch_items=batch[0].size))
+            _deliver(batch[0], outputs, elapsed_ms, batch[0].size)
             return
         total = len(outputs)
         offset = 0
-        for pending in batch:
-            count = len(pending.items)
-            share = elapsed_ms * count / total
-            result = BatchResult(outputs=outputs[offset : offset + count], processing_ms=share, batch_items=total)
-            _settle(pending, result)
+        for chunk in batch:
+            count = len(chunk.items)
+            _deliver(chunk, outputs[offset : offset + count], elapsed_ms * count / total, total)
             offset += count
 
-    def _execute(self, batch: list[_Pending]) -> tuple[list[Any], float]:
+    def _execute(self, batch: list[_Chunk]) -> tuple[list[Any], float]:
         head = batch[0]
         if head.alone is not None:
             work = head.alone
-            return self._timed(lambda: [work()])
-        items = _items_of(batch)
-        return self._timed(lambda: self._run_items(items))
+            return self._timed(lambda: [work()], head.units, self.alone_cost)
+        items = [item for chunk in batch for item in chunk.items]
+        return self._timed(lambda: self._run_items(items), sum(chunk.units for chunk in batch), self.item_cost)
 
     def _run_items(self, items: list[Any]) -> list[Any]:
         outputs = self._run_batch(items)
@@ -310,17 +403,13 @@ class Batcher:
             raise RuntimeError(f"the model returned {len(outputs)} predictions for {len(items)} inputs")
         return outputs
 
-    def _timed(self, run: Callable[[], list[Any]]) -> tuple[list[Any], float]:
+    def _timed(self, run: Callable[[], list[Any]], units: int, cost: RunCost) -> tuple[list[Any], float]:
         started = time.perf_counter()
         outputs = run()
         elapsed_ms = (time.perf_counter() - started) * 1000
-        average = self._average_ms
-        self._average_ms = elapsed_ms if average is None else average + _SMOOTHING * (elapsed_ms - average)
+        with self._lock:  # worker threads observe too
+            cost.observe(units, elapsed_ms)
         return outputs, elapsed_ms
-
-
-def _items_of(batch: list[_Pending]) -> list[Any]:
-    return [item for pending in batch for item in pending.items]
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -328,11 +417,22 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _settle(pending: _Pending, outcome: BatchResult | BaseException) -> None:
-    future = pending.future
-    if future.done() or pending.cancelled:  # a caller past its deadline has gone; nobody would read this
+def _deliver(chunk: _Chunk, outputs: list[Any], processing_ms: float, batch_items: int) -> None:
+    """Record a chunk's outputs; the request gets its result when its last chunk is in."""
+    request = chunk.request
+    if request.finished:  # failed, or its caller has gone; nobody would read this
         return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
+    request.parts[chunk.index] = outputs
+    request.processing_ms += processing_ms
+    request.batch_items = max(request.batch_items, batch_items)
+    request.chunks_left -= 1
+    if request.chunks_left == 0:
+        joined = request.parts[0] if len(request.parts) == 1 else [out for part in request.parts for out in part]
+        request.future.set_result(
+            BatchResult(outputs=joined, processing_ms=request.processing_ms, batch_items=request.batch_items)
+        )
+
+
+def _fail(request: _Request, exc: BaseException) -> None:
+    if not request.finished:
+        request.future.set_exception(exc)

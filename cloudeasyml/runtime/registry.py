@@ -62,11 +62,13 @@ class LoadedDeployment:
         config = spec.config
         self.batcher = Batcher(
             self._run_batch,
-            max_batch_size=config.max_batch_size,
+            # The model's own bound on a run's items holds whatever the deployment asks (memory per run).
+            max_batch_size=min(config.max_batch_size, model.max_batch_items),
             max_batch_delay_ms=config.max_batch_delay_ms,
             instances=config.instances,
             max_queue_items=config.max_queue_items,
             timeout_ms=config.timeout_ms,
+            cost_of=model.cost_units,
         )
 
     @property
@@ -85,7 +87,8 @@ class LoadedDeployment:
         ``[{name: array}]``; ``items`` is the tensors' batch size.
         """
         self.last_used = time.monotonic()
-        return await self.batcher.submit_alone(lambda: self.session.run(arrays), items)
+        elements = sum(int(array.size) for array in arrays.values())
+        return await self.batcher.submit_alone(lambda: self.session.run(arrays), items, elements)
 
     async def predict(self, items: list[Any]) -> BatchResult:
         """Queue one request's items into the deployment's batcher."""

@@ -16,6 +16,12 @@ async def test_models_list_their_metadata_and_a_valid_example_input(client, tena
     assert tiny["exampleInput"] == {"x": 1.0, "y": 2.0}
     assert tiny["pricing"] == {"perRequest": "0.001", "perSecond": "0.5", "perGpuHour": "0"}
     assert tiny["serving"]["maxBatchSize"] == 16
+    assert tiny["limits"] == {
+        "maxItemsPerRequest": 256,
+        "maxBatchItems": 256,
+        "maxCharactersPerItem": None,
+        "maxTokensPerItem": None,
+    }
     assert tiny["inputTensors"] == [{"name": "points", "datatype": "FP32", "shape": [-1, 2], "dynamicAxes": ["batch"]}]
     assert "x" in str(tiny["inputSchema"])
     one = await client.get("/models/tiny", headers=bearer(tenant.key))

@@ -10,6 +10,7 @@ import pytest
 
 from cloudeasyml.errors import DeadlineExceededError, ModelNotReadyError, OverloadedError
 from cloudeasyml.runtime.batcher import Batcher
+from cloudeasyml.runtime.run_cost import RunCost
 
 
 def make(run, **overrides):  # type: ignore[no-untyped-def]
@@ -78,12 +79,15 @@ async def test_a_full_queue_is_refused_at_once() -> None:
     await asyncio.gather(running, queued)
 
 
-async def test_a_request_past_its_deadline_gets_a_timeout() -> None:
+async def test_a_request_past_its_deadline_while_queued_gets_a_timeout() -> None:
     gate = threading.Event()
     batcher = make(lambda items: (gate.wait(5), items)[1], timeout_ms=100)
+    running = asyncio.ensure_future(batcher.submit([1]))
+    await asyncio.sleep(0.01)
     with pytest.raises(DeadlineExceededError):
-        await batcher.submit([1])
+        await batcher.submit([2])
     gate.set()
+    assert (await running).outputs == [1]
 
 
 async def test_one_bad_request_does_not_fail_its_batch_neighbours() -> None:
@@ -134,7 +138,7 @@ async def test_cheap_batches_run_on_the_event_loop_after_the_first() -> None:
     for i in range(3):
         assert (await batcher.submit([i])).outputs == [i]
     assert threads[0].startswith("cloudeasyml-batch") and threads[1:] == ["MainThread", "MainThread"]
-    assert batcher.runs_inline
+    assert batcher.runs_inline(1)
 
 
 async def _under_load(batcher: Batcher, release: list[threading.Event], sizes: list[int]) -> list[asyncio.Future]:
@@ -240,18 +244,6 @@ async def test_instances_take_turns_with_a_fair_share_of_the_batch_each() -> Non
     assert overlapped  # both instances ran side by side
 
 
-async def test_one_request_larger_than_a_share_still_runs_alone() -> None:
-    sizes: list[int] = []
-
-    def run(items):  # type: ignore[no-untyped-def]
-        sizes.append(len(items))
-        return items
-
-    batcher = make(run, max_batch_size=8, instances=2)
-    result = await batcher.submit(list(range(7)))
-    assert result.outputs == list(range(7)) and sizes == [7]
-
-
 async def test_work_submitted_alone_runs_by_itself_through_the_same_queue_and_drain() -> None:
     """V2 tensors: never merged with neighbours, but queued, bounded, deadlined and drained like them."""
     gate = threading.Event()
@@ -287,7 +279,210 @@ async def test_work_submitted_alone_runs_by_itself_through_the_same_queue_and_dr
     assert (await before).outputs == [1] and (await after).outputs == [2] and (await first).outputs == [0]
 
 
-async def test_work_submitted_alone_gets_the_deadline() -> None:
-    batcher = make(lambda items: items, timeout_ms=50)
+async def test_work_submitted_alone_gets_the_deadline_and_never_runs_after_it() -> None:
+    gate = threading.Event()
+    ran: list[list[object]] = []
+    batcher = make(_recording(ran, gate), timeout_ms=50)
+    first = asyncio.ensure_future(batcher.submit(["first"]))
+    await asyncio.sleep(0.01)
     with pytest.raises(DeadlineExceededError):
-        await batcher.submit_alone(lambda: time.sleep(0.3), 1)
+        await batcher.submit_alone(lambda: ran.append(["alone"]), 1)
+    gate.set()
+    await first
+    await asyncio.wait_for(batcher.drain(), 2)
+    assert ran == [["first"]]
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _recording(ran: list[list[object]], gate: threading.Event):  # type: ignore[no-untyped-def]
+    def run(items):  # type: ignore[no-untyped-def]
+        ran.append(list(items))
+        if len(ran) == 1:
+            gate.wait(5)
+        return items
+
+    return run
+
+
+@pytest.mark.parametrize("max_batch_size", [8, 1], ids=["taken-by-the-loop", "chained-in-the-worker-thread"])
+async def test_a_request_whose_deadline_passes_while_queued_never_runs(max_batch_size: int) -> None:
+    """Issue 10 row 8: a request answered 504 must not run afterwards (its CPU would be spent and never billed)."""
+    clock = FakeClock()
+    gate = threading.Event()
+    ran: list[list[object]] = []
+    batcher = make(_recording(ran, gate), max_batch_size=max_batch_size, timeout_ms=5000, clock=clock)
+    first = asyncio.ensure_future(batcher.submit(["first"]))
+    await asyncio.sleep(0.05)
+    late = asyncio.ensure_future(batcher.submit(["late"]))
+    await asyncio.sleep(0.01)
+    clock.now += 6  # past the late request's deadline while it waits (its 5 s timer has not fired yet)
+    gate.set()
+    assert (await first).outputs == ["first"]
+    with pytest.raises(DeadlineExceededError):
+        await asyncio.wait_for(late, 2)
+    await asyncio.wait_for(batcher.drain(), 2)
+    assert ran == [["first"]]
+
+
+async def test_a_tiny_deadline_fails_the_request_without_running_it() -> None:
+    """``timeoutMs`` 0.001: the request is past its deadline before its batch is taken, so nothing runs."""
+    ran: list[list[object]] = []
+    batcher = make(_recording(ran, threading.Event()), timeout_ms=0.001)
+    with pytest.raises(DeadlineExceededError):
+        await batcher.submit(["x"])
+    await asyncio.wait_for(batcher.drain(), 2)
+    assert ran == []
+
+
+async def test_a_request_already_running_at_its_deadline_finishes_and_gets_its_result() -> None:
+    def run(items):  # type: ignore[no-untyped-def]
+        time.sleep(0.2)
+        return items
+
+    batcher = make(run, timeout_ms=50)
+    result = await batcher.submit([1, 2])
+    assert result.outputs == [1, 2] and result.processing_ms >= 150
+
+
+async def test_a_queued_request_whose_caller_has_gone_never_runs() -> None:
+    gate = threading.Event()
+    ran: list[list[object]] = []
+    batcher = make(_recording(ran, gate))
+    first = asyncio.ensure_future(batcher.submit(["first"]))
+    await asyncio.sleep(0.05)
+    gone = asyncio.ensure_future(batcher.submit(["gone"]))
+    await asyncio.sleep(0.01)
+    gone.cancel()  # what a cancelled handler task does to its await
+    await asyncio.sleep(0.01)
+    gate.set()
+    await first
+    await asyncio.wait_for(batcher.drain(), 2)
+    assert ran == [["first"]]
+
+
+@pytest.mark.parametrize("instances", [1, 2])
+async def test_a_request_larger_than_a_batch_runs_as_several_batches_joined_in_order(instances: int) -> None:
+    """Issue 10 row 1: a request of many inputs must not become one huge onnxruntime batch."""
+    sizes: list[int] = []
+    lock = threading.Lock()
+
+    def run(items):  # type: ignore[no-untyped-def]
+        with lock:
+            sizes.append(len(items))
+        time.sleep(0.01)
+        return [i * 10 for i in items]
+
+    batcher = make(run, max_batch_size=8, instances=instances)
+    result = await batcher.submit(list(range(21)))
+    share = 8 // instances
+    assert result.outputs == [i * 10 for i in range(21)]
+    assert max(sizes) == share and sum(sizes) == 21
+    assert result.processing_ms >= 10 * len(sizes) * 0.9  # the sum of its batches' time: billed as one request
+    assert result.batch_items == share
+
+
+async def test_a_chunked_request_fails_as_a_whole_when_one_chunk_fails() -> None:
+    def run(items):  # type: ignore[no-untyped-def]
+        time.sleep(0.002)
+        if "bad" in items:
+            raise ValueError("bad item")
+        return items
+
+    batcher = make(run, max_batch_size=2)
+    with pytest.raises(ValueError):
+        await batcher.submit(["a", "b", "c", "bad", "e", "f"])
+    assert (await batcher.submit(["ok"])).outputs == ["ok"]
+
+
+def _sized_run(threads: list[str], ms_per_unit: float):  # type: ignore[no-untyped-def]
+    """A model whose run time grows with the characters of its inputs, as a text model's does."""
+
+    def run(items):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        time.sleep(sum(len(i) for i in items) * ms_per_unit / 1000)
+        return items
+
+    return run
+
+
+async def test_a_batch_runs_on_the_loop_only_when_its_own_size_is_measured_cheap() -> None:
+    """Issue 10 row 4: cheap small batches once made every batch of the deployment run on the event loop, however
+    large. The decision is now by the batch's own size in cost units (here characters)."""
+    threads: list[str] = []
+    batcher = make(_sized_run(threads, 0.01), max_batch_size=64, cost_of=lambda items: sum(len(i) for i in items))
+    for _ in range(5):
+        await batcher.submit(["a"])  # 0.01 ms each: cheap
+    assert threads[-1] == "MainThread"
+    await batcher.submit(["x" * 5000])  # 50 ms: must not block the loop
+    assert threads[-1].startswith("cloudeasyml-batch")
+    await batcher.submit(["x" * 20 for _ in range(64)])  # many items, each small, but 1280 characters in all
+    assert threads[-1].startswith("cloudeasyml-batch")
+    await batcher.submit(["a"])  # the small request still runs on the loop
+    assert threads[-1] == "MainThread"
+    assert not batcher.runs_inline(5000)
+
+
+async def test_work_submitted_alone_runs_on_the_loop_only_when_its_elements_are_measured_cheap() -> None:
+    """A ``[1, 600000]`` tensor after cheap ``[1, 11]`` ones ran on the loop for 200 ms each."""
+    threads: list[str] = []
+
+    def work(elements: int):  # type: ignore[no-untyped-def]
+        def run() -> int:
+            threads.append(threading.current_thread().name)
+            time.sleep(elements * 1e-7)
+            return elements
+
+        return run
+
+    batcher = make(lambda items: items)
+    for _ in range(3):
+        await batcher.submit_alone(work(11), 1, 11)
+    assert threads[-1] == "MainThread"
+    await batcher.submit_alone(work(600_000), 1, 600_000)
+    assert threads[-1].startswith("cloudeasyml-batch")
+
+
+def test_run_cost_fits_fixed_and_per_unit_time_and_never_extrapolates() -> None:
+    cost = RunCost()
+    assert cost.estimate(1) == float("inf")  # nothing measured
+    cost.observe(10, 1.0)
+    assert cost.estimate(5) == pytest.approx(0.5)  # one size only: all of it per unit
+    assert cost.estimate(11) == float("inf")  # larger than anything measured
+    cost = RunCost()
+    for units in (10, 100, 1000, 10, 1000):
+        cost.observe(units, 0.1 + 0.002 * units)
+    assert cost.estimate(500) == pytest.approx(0.1 + 0.002 * 500)
+    assert cost.estimate(2000) == float("inf")
+
+
+async def test_cheap_chunks_of_one_large_request_let_the_event_loop_in_between() -> None:
+    """Each chunk may be cheap enough to run on the loop, but the loop's other work runs between them."""
+    order: list[str] = []
+
+    def run(items):  # type: ignore[no-untyped-def]
+        order.append("chunk")
+        return items
+
+    batcher = make(run, max_batch_size=2)
+    for _ in range(3):
+        await batcher.submit([0, 0])  # a chunk's size, measured cheap: runs inline from now on
+    order.clear()
+
+    async def other_work() -> None:
+        for _ in range(3):
+            order.append("loop")
+            await asyncio.sleep(0)
+
+    await asyncio.gather(batcher.submit(list(range(8))), other_work())
+    assert order.count("chunk") == 4
+    first, last = order.index("chunk"), len(order) - 1 - order[::-1].index("chunk")
+    assert "loop" in order[first:last]  # not four chunks back to back

@@ -8,7 +8,7 @@ import msgspec
 from litestar import Controller, Request, get
 from litestar.params import FromPath
 
-from cloudeasyml.api.schemas import ModelRead
+from cloudeasyml.api.schemas import ModelLimits, ModelRead
 from cloudeasyml.plugins.catalog import CatalogEntry
 from cloudeasyml.runtime.resolver import ArtifactResolver
 from cloudeasyml.services import Services
@@ -32,6 +32,12 @@ def model_read(entry: CatalogEntry, resolver: ArtifactResolver) -> ModelRead:
         example_input=msgspec.to_builtins(model.example_inputs()[0]),
         pricing=model.pricing,
         serving=model.serving,
+        limits=ModelLimits(
+            max_items_per_request=model.max_items_per_request,
+            max_batch_items=model.max_batch_items,
+            max_characters_per_item=model.max_characters_per_item,
+            max_tokens_per_item=model.max_tokens_per_item,
+        ),
         input_tensors=list(model.input_tensors),
         output_tensors=list(model.output_tensors),
     )

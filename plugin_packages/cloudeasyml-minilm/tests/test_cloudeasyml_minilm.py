@@ -198,3 +198,16 @@ def test_weights_digest_is_the_hash_of_the_shipped_safetensors(model: MiniLMMode
     assert model.weights_path().is_file()
     assert len(model.weights_digest()) == 64
     assert model.load_weights()["embeddings.word_embeddings.weight"].shape == (30522, EMBEDDING_SIZE)
+
+
+def test_declared_text_bounds_are_the_ones_enforced(model: MiniLMModel) -> None:
+    """The bounds the host and docs read (characters, tokens, items) are the ones the input type and to_arrays apply."""
+    decoder = msgspec.json.Decoder(list[model.input_type])
+    longest = "x" * model.max_characters_per_item
+    assert decoder.decode(json.dumps([longest]).encode()) == [longest]
+    with pytest.raises(msgspec.ValidationError):
+        decoder.decode(json.dumps([longest + "x"]).encode())
+    assert model.to_arrays([LONG_TEXT * 6])["input_ids"].shape == (1, model.max_tokens_per_item)
+    assert model.max_tokens_per_item <= 512  # the position table's length
+    assert model.max_batch_items <= model.max_items_per_request
+    assert model.cost_units(["abc", "de"]) == 5

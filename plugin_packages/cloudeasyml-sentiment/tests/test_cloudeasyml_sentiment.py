@@ -17,7 +17,9 @@ import pluggy
 import pytest
 from cloudeasyml_sentiment.dataset import SHIPPED_DATA, SHIPPED_OPTIONS, read_labelled, validation_mask
 from cloudeasyml_sentiment.model import SentimentInput, SentimentModel, SentimentPrediction
-from cloudeasyml_sentiment.tokenizer import MAX_WORDS, token_ids
+from cloudeasyml_sentiment.tokenizer import MAX_WORDS, token_ids, words
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cloudeasyml import TrainOptions
 from cloudeasyml.plugins import hookspecs
@@ -254,3 +256,86 @@ def test_missing_or_binary_training_files_raise_value_error(model: SentimentMode
     binary.write_bytes(b"text,label\n\xff\xfe\x00,positive\n")
     with pytest.raises(ValueError, match="cannot read"):
         model.train(binary, TrainOptions(epochs=1))
+
+
+def test_declared_text_bounds_are_the_ones_enforced(model: SentimentModel) -> None:
+    """The bounds the host and docs read (characters, tokens, items) are the ones the input type and to_arrays apply."""
+    decoder = msgspec.json.Decoder(list[SentimentInput])
+    longest = "good " * (model.max_characters_per_item // 5)
+    assert len(decoder.decode(msgspec.json.encode([{"text": longest}]))) == 1
+    with pytest.raises(msgspec.ValidationError):
+        decoder.decode(msgspec.json.encode([{"text": longest + "x"}]))
+    assert model.to_arrays(_inputs(longest))["input_ids"].shape == (1, model.max_tokens_per_item)
+    assert model.max_tokens_per_item == MAX_WORDS
+    assert model.cost_units(_inputs("abc", "de")) == 5
+
+
+def _words_of_the_whole_text(text: str) -> list[str]:
+    """The tokenizer as it was before it read only a prefix: the whole text, then the first MAX_WORDS."""
+    from cloudeasyml_sentiment import tokenizer
+
+    found = tokenizer._TOKEN.findall(tokenizer._URL.sub(" url ", text.lower().replace("\u2019", "'")))
+    return tokenizer._mark_negation(found)[:MAX_WORDS]
+
+
+_PIECES = st.sampled_from(
+    [
+        "not",
+        "good",
+        "don't",
+        "never",
+        "bad",
+        "İstanbul",
+        "don\u2019t",
+        "http://x.io/a?b",
+        "www.a.b",
+        ":)",
+        ":p",
+        "(:",
+        "<3",
+        "!",
+        "?",
+        ".",
+        ",",
+        ";",
+        ":",
+        " ",
+        "  ",
+        "\n",
+        "'",
+        "_",
+        "a" * 300,
+        "ok!",
+        "no.",
+        "x:",
+        "9",
+        "—",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_PIECES, min_size=0, max_size=600).map("".join))
+def test_reading_a_prefix_gives_the_words_of_the_whole_text(text: str) -> None:
+    assert words(text) == _words_of_the_whole_text(text)
+
+
+def test_a_long_text_costs_no_more_to_tokenise_than_its_kept_words() -> None:
+    text = "word " * 1000
+    assert words(text) == _words_of_the_whole_text(text)
+    calls: list[int] = []
+    from cloudeasyml_sentiment import tokenizer
+
+    original = tokenizer._TOKEN
+
+    class Counting:
+        def findall(self, value: str) -> list[str]:
+            calls.append(len(value))
+            return original.findall(value)
+
+    tokenizer._TOKEN = Counting()  # type: ignore[assignment]
+    try:
+        words(text)
+    finally:
+        tokenizer._TOKEN = original
+    assert max(calls) < len(text) // 4

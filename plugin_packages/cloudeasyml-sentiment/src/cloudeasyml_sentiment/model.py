@@ -15,7 +15,7 @@ import numpy as np
 
 from cloudeasyml import ModelPlugin, Pricing, ServingConfig, TensorSpec, TrainOptions, TrainProgress, TrainResult
 from cloudeasyml_sentiment.dataset import LABELS, read_labelled
-from cloudeasyml_sentiment.tokenizer import BUCKETS, FIRST_HASHED_ID, batch_arrays
+from cloudeasyml_sentiment.tokenizer import BUCKETS, FIRST_HASHED_ID, MAX_WORDS, batch_arrays
 
 if TYPE_CHECKING:
     import torch
@@ -83,6 +83,15 @@ class SentimentModel(ModelPlugin[SentimentInput, SentimentPrediction]):
     output_tensors = (TensorSpec("probabilities", "FP32", (-1, 2), ("batch",)),)
     pricing = Pricing(per_request=Decimal("0.0002"), per_second=Decimal("0.004"))
     serving = ServingConfig(max_batch_size=64, max_batch_delay_ms=2.0)
+    # Texts are read to MAX_WORDS words, so a run of 1024 inputs holds [1024, 64] ids: a few MB.
+    max_items_per_request = 1024
+    max_batch_items = 1024
+    max_characters_per_item = MAX_TEXT_CHARS
+    max_tokens_per_item = MAX_WORDS
+
+    def cost_units(self, items: list[SentimentInput]) -> int:
+        """Characters: the tokenizer's work, which dominates a run, grows with them."""
+        return sum(len(item.text) for item in items)
 
     def example_inputs(self) -> list[SentimentInput]:
         """Two clear cases of different lengths, so the exported sequence axis stays dynamic."""

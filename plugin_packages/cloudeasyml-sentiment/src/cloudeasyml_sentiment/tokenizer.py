@@ -44,6 +44,8 @@ FIRST_HASHED_ID = 2
 """The smallest id a word can hash to."""
 MAX_WORDS = 64
 """Words kept from the start of a text; later words are dropped (sentences rarely have more)."""
+_PREFIX_CHARS = 512
+"""Characters read first; sentences of 64 words rarely need more."""
 NEGATION_SCOPE = 3
 """Words after a negation that get the ``not_`` prefix, unless the clause ends first."""
 
@@ -78,10 +80,21 @@ def _mark_negation(tokens: list[str]) -> list[str]:
 
 
 def words(text: str) -> list[str]:
-    """The first ``MAX_WORDS`` tokens of ``text``, lower-cased and negation-marked."""
-    # Curly apostrophes are common in pasted text; "don’t" and "don't" should be one word.
-    found = _TOKEN.findall(_URL.sub(" url ", text.lower().replace("\u2019", "'")))
-    return _mark_negation(found)[:MAX_WORDS]
+    """The first ``MAX_WORDS`` tokens of ``text``, lower-cased and negation-marked.
+
+    Only a prefix of the text is read: enough to hold more than ``MAX_WORDS`` tokens (it grows until it does or
+    holds the whole text), so that a long text costs no more than the words that are kept (a batch of long texts
+    tokenised whole held the interpreter lock for a second, stalling the server's event loop). A token cut by
+    the prefix's end is always the last one found, so it is past the ``MAX_WORDS`` kept: the result is the same.
+    """
+    limit = _PREFIX_CHARS
+    while True:
+        # Curly apostrophes are common in pasted text; "don’t" and "don't" should be one word.
+        found = _TOKEN.findall(_URL.sub(" url ", text[:limit].lower().replace("\u2019", "'")))
+        marked = _mark_negation(found)
+        if len(marked) > MAX_WORDS or limit >= len(text):
+            return marked[:MAX_WORDS]
+        limit *= 4
 
 
 def _bucket(token: str) -> int:
