@@ -69,10 +69,14 @@ class Journal:
     @classmethod
     def create(cls, directory: Path, *, segment_bytes: int = 8 << 20) -> Journal:
         """A new journal for this process, under a fresh tag, its lock held."""
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         tag = secrets.token_hex(8)
-        fd = os.open(directory / f"usage-{tag}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # Locked under a name no other process looks for, then renamed into place: a process starting at the same
+        # moment never sees this lock file unlocked (and takes this live process's journal for a dead one's).
+        hidden = directory / f".usage-{tag}.lock"
+        fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        hidden.rename(directory / f"usage-{tag}.lock")
         return cls(directory, tag, fd, segment_bytes=segment_bytes, own=True)
 
     @classmethod
