@@ -3,8 +3,9 @@
 ``record`` appends a request's usage to this process's journal (``cloudeasyml.metering.journal``) before the
 request's answer is sent; a background writer copies the journal into the database in batches and marks its
 progress. A process that dies leaves its journal behind, and the next one to start replays it into the database
-before serving. While the database is down the records wait in the journal, not in memory: the writer holds at
-most ``batch_size`` records at a time, and catches up from the journal when the database is back.
+before serving. While the database is down the records wait in the journal, not in memory: the meter keeps at most
+``batch_size`` recent records in memory (so that the writer need not read back what it has) and reads one batch
+at a time back from the journal, and catches up from the journal when the database is back.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from cloudeasyml.background import cancel_and_wait
 from cloudeasyml.db.errors import RETRY_AFTER_SECONDS, as_unavailable
 from cloudeasyml.db.models import ApiKey, UsageRecord
 from cloudeasyml.errors import DatabaseUnavailableError, UsageJournalError
-from cloudeasyml.metering.journal import Journal, orphan_tags
+from cloudeasyml.metering.journal import Journal, Position, orphan_tags
 
 __all__ = ("Meter", "Usage")
 
@@ -70,12 +71,19 @@ class Meter:
         self._dir = journal_dir
         self._interval = flush_interval
         self._batch_size = batch_size
+        self._wake_at = max(1, batch_size // 2)  # wakes the writer before the buffer is full
         self._segment_bytes = segment_bytes
         self._flush_timeout = flush_timeout
         self._journal: Journal | None = None
         self._adopted: list[Journal] = []
         self._appended = 0
         self._written = 0
+        self._buffer: list[tuple[Usage, Position]] = []
+        """This process's latest records, each with the journal position after it, so that the writer need not
+        read back and decode what it has in memory; at most ``batch_size``."""
+        self._buffer_start: Position | None = None
+        """Where the first buffered record starts in the journal; None while the buffer was given up (the database
+        fell behind) and the writer reads the journal back instead."""
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(list[Usage])
         self._one_decoder = msgspec.json.Decoder(Usage)
@@ -97,7 +105,13 @@ class Meter:
         journal = self._journal or self._open()
         journal.append(self._encoder.encode(usage) + b"\n")
         self._appended += 1
-        if self._appended - self._written >= self._batch_size:
+        if self._buffer_start is not None:
+            if len(self._buffer) < self._batch_size:
+                self._buffer.append((usage, journal.end))
+            else:  # the database is behind: memory stays flat, the writer reads the journal back when it can
+                self._buffer.clear()
+                self._buffer_start = None
+        if self._appended - self._written >= self._wake_at:
             self._wake.set()
 
     async def start(self) -> None:
@@ -157,6 +171,8 @@ class Meter:
             self._journal = Journal.create(self._dir, segment_bytes=self._segment_bytes)
         except OSError as exc:
             raise UsageJournalError(f"the usage journal cannot be opened in {self._dir}: {exc}") from exc
+        self._buffer.clear()
+        self._buffer_start = self._journal.end
         return self._journal
 
     def _drain_soon(self) -> asyncio.Future[None]:
@@ -176,19 +192,45 @@ class Meter:
                 journal.close()
                 self._adopted.remove(journal)
             if self._journal is not None:
-                self._written += await self._copy(self._journal)
+                await self._copy_own(self._journal)
 
-    async def _copy(self, journal: Journal) -> int:
+    async def _copy_own(self, journal: Journal) -> None:
+        """Write this process's journal into the database up to its current end: from memory where the buffer
+        holds the records, else read back from the journal.
+        """
+        until = journal.end
+        while journal.checkpoint < until:
+            if self._buffer and self._buffer_start == journal.checkpoint:
+                batch = self._buffer[: self._batch_size]
+                await self._write_or_reject([usage for usage, _ in batch])
+                position = batch[-1][1]
+                if self._buffer_start is not None:  # (unless given up meanwhile: then it is empty)
+                    del self._buffer[: len(batch)]
+                    self._buffer_start = position
+                journal.commit(position)
+                self._written += len(batch)
+            elif (copied := await self._copy_batch(journal, until)) is None:
+                break
+            else:
+                self._written += copied
+        if self._buffer_start is None:  # caught up: buffer again from here, the journal covers what came before
+            self._buffer_start = journal.end
+
+    async def _copy(self, journal: Journal) -> None:
         """Write ``journal`` into the database up to its current end, a batch at a time, checkpointing each."""
-        until, copied = journal.end, 0
-        while True:
-            lines, position = journal.read(self._batch_size, until)
-            if lines:
-                await self._write_or_reject(self._decode(journal, lines))
-                copied += len(lines)
-            if position == journal.checkpoint:
-                return copied
-            journal.commit(position)
+        until = journal.end
+        while await self._copy_batch(journal, until) is not None:
+            pass
+
+    async def _copy_batch(self, journal: Journal, until: Position) -> int | None:
+        """Read one batch back from the journal, write it and checkpoint it; how many records, None at ``until``."""
+        lines, position = journal.read(self._batch_size, until)
+        if lines:
+            await self._write_or_reject(self._decode(journal, lines))
+        if position == journal.checkpoint:
+            return None
+        journal.commit(position)
+        return len(lines)
 
     def _decode(self, journal: Journal, lines: list[bytes]) -> list[Usage]:
         try:

@@ -117,6 +117,11 @@ async def test_records_wait_in_the_journal_not_in_memory_while_the_database_is_l
         assert meter.pending == 0
         ids = set(await stored_ids(migrated_url))
         assert {u.request_id for u in records} <= ids and len(ids) == 20_200
+        after = [usage_of(tenant, i) for i in range(50)]  # buffered in memory again, now that the writer caught up
+        for usage in after:
+            meter.record(usage)
+        await meter.flush()
+        assert len(set(await stored_ids(migrated_url))) == 20_250 and meter.pending == 0
     finally:
         await meter.stop()
         await engine.dispose()
