@@ -159,8 +159,12 @@ class Journal:
     def commit(self, position: Position) -> None:
         """Record that the database has every record before ``position``; delete the segments it has whole."""
         tmp = self.directory / f"usage-{self.tag}.checkpoint.tmp"
-        tmp.write_text(f"{position.segment} {position.offset}\n")
-        tmp.replace(self.directory / f"usage-{self.tag}.checkpoint")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, f"{position.segment} {position.offset}\n".encode())
+        finally:
+            os.close(fd)
+        tmp.replace(self.directory / f"usage-{self.tag}.checkpoint")  # atomic: a crash leaves the old or the new one
         if self._read_segment < position.segment:
             self._close_reader()
         for segment in range(self._checkpoint.segment, position.segment):
