@@ -127,3 +127,50 @@ def test_replay_resumes_from_the_checkpoint_of_the_dead_process(tmp_path: Path) 
     adopted = Journal.adopt(tmp_path, tag)
     assert adopted is not None
     assert read_all(adopted) == lines(23, 12)
+
+
+def test_a_write_cut_short_by_a_full_disk_is_undone_and_reported(tmp_path: Path) -> None:
+    """The kernel's own short write: a file size limit (as a full disk would) stops a write midway; the journal
+    takes the partial line back, so the records before it stay whole and a later append starts on a line.
+    """
+    code = (
+        "import resource, signal, sys; from pathlib import Path\n"
+        "from cloudeasyml.metering.journal import Journal; from cloudeasyml.errors import UsageJournalError\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        f"j = Journal.create(Path({str(tmp_path)!r}))\n"
+        "hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (110, hard))\n"
+        "ok = 0\n"
+        "try:\n"
+        '    for i in range(100): j.append(b\'{"n":%d,"pad":"xxxxxxxx"}\\n\' % i); ok += 1\n'
+        "except UsageJournalError as exc: print(ok, exc)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))\n"
+        "j.append(b'{\"n\":-1}\\n')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    written, message = result.stdout.split(" ", 1)
+    assert (
+        int(written) == 4 and "cannot be written" in message
+    )  # 4 lines of 25 bytes fit in 110, the 5th is cut after 10
+    (segment,) = tmp_path.glob("*.jsonl")
+    assert segment.read_bytes().splitlines() == [
+        *(b'{"n":%d,"pad":"xxxxxxxx"}' % i for i in range(4)),
+        b'{"n":-1}',
+    ]
+
+
+def test_an_unwritable_journal_directory_is_reported_as_a_journal_error(tmp_path: Path) -> None:
+    import asyncio
+
+    from cloudeasyml.errors import UsageJournalError
+    from cloudeasyml.metering.meter import Meter
+
+    (tmp_path / "journal").write_text("a file, not a directory")
+    meter = Meter(None, tmp_path / "journal")  # type: ignore[arg-type]
+    try:
+        asyncio.run(meter.start())
+    except UsageJournalError as exc:
+        assert "cannot be opened" in str(exc)
+    else:
+        raise AssertionError("the meter started without a journal")
