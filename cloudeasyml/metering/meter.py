@@ -209,12 +209,20 @@ class Meter:
                     self._buffer_start = position
                 journal.commit(position)
                 self._written += len(batch)
-            elif (copied := await self._copy_batch(journal, until)) is None:
+            elif (copied := await self._copy_batch(journal, self._read_limit(journal, until))) is None:
                 break
             else:
                 self._written += copied
         if self._buffer_start is None:  # caught up: buffer again from here, the journal covers what came before
             self._buffer_start = journal.end
+
+    def _read_limit(self, journal: Journal, until: Position) -> Position:
+        """How far to read the journal back: up to where the buffer starts, which is then written from memory."""
+        start = self._buffer_start
+        if start is not None and start < journal.checkpoint:  # not expected; a buffer behind the checkpoint is stale
+            self._buffer.clear()
+            self._buffer_start = start = None
+        return until if start is None else min(until, start)
 
     async def _copy(self, journal: Journal) -> None:
         """Write ``journal`` into the database up to its current end, a batch at a time, checkpointing each."""

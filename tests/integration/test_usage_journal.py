@@ -328,3 +328,38 @@ async def test_every_endpoint_answers_503_not_500_when_the_database_is_down(
                     assert response.headers.get("retry-after"), (method, path)
         assert statuses["GET /usage"] == 503 and statuses["POST /predict"] == 503
         assert statuses["GET /health"] == 200
+
+
+@sqlite_only
+async def test_records_made_while_the_writer_catches_up_are_all_written_once(
+    migrated_url: str, tenant: NewTenant, tmp_path: Path
+) -> None:
+    """After an outage the writer reads the journal back, while new records arrive and are buffered again: it reads
+    the journal up to where the buffer starts and writes the rest from memory, losing and repeating nothing.
+    """
+    engine = create_engine(migrated_url)
+    meter = Meter(session_factory(engine), tmp_path / "journal", flush_interval=0.01, flush_timeout=0.2, batch_size=50)
+    await meter.start()
+    made: list[str] = []
+
+    def make(n: int) -> None:
+        for i in range(n):
+            usage = usage_of(tenant, i)
+            meter.record(usage)
+            made.append(usage.request_id)
+
+    try:
+        with sqlite_locked(migrated_url):
+            make(500)  # past the buffer: given up, the journal has them
+            with pytest.raises(DatabaseUnavailableError):
+                await meter.flush()
+        for _ in range(40):  # the writer catches up meanwhile, and buffers again
+            make(7)
+            await asyncio.sleep(0.005)
+        await flushed(meter)
+        ids = await stored_ids(migrated_url)
+        assert len(ids) == len(set(ids)) == len(made) == 780 and set(ids) == set(made)
+        assert meter.pending == 0
+    finally:
+        await meter.stop()
+        await engine.dispose()
