@@ -94,7 +94,8 @@ class MeteringSettings(msgspec.Struct, frozen=True):
     flush_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 0.5
     """How often the writer copies journaled usage into the database."""
     batch_size: Annotated[int, msgspec.Meta(ge=1)] = 1000
-    """Records per database transaction; also the most records the writer holds in memory at once."""
+    """Records per database transaction. Memory holds at most this many recent records (the rest wait in the journal
+    on disk) plus the batch being written."""
     segment_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 8 * 1024 * 1024
     """Journal files are closed past this size and deleted once the database has every record in them."""
     flush_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
