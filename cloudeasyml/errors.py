@@ -6,6 +6,7 @@ __all__ = (
     "AuthenticationError",
     "CloudEasyMLError",
     "ConflictError",
+    "DatabaseUnavailableError",
     "DeadlineExceededError",
     "DeploymentUnloadedError",
     "ExportError",
@@ -22,6 +23,7 @@ __all__ = (
     "RequestCapReachedError",
     "RetryLaterError",
     "SpendCapReachedError",
+    "UsageJournalError",
 )
 
 
@@ -105,6 +107,18 @@ class SpendCapReachedError(RetryLaterError):
     """The tenant has spent its monthly spend cap (``Retry-After``: until the month ends)."""
 
     title = "Payment Required"
+
+
+class DatabaseUnavailableError(RetryLaterError):
+    """The database is down, locked or not answering in time; nothing was changed, the client may retry."""
+
+    title = "Service Unavailable"
+
+
+class UsageJournalError(CloudEasyMLError):
+    """The usage journal cannot be written (disk full, read-only): a request that cannot be billed is not answered."""
+
+    title = "Service Unavailable"
 
 
 class ModelNotReadyError(CloudEasyMLError):

@@ -57,7 +57,9 @@ class Services:
     """Revocations and deletions told to every process through Redis; None without Redis."""
 
     async def start(self) -> None:
-        """Start background work (the meter's writer, the Redis subscriber)."""
+        """Start background work (the meter: replay of journals left by stopped processes, then its writer; the
+        Redis subscriber).
+        """
         await self.meter.start()
         if self.broadcast is not None:
             await self.broadcast.start()
@@ -102,13 +104,26 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
     """Wire the app's objects. Nothing here touches the database or loads a model yet."""
     pm = plugin_manager if plugin_manager is not None else get_plugin_manager(blocked=settings.plugins.blocked)
     catalog = build_catalog(pm)
-    engine = create_engine(settings.database_url, echo=settings.database.echo, pool_size=settings.database.pool_size)
+    engine = create_engine(
+        settings.database_url,
+        echo=settings.database.echo,
+        pool_size=settings.database.pool_size,
+        connect_timeout=settings.database.connect_timeout_seconds,
+    )
     sessions = session_factory(engine)
     resolver = ArtifactResolver(ArtifactStore(settings.artifact_path), export_on_load=settings.runtime.export_on_load)
     registry = ServingRegistry(resolver, memory_budget_bytes=int(settings.runtime.memory_budget_mb * 2**20))
     cache_seconds = settings.server.key_cache_seconds
     directory = DeploymentDirectory(sessions, catalog, resolver, cache_seconds=cache_seconds)
-    meter = Meter(sessions)
+    metering = settings.metering
+    meter = Meter(
+        sessions,
+        settings.journal_path,
+        flush_interval=metering.flush_interval_seconds,
+        batch_size=metering.batch_size,
+        segment_bytes=metering.segment_bytes,
+        flush_timeout=metering.flush_timeout_seconds,
+    )
     metrics = Metrics()
     authenticator = ApiKeyAuthenticator(
         sessions,

@@ -11,6 +11,7 @@ import msgspec
 
 __all__ = (
     "DatabaseSettings",
+    "MeteringSettings",
     "OpenInferenceSettings",
     "PluginSettings",
     "QuotaSettings",
@@ -38,6 +39,8 @@ class DatabaseSettings(msgspec.Struct, frozen=True):
     """Log every SQL statement (noisy; for debugging)."""
     pool_size: int = 10
     """Connections per process (PostgreSQL)."""
+    connect_timeout_seconds: float = 5.0
+    """How long opening a connection may take (PostgreSQL) before the request gets 503 instead of waiting."""
 
 
 class ServerSettings(msgspec.Struct, frozen=True):
@@ -136,6 +139,25 @@ class OpenInferenceSettings(msgspec.Struct, frozen=True):
     least 1."""
 
 
+class MeteringSettings(msgspec.Struct, frozen=True):
+    """Usage metering: the journal that every usage record is appended to before its answer is sent, and the
+    writer that copies the journal into the database.
+    """
+
+    journal_dir: str = ""
+    """Directory of the usage journal. Empty means ``CLOUDEASYML_HOME/journal``. Each server process writes its own
+    files there; put it on a volume that outlives the process (on Kubernetes, at least the container)."""
+    flush_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 0.5
+    """How often the writer copies journaled usage into the database."""
+    batch_size: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    """Records per database transaction. Memory holds at most this many recent records (the rest wait in the journal
+    on disk) plus the batch being written."""
+    segment_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 8 * 1024 * 1024
+    """Journal files are closed past this size and deleted once the database has every record in them."""
+    flush_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    """How long a reader of usage (``GET /usage``, quota checks) waits for the writer before answering 503."""
+
+
 class Settings(msgspec.Struct, frozen=True):
     """All settings."""
 
@@ -146,6 +168,7 @@ class Settings(msgspec.Struct, frozen=True):
     redis: RedisSettings = RedisSettings()
     quota: QuotaSettings = QuotaSettings()
     v2: OpenInferenceSettings = OpenInferenceSettings()
+    metering: MeteringSettings = MeteringSettings()
     home: str = ""
     """Data directory for the embedded defaults. Empty means ``~/.cloudeasyml``."""
 
@@ -158,6 +181,11 @@ class Settings(msgspec.Struct, frozen=True):
     def database_url(self) -> str:
         """The database URL, defaulting to a SQLite file in the data directory."""
         return self.database.url or f"sqlite+aiosqlite:///{self.home_dir / 'cloudeasyml.db'}"
+
+    @property
+    def journal_path(self) -> Path:
+        """The usage journal's directory."""
+        return Path(self.metering.journal_dir) if self.metering.journal_dir else self.home_dir / "journal"
 
     @property
     def artifact_path(self) -> Path:

@@ -11,10 +11,12 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import HTTPScope, Receive, Send
 
 from cloudeasyml.api.raw_http import CLIENT_GONE
+from cloudeasyml.db.errors import as_unavailable
 from cloudeasyml.errors import (
     AuthenticationError,
     CloudEasyMLError,
     ConflictError,
+    DatabaseUnavailableError,
     DeadlineExceededError,
     ExportError,
     InvalidInputError,
@@ -27,6 +29,7 @@ from cloudeasyml.errors import (
     RequestCapReachedError,
     RetryLaterError,
     SpendCapReachedError,
+    UsageJournalError,
 )
 
 __all__ = ("STATUS_BY_ERROR", "exception_handlers", "problem", "send_problem")
@@ -49,6 +52,8 @@ STATUS_BY_ERROR: dict[type[CloudEasyMLError], int] = {
     ModelNotReadyError: 503,
     ExportError: 503,  # the model cannot be made servable here; the detail says why
     DeadlineExceededError: 504,
+    DatabaseUnavailableError: 503,  # down, locked or timing out: never a 500 (see handle_unexpected)
+    UsageJournalError: 503,  # a request that cannot be billed is not answered
 }
 
 
@@ -78,7 +83,9 @@ def handle_domain_error(request: Request[Any, Any, Any], exc: CloudEasyMLError) 
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RetryLaterError) else None
     if status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="cloudeasyml"'}
-    if status >= 500 and not isinstance(exc, OverloadedError | ModelNotReadyError | DeadlineExceededError):
+    if isinstance(exc, DatabaseUnavailableError):
+        log.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc.__cause__ or exc)
+    elif status >= 500 and not isinstance(exc, OverloadedError | ModelNotReadyError | DeadlineExceededError):
         log.error("%s on %s: %s", type(exc).__name__, request.url.path, exc.detail)
     return problem(request, status, exc.detail, headers=headers)
 
@@ -129,7 +136,11 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    """Anything else is our bug: log it whole, tell the client nothing about it."""
+    """A database that is down, locked or timing out is a 503 (``DatabaseUnavailableError``), whichever code met it;
+    anything else is our bug: log it whole, tell the client nothing about it.
+    """
+    if (unavailable := as_unavailable(exc)) is not None:
+        return handle_domain_error(request, unavailable)
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(request, 500, "internal server error")
 

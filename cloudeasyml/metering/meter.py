@@ -1,26 +1,41 @@
-"""The meter: the sole writer of usage records. Records are buffered behind the response and written in
-batches; ``flush`` is awaited before usage is read and when the server shuts down.
+"""The meter: the sole writer of usage records.
+
+``record`` appends a request's usage to this process's journal (``cloudeasyml.metering.journal``) before the
+request's answer is sent; a background writer copies the journal into the database in batches and marks its
+progress. A process that dies leaves its journal behind, and the next one to start replays it into the database
+before serving. While the database is down the records wait in the journal, not in memory: the meter keeps at most
+``batch_size`` recent records in memory (so that the writer need not read back what it has) and reads one batch
+at a time back from the journal, and catches up from the journal when the database is back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 
 import msgspec
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cloudeasyml.background import cancel_and_wait
+from cloudeasyml.db.errors import RETRY_AFTER_SECONDS, as_unavailable
 from cloudeasyml.db.models import ApiKey, UsageRecord
+from cloudeasyml.errors import DatabaseUnavailableError, UsageJournalError
+from cloudeasyml.metering.journal import Journal, Position, orphan_tags
 
 __all__ = ("Meter", "Usage")
 
 log = logging.getLogger(__name__)
+
+REJECTED_FILE = "usage-rejected.jsonl"
+"""Records the database refused for their content (not for being unavailable), kept in the journal directory."""
 
 
 class Usage(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,75 +56,243 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Meter:
-    """Buffers usage and writes it in batches, idempotently (the request id is the primary key)."""
+    """Journals usage, then writes it to the database in batches, idempotently (the request id is the key)."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, flush_interval: float = 0.5, batch_size: int = 1000
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        journal_dir: Path,
+        *,
+        flush_interval: float = 0.5,
+        batch_size: int = 1000,
+        segment_bytes: int = 8 << 20,
+        flush_timeout: float = 5.0,
     ) -> None:
         self._sessions = sessions
+        self._dir = journal_dir
         self._interval = flush_interval
         self._batch_size = batch_size
-        self._buffer: list[Usage] = []
+        self._wake_at = max(1, batch_size // 2)  # wakes the writer before the buffer is full
+        self._segment_bytes = segment_bytes
+        self._flush_timeout = flush_timeout
+        self._journal: Journal | None = None
+        self._adopted: list[Journal] = []
+        self._appended = 0
+        self._written = 0
+        self._buffer: list[tuple[Usage, Position]] = []
+        """This process's latest records, each with the journal position after it, so that the writer need not
+        read back and decode what it has in memory; at most ``batch_size``."""
+        self._buffer_start: Position | None = None
+        """Where the first buffered record starts in the journal; None while the buffer was given up (the database
+        fell behind) and the writer reads the journal back instead."""
+        self._encoder = msgspec.json.Encoder()
+        self._decoder = msgspec.json.Decoder(list[Usage])
+        self._one_decoder = msgspec.json.Decoder(Usage)
         self._lock = asyncio.Lock()
+        self._queued: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
     @property
     def pending(self) -> int:
-        """Records not yet written."""
-        return len(self._buffer)
+        """Records this process journaled that are not in the database yet."""
+        return self._appended - self._written
 
     def record(self, usage: Usage) -> None:
-        """Queue a record; it is written within ``flush_interval`` seconds."""
-        self._buffer.append(usage)
-        if len(self._buffer) >= self._batch_size:
+        """Append a record to the journal now (one ``write``; it survives the process from then on); it reaches the
+        database within ``flush_interval`` seconds while the database is up. ``UsageJournalError`` if the journal
+        cannot be written: the caller must not answer a request it cannot bill.
+        """
+        journal = self._journal or self._open()
+        journal.append(self._encoder.encode(usage) + b"\n")
+        self._appended += 1
+        if self._buffer_start is not None:
+            if len(self._buffer) < self._batch_size:
+                self._buffer.append((usage, journal.end))
+            else:  # the database is behind: memory stays flat, the writer reads the journal back when it can
+                self._buffer.clear()
+                self._buffer_start = None
+        if self._appended - self._written >= self._wake_at:
             self._wake.set()
 
     async def start(self) -> None:
-        """Start the background writer."""
+        """Open this process's journal, replay into the database what stopped processes left in the journal
+        directory, and start the background writer. If the database cannot take the replay now, the writer
+        retries it.
+        """
+        own = self._journal or self._open()
+        for tag in orphan_tags(self._dir, exclude=own.tag):
+            if (journal := Journal.adopt(self._dir, tag)) is not None:
+                self._adopted.append(journal)
+        if self._adopted:
+            log.info("replaying the usage journals of %d stopped process(es)", len(self._adopted))
+            try:
+                await self._drain_soon()
+            except Exception as exc:  # noqa: BLE001 - serve anyway; the journals stay and the writer retries
+                log.warning("replaying usage journals failed (%r); the writer retries", exc)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        """Stop the writer and write whatever is left."""
+        """Stop the writer and write whatever is left; what the database cannot take stays in the journal for the
+        next start.
+        """
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None
-        await self.flush()
+        try:
+            await self._drain_soon()
+        except Exception as exc:  # noqa: BLE001 - shutting down: the journal keeps the records
+            log.warning("%d usage records stay in the journal at %s (%r)", self.pending, self._dir, exc)
+        for journal in [*self._adopted, *([self._journal] if self._journal else [])]:
+            journal.close()
+        self._adopted.clear()
+        self._journal = None
 
     async def flush(self) -> None:
-        """Write every buffered record now, including those recorded while writing. On a database error the
-        records stay buffered for the next try.
+        """Write every record journaled until now. ``DatabaseUnavailableError`` if the database is down, locked or
+        does not take them within ``flush_timeout`` (the write goes on in the background).
         """
-        while self._buffer:
-            await self._write_buffered()
+        drain = self._drain_soon()
+        try:
+            async with asyncio.timeout(self._flush_timeout):
+                await asyncio.shield(drain)
+        except TimeoutError as exc:
+            raise DatabaseUnavailableError(
+                f"usage could not be written within {self._flush_timeout:g} s; retry later",
+                retry_after=RETRY_AFTER_SECONDS,
+            ) from exc
+        except Exception as exc:
+            if (unavailable := as_unavailable(exc)) is not None:
+                raise unavailable from exc
+            raise
 
-    async def _write_buffered(self) -> None:
-        """Write the records buffered at this moment (in chunks of ``batch_size``), not those that arrive
-        meanwhile: under steady load the writer then wakes every ``flush_interval`` instead of writing
-        continuously, a transaction per handful of rows.
+    def _open(self) -> Journal:
+        try:
+            self._journal = Journal.create(self._dir, segment_bytes=self._segment_bytes)
+        except OSError as exc:
+            raise UsageJournalError(f"the usage journal cannot be opened in {self._dir}: {exc}") from exc
+        self._buffer.clear()
+        self._buffer_start = self._journal.end
+        return self._journal
+
+    def _drain_soon(self) -> asyncio.Future[None]:
+        """A pass of the writer that starts after this call: the one already waiting for its turn, or a new one.
+        So at most two passes exist at a time, however many readers flush while the database is slow.
         """
+        if self._queued is None:
+            self._queued = asyncio.get_running_loop().create_task(self._drain())
+            self._queued.add_done_callback(_retrieve)
+        return self._queued
+
+    async def _drain(self) -> None:
         async with self._lock:
-            pending = len(self._buffer)
-            while pending > 0:
-                batch = self._buffer[: min(self._batch_size, pending)]
-                await self._write(batch)
-                del self._buffer[: len(batch)]
-                pending -= len(batch)
+            self._queued = None  # from now on, a caller needs the next pass: this one may have read its end already
+            for journal in list(self._adopted):
+                await self._copy(journal)
+                journal.close()
+                self._adopted.remove(journal)
+            if self._journal is not None:
+                await self._copy_own(self._journal)
+
+    async def _copy_own(self, journal: Journal) -> None:
+        """Write this process's journal into the database up to its current end: from memory where the buffer
+        holds the records, else read back from the journal.
+        """
+        until = journal.end
+        while journal.checkpoint < until:
+            if self._buffer and self._buffer_start == journal.checkpoint:
+                batch = self._buffer[: self._batch_size]
+                await self._write_or_reject([usage for usage, _ in batch])
+                position = batch[-1][1]
+                if self._buffer_start is not None:  # (unless given up meanwhile: then it is empty)
+                    del self._buffer[: len(batch)]
+                    self._buffer_start = position
+                journal.commit(position)
+                self._written += len(batch)
+            elif (copied := await self._copy_batch(journal, self._read_limit(journal, until))) is None:
+                break
+            else:
+                self._written += copied
+        if self._buffer_start is None:  # caught up: buffer again from here, the journal covers what came before
+            self._buffer_start = journal.end
+
+    def _read_limit(self, journal: Journal, until: Position) -> Position:
+        """How far to read the journal back: up to where the buffer starts, which is then written from memory."""
+        start = self._buffer_start
+        if start is not None and start < journal.checkpoint:  # not expected; a buffer behind the checkpoint is stale
+            self._buffer.clear()
+            self._buffer_start = start = None
+        return until if start is None else min(until, start)
+
+    async def _copy(self, journal: Journal) -> None:
+        """Write ``journal`` into the database up to its current end, a batch at a time, checkpointing each."""
+        until = journal.end
+        while await self._copy_batch(journal, until) is not None:
+            pass
+
+    async def _copy_batch(self, journal: Journal, until: Position) -> int | None:
+        """Read one batch back from the journal, write it and checkpoint it; how many records, None at ``until``."""
+        lines, position = journal.read(self._batch_size, until)
+        if lines:
+            await self._write_or_reject(self._decode(journal, lines))
+        if position == journal.checkpoint:
+            return None
+        journal.commit(position)
+        return len(lines)
+
+    def _decode(self, journal: Journal, lines: list[bytes]) -> list[Usage]:
+        try:
+            return self._decoder.decode(b"[" + b",".join(lines) + b"]")
+        except msgspec.DecodeError:
+            records = []
+            for line in lines:
+                try:
+                    records.append(self._one_decoder.decode(line))
+                except msgspec.DecodeError:
+                    log.error("usage journal %s: skipping an unreadable line: %r", journal.tag, line[:200])
+            return records
 
     async def _run(self) -> None:
+        failing = False
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: on Python 3.11 a cancel that lands as wait_for times out can be lost,
+            # and the writer then ignored the server's shutdown (seen: 3 hung shutdowns in about 30).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
             self._wake.clear()
             try:
-                await self._write_buffered()
-            except Exception:  # keep metering alive through a database hiccup; records stay buffered
-                log.exception("writing %d usage records failed; will retry", len(self._buffer))
+                await asyncio.shield(self._drain_soon())
+            except Exception as exc:  # noqa: BLE001 - keep metering alive through an outage; the journal keeps all
+                if not failing:
+                    log.warning("writing usage to the database failed (%r); records wait in the journal", exc)
+                failing = True
+            else:
+                if failing:
+                    log.warning("usage writer caught up with the journal after a database failure")
+                failing = False
+
+    async def _write_or_reject(self, batch: list[Usage]) -> None:
+        """Write a batch; if the database refuses it for its content (a record of a deleted tenant, say), write
+        the records one by one and set aside those it refuses, so one bad record never stops billing.
+        """
+        try:
+            await self._write(batch)
+        except (sa_exc.IntegrityError, sa_exc.DataError):
+            for usage in batch:
+                try:
+                    await self._write([usage])
+                except (sa_exc.IntegrityError, sa_exc.DataError) as exc:
+                    log.error(
+                        "usage record %s refused by the database (%r); kept in %s", usage.request_id, exc, REJECTED_FILE
+                    )
+                    with (self._dir / REJECTED_FILE).open("ab") as rejected:
+                        rejected.write(self._encoder.encode(usage) + b"\n")
 
     async def _write(self, batch: list[Usage]) -> None:
+        if not batch:
+            return
         rows = [msgspec.structs.asdict(usage) for usage in batch]
         last_used: dict[str, datetime] = {}
         for usage in batch:
@@ -123,3 +306,9 @@ class Meter:
             await session.execute(statement, rows)
             for key_id, when in last_used.items():
                 await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark a writer pass's failure as seen: its awaiters (if any) report it; nobody needs a second log line."""
+    if not task.cancelled():
+        task.exception()

@@ -8,6 +8,7 @@ from litestar import Controller, Request, Response, get
 
 from cloudeasyml.api.problems import problem
 from cloudeasyml.api.schemas import Health
+from cloudeasyml.db.errors import RETRY_AFTER_SECONDS
 from cloudeasyml.db.readiness import expected_heads, not_ready_reason
 from cloudeasyml.db.types import utc_now
 from cloudeasyml.services import Services
@@ -38,5 +39,5 @@ class HealthController(Controller):
         services: Services = request.app.state.services
         reason = await not_ready_reason(services.sessions)
         if reason is not None:
-            return problem(request, 503, reason)
+            return problem(request, 503, reason, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         return Response({"status": "ready", "timestamp": utc_now().isoformat(), "schema": sorted(expected_heads())})

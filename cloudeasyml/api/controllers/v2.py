@@ -39,6 +39,7 @@ from cloudeasyml.api.open_inference import (
 )
 from cloudeasyml.api.problems import handle_domain_error, handle_http_exception, handle_unexpected, problem
 from cloudeasyml.api.request_log import request_context
+from cloudeasyml.db.errors import RETRY_AFTER_SECONDS
 from cloudeasyml.db.readiness import not_ready_reason
 from cloudeasyml.domain.inference import decode_json
 from cloudeasyml.domain.principal import Principal
@@ -186,7 +187,8 @@ class OpenInferenceController(Controller):
         services: Services = request.app.state.services
         reason = await not_ready_reason(services.sessions)
         if reason is not None:
-            return problem(request, 503, reason, ready=False, error=reason)
+            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+            return problem(request, 503, reason, headers=headers, ready=False, error=reason)
         return Response(Ready(ready=True))
 
     @get(_MODEL, summary="Model metadata", guards=[requires_scope("predict")])
