@@ -27,6 +27,7 @@ from cloudeasyml.errors import (
     RequestCapReachedError,
     RetryLaterError,
     SpendCapReachedError,
+    TenantLimitReachedError,
 )
 
 __all__ = ("STATUS_BY_ERROR", "exception_handlers", "problem", "send_problem")
@@ -40,6 +41,7 @@ STATUS_BY_ERROR: dict[type[CloudEasyMLError], int] = {
     PermissionDeniedError: 403,
     NotFoundError: 404,
     ConflictError: 409,
+    TenantLimitReachedError: 409,  # the state conflicts (too many deployments); deleting one resolves it
     InvalidInputError: 422,
     MalformedRequestError: 400,
     RateLimitedError: 429,

@@ -147,7 +147,7 @@ async def infer_tensors(
     entry = inference.entry_for(spec)
     batch = check_inputs(entry.model, arrays, spec.config.max_batch_size)
     await inference.admit(principal)
-    loaded = await inference.load(spec, entry)
+    loaded = await inference.load(spec, entry, plan=principal.plan)
     try:
         result = await loaded.run_tensors(arrays, batch)
     except InvalidArgument as exc:

@@ -113,7 +113,7 @@ async def _ready(request: Request[Principal, Any, Any], name: str, version: str 
     """Ready once loaded: loading here makes the answer true to its word and warms the deployment up."""
     services: Services = request.app.state.services
     spec = await _deployment(services, request.user, name, version)
-    await services.inference.load(spec, services.inference.entry_for(spec))
+    await services.inference.load(spec, services.inference.entry_for(spec), plan=request.user.plan)
     return ModelReady(name=spec.name, ready=True)
 
 
