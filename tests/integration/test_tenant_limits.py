@@ -105,7 +105,7 @@ async def test_config_that_multiplies_resources_is_bounded(client, tenant) -> No
 async def test_thread_counts_past_the_cpus_share_one_session_and_start_no_more_threads(client, app, tenant) -> None:
     registry: ServingRegistry = app.state.services.registry
     a = (await deploy(client, tenant.key, config={"intraOpThreads": 256, "device": "cpu"})).json()
-    b = (await deploy(client, tenant.key, config={"intraOpThreads": 255, "device": "auto"})).json()
+    b = (await deploy(client, tenant.key, config={"intraOpThreads": 255, "device": "cpu"})).json()
     threads_before = psutil.Process().num_threads()
     assert (await predict(client, tenant.key, a["id"])).status_code == 200
     assert (await predict(client, tenant.key, b["id"])).status_code == 200
@@ -122,7 +122,7 @@ async def test_thread_counts_past_the_cpus_share_one_session_and_start_no_more_t
 
 async def test_instances_run_at_most_one_per_cpu(client, app, tenant) -> None:
     registry: ServingRegistry = app.state.services.registry
-    wide = (await deploy(client, tenant.key, config={"instances": 16, "intraOpThreads": 16})).json()
+    wide = (await deploy(client, tenant.key, config={"instances": 16, "intraOpThreads": 16, "device": "cpu"})).json()
     assert (await predict(client, tenant.key, wide["id"])).status_code == 200
     loaded = registry.get_loaded(uuid.UUID(wide["id"]))
     assert loaded is not None and not loaded.on_gpu
