@@ -123,6 +123,7 @@ class ServingRegistry:
         self._cancelled: set[uuid.UUID] = set()
         """Loads in flight whose deployment was unloaded (deleted) meanwhile: dropped when they finish."""
         self._deleted: dict[uuid.UUID, None] = {}
+        """Ids of deleted deployments, oldest first (at most ``_TOMBSTONES``): a late ``load`` of one is refused."""
 
     def __len__(self) -> int:
         return len(self._loaded)
@@ -166,8 +167,8 @@ class ServingRegistry:
             self._check_wanted(spec)
             key, session = await self._session(key, model)
             if spec.id in self._cancelled or spec.id in self._deleted:
-                self._drop_session_if_unused(key)
-            self._check_wanted(spec)
+                self._drop_session_if_unused(key)  # opened for a deployment gone meanwhile: free it
+                self._check_wanted(spec)
             config = spec.config
             if not session.on_gpu:
                 config = msgspec.structs.replace(config, instances=served_instances(config, self._cpus))
@@ -223,9 +224,9 @@ class ServingRegistry:
                 return key, self._sessions[key]
         # Warm up: the first run allocates and plans; a user should not pay for it.
         await asyncio.to_thread(session.run, model.to_arrays(model.example_inputs()))
-        opened = (session, path.stat().st_size)
-        self._sessions[key] = opened
-        return key, opened
+        # A CUDA session that fell back to the CPU may meet a CPU session of the same key opened meanwhile (by a load
+        # that asked once CUDA was known to fail): the first one kept serves both.
+        return key, self._sessions.setdefault(key, (session, path.stat().st_size))
 
     async def _admit(self, spec: DeploymentSpec, tenant_cap: int) -> None:
         """Wait for room under the tenant's cap: unload the tenant's least recently used loaded deployment while its
