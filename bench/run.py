@@ -80,8 +80,8 @@ def _check_bounds(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--duration must be within 1..{MAX_SECONDS} s and --warmup within 0..{MAX_SECONDS} s")
     if not (1 <= args.batch_size <= 4096 and 1 <= args.items <= 4096):
         parser.error("--batch-size and --items must be within 1..4096")
-    if args.instances is not None and not 1 <= args.instances <= 64:
-        parser.error("--instances must be within 1..64")
+    if args.instances is not None and not 1 <= args.instances <= 16:
+        parser.error("--instances must be within 1..16")
 
 
 def say(message: str) -> None:

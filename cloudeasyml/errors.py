@@ -23,6 +23,7 @@ __all__ = (
     "RequestCapReachedError",
     "RetryLaterError",
     "SpendCapReachedError",
+    "TenantLimitReachedError",
     "UsageJournalError",
 )
 
@@ -63,6 +64,10 @@ class ConflictError(CloudEasyMLError):
     """The request conflicts with existing state, e.g. a duplicate deployment name."""
 
     title = "Conflict"
+
+
+class TenantLimitReachedError(ConflictError):
+    """The tenant already has as many of something (deployments) as its plan allows; deleting one makes room."""
 
 
 class InvalidInputError(CloudEasyMLError):

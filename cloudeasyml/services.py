@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from cloudeasyml.metering.pricing_book import PricingBook
 from cloudeasyml.plugins.catalog import ModelCatalog, build_catalog
 from cloudeasyml.plugins.manager import PluginManager, get_plugin_manager
 from cloudeasyml.runtime.artifacts import ArtifactStore
+from cloudeasyml.runtime.machine import memory_limit_bytes
 from cloudeasyml.runtime.registry import DeploymentSpec, ServingRegistry
 from cloudeasyml.runtime.resolver import ArtifactResolver
 from cloudeasyml.settings import Settings
@@ -30,7 +32,9 @@ from cloudeasyml.settings import Settings
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ("Services", "build_catalog_from_settings", "build_services")
+__all__ = ("Services", "build_catalog_from_settings", "build_services", "memory_budget_bytes")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +96,21 @@ class Services:
         self.directory.forget(spec.tenant_id, spec.id, spec.name)
         if self.broadcast is not None:
             await self.broadcast.publish(DELETED_DEPLOYMENTS, f"{spec.tenant_id} {spec.id} {spec.name}")
-        await self.registry.unload(spec.id)
+        await self.registry.unload(spec.id, deleted=True)
+
+
+def memory_budget_bytes(settings: Settings, memory_limit: int | None) -> int:
+    """The serving registry's memory budget: ``runtime.memory_budget_mb`` when set, else
+    ``runtime.memory_budget_fraction`` of ``memory_limit`` (what the process may use, from
+    ``cloudeasyml.runtime.machine.memory_limit_bytes``) shared by the server's workers; 0 (none) when the fraction is
+    0 or the limit unknown.
+    """
+    runtime = settings.runtime
+    if runtime.memory_budget_mb:
+        return int(runtime.memory_budget_mb * 2**20)
+    if not runtime.memory_budget_fraction or not memory_limit:
+        return 0
+    return int(memory_limit * runtime.memory_budget_fraction / max(1, settings.server.workers))
 
 
 def build_catalog_from_settings(settings: Settings) -> ModelCatalog:
@@ -112,7 +130,9 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
     )
     sessions = session_factory(engine)
     resolver = ArtifactResolver(ArtifactStore(settings.artifact_path), export_on_load=settings.runtime.export_on_load)
-    registry = ServingRegistry(resolver, memory_budget_bytes=int(settings.runtime.memory_budget_mb * 2**20))
+    budget = memory_budget_bytes(settings, memory_limit_bytes())
+    log.debug("memory budget of loaded models: %.0f MiB (0: none)", budget / 2**20)
+    registry = ServingRegistry(resolver, memory_budget_bytes=budget)
     cache_seconds = settings.server.key_cache_seconds
     directory = DeploymentDirectory(sessions, catalog, resolver, cache_seconds=cache_seconds)
     metering = settings.metering
@@ -154,7 +174,14 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         rate_limiter=RedisRateLimiter(redis) if redis is not None else LocalRateLimiter(),
         quota=quota,
         inference=InferenceService(
-            catalog, directory, registry, meter, pricing=PricingBook(pm), metrics=metrics, quota=quota
+            catalog,
+            directory,
+            registry,
+            meter,
+            pricing=PricingBook(pm),
+            metrics=metrics,
+            quota=quota,
+            limits=settings.limits,
         ),
         redis=redis,
         broadcast=_broadcast(redis, authenticator, directory, registry) if redis is not None else None,
@@ -177,7 +204,7 @@ def _deleted_elsewhere(directory: DeploymentDirectory, registry: ServingRegistry
     def apply(message: str) -> None:
         tenant_id, deployment_id, name = message.split(" ", 2)
         directory.forget(uuid.UUID(tenant_id), uuid.UUID(deployment_id), name)
-        task = asyncio.get_running_loop().create_task(registry.unload(uuid.UUID(deployment_id)))
+        task = asyncio.get_running_loop().create_task(registry.unload(uuid.UUID(deployment_id), deleted=True))
         unloading.add(task)
         task.add_done_callback(unloading.discard)
 

@@ -11,6 +11,8 @@ import msgspec
 
 __all__ = (
     "DatabaseSettings",
+    "LimitsSettings",
+    "PlanLimits",
     "MeteringSettings",
     "OpenInferenceSettings",
     "PluginSettings",
@@ -19,6 +21,7 @@ __all__ = (
     "RuntimeSettings",
     "ServerSettings",
     "Settings",
+    "TenantLimits",
     "load_settings",
 )
 
@@ -92,8 +95,58 @@ class RuntimeSettings(msgspec.Struct, frozen=True):
     export_on_load: bool = True
     """Export a model on first load when it has no artifact and torch is installed."""
     memory_budget_mb: float = 0
-    """Most memory loaded models may take (estimated by their ONNX files' size); past it the least recently
-    used are unloaded and load again on their next request. 0 means no limit."""
+    """Most memory loaded models may take in one process (estimated by their ONNX files' size); past it the least
+    recently used are unloaded and load again on their next request. 0 means derived: ``memory_budget_fraction``
+    of the memory this process may use (the container's cgroup limit, else physical memory) divided by
+    ``server.workers``."""
+    memory_budget_fraction: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
+    """The share of the process's memory limit that loaded models may take when ``memory_budget_mb`` is 0; 0 here
+    too means no budget at all."""
+
+
+class TenantLimits(msgspec.Struct, frozen=True):
+    """The limits of one tenant, its plan's overrides applied. 0 means no limit."""
+
+    max_deployments: int
+    """Deployments the tenant may have; creating one more is refused with 409."""
+    max_loaded_deployments: int
+    """The tenant's deployments loaded at once in one process; loading one more first unloads the tenant's least
+    recently used one (never another tenant's)."""
+
+
+class PlanLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One plan's overrides of the default limits; a field left out (None) keeps the default."""
+
+    max_deployments: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    """Overrides ``LimitsSettings.max_deployments``."""
+    max_loaded_deployments: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    """Overrides ``LimitsSettings.max_loaded_deployments``."""
+
+
+class LimitsSettings(msgspec.Struct, frozen=True):
+    """What one tenant may claim, by plan (a tenant's ``plan`` column). 0 means no limit."""
+
+    max_deployments: Annotated[int, msgspec.Meta(ge=0)] = 50
+    """Deployments per tenant; creating one more is refused with 409 until one is deleted."""
+    max_loaded_deployments: Annotated[int, msgspec.Meta(ge=0)] = 8
+    """A tenant's deployments loaded at once in one process (each holds one onnxruntime session, shared with
+    deployments of the same artifact, variant, device and threads); past it the tenant's least recently used one
+    is unloaded, never another tenant's."""
+    plans: dict[str, PlanLimits] = {}
+    """Per-plan overrides, JSON in the environment:
+    ``CLOUDEASYML_LIMITS__PLANS='{"free": {"max_deployments": 3, "max_loaded_deployments": 1}}'``."""
+
+    def for_plan(self, plan: str) -> TenantLimits:
+        """The limits of a tenant on ``plan``: the plan's overrides, else the defaults above."""
+        override = self.plans.get(plan, PlanLimits())
+        return TenantLimits(
+            max_deployments=_first(override.max_deployments, self.max_deployments),
+            max_loaded_deployments=_first(override.max_loaded_deployments, self.max_loaded_deployments),
+        )
+
+
+def _first(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 class PluginSettings(msgspec.Struct, frozen=True):
@@ -169,6 +222,7 @@ class Settings(msgspec.Struct, frozen=True):
     quota: QuotaSettings = QuotaSettings()
     v2: OpenInferenceSettings = OpenInferenceSettings()
     metering: MeteringSettings = MeteringSettings()
+    limits: LimitsSettings = LimitsSettings()
     home: str = ""
     """Data directory for the embedded defaults. Empty means ``~/.cloudeasyml``."""
 
@@ -196,6 +250,9 @@ class Settings(msgspec.Struct, frozen=True):
 # Short aliases users expect from the README and twelve-factor habits.
 _ALIASES = {"CLOUDEASYML_DATABASE_URL": "CLOUDEASYML_DATABASE__URL"}
 
+_JSON_FIELDS = {("limits", "plans")}
+"""Settings whose environment value is a JSON document rather than a scalar."""
+
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read settings from ``CLOUDEASYML_<SECTION>__<FIELD>`` variables (and ``CLOUDEASYML_DATABASE_URL``,
@@ -213,5 +270,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         elif len(path) == 2 and path[0] in Settings.__struct_fields__:
             section = tree.setdefault(path[0], {})
             assert isinstance(section, dict)
-            section[path[1]] = value.split(",") if path[1] == "blocked" else value
+            section[path[1]] = _parse(path[0], path[1], value)
     return msgspec.convert(tree, Settings, strict=False)
+
+
+def _parse(section: str, field: str, value: str) -> object:
+    if field == "blocked":
+        return value.split(",")
+    if (section, field) in _JSON_FIELDS:
+        try:
+            return msgspec.json.decode(value)
+        except msgspec.DecodeError as exc:
+            raise msgspec.ValidationError(f"{PREFIX}{section.upper()}__{field.upper()} is not JSON: {exc}") from exc
+    return value

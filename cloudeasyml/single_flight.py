@@ -35,6 +35,10 @@ class SingleFlight(Generic[T]):
             flight.add_done_callback(lambda _f: self._flights.pop(key, None))
         return flight
 
+    def in_flight(self, key: Hashable) -> asyncio.Future[T] | None:
+        """The load in flight for ``key``, or None; awaiting it (shielded) waits for its end without starting one."""
+        return self._flights.get(key)
+
     def __contains__(self, key: Hashable) -> bool:
         """Whether a load for ``key`` is in flight."""
         return key in self._flights

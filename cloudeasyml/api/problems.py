@@ -29,6 +29,7 @@ from cloudeasyml.errors import (
     RequestCapReachedError,
     RetryLaterError,
     SpendCapReachedError,
+    TenantLimitReachedError,
     UsageJournalError,
 )
 
@@ -43,6 +44,7 @@ STATUS_BY_ERROR: dict[type[CloudEasyMLError], int] = {
     PermissionDeniedError: 403,
     NotFoundError: 404,
     ConflictError: 409,
+    TenantLimitReachedError: 409,  # the state conflicts (too many deployments); deleting one resolves it
     InvalidInputError: 422,
     MalformedRequestError: 400,
     RateLimitedError: 429,

@@ -8,17 +8,18 @@ import uuid
 from typing import Any
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cloudeasyml.db.models import Deployment
+from cloudeasyml.db.models import Deployment, Tenant
 from cloudeasyml.db.types import utc_now
-from cloudeasyml.errors import ConflictError, InvalidInputError, NotFoundError
+from cloudeasyml.errors import ConflictError, InvalidInputError, NotFoundError, TenantLimitReachedError
 from cloudeasyml.plugins.catalog import ModelCatalog
 from cloudeasyml.runtime.config import ServingConfig
 from cloudeasyml.runtime.registry import DeploymentSpec
 from cloudeasyml.runtime.resolver import ArtifactResolver
+from cloudeasyml.settings import LimitsSettings
 
 __all__ = ("DeploymentRequest", "DeploymentService", "to_spec")
 
@@ -73,18 +74,29 @@ def _check_variant(config: ServingConfig) -> None:
 
 
 class DeploymentService:
-    """One tenant's deployments."""
+    """One tenant's deployments. ``limits`` (the settings' per-plan limits) bound how many it may create; None (a
+    reader, or the operator's CLI) sets no bound.
+    """
 
     def __init__(
-        self, session: AsyncSession, tenant_id: uuid.UUID, catalog: ModelCatalog, resolver: ArtifactResolver
+        self,
+        session: AsyncSession,
+        tenant_id: uuid.UUID,
+        catalog: ModelCatalog,
+        resolver: ArtifactResolver,
+        *,
+        limits: LimitsSettings | None = None,
     ) -> None:
         self._session = session
         self._tenant_id = tenant_id
         self._catalog = catalog
         self._resolver = resolver
+        self._limits = limits
 
     async def create(self, request: DeploymentRequest) -> Deployment:
-        """Validate the model, version, name and config, then insert; a duplicate name is a conflict."""
+        """Validate the model, version, name and config, then insert; a duplicate name is a conflict, and so is one
+        deployment more than the tenant's plan allows (``TenantLimitReachedError``).
+        """
         model = self._catalog.get(request.model_name).model
         version = request.model_version or model.version
         self._resolver.check_version(model, version)
@@ -92,6 +104,7 @@ class DeploymentService:
         if not DEPLOYMENT_NAME.fullmatch(name):
             raise InvalidInputError(f"name {name!r} must match {DEPLOYMENT_NAME.pattern}")
         config = merge_config(model.serving, request.config)
+        await self._check_room()
         row = Deployment(
             tenant_id=self._tenant_id,
             name=name,
@@ -107,6 +120,27 @@ class DeploymentService:
         except IntegrityError as exc:
             raise ConflictError(f"a deployment named {name!r} already exists") from exc
         return row
+
+    async def _check_room(self) -> None:
+        """Refuse a deployment past the tenant's ``max_deployments``. The no-op UPDATE comes first: it takes the
+        tenant row's lock (PostgreSQL) or the database's write lock (SQLite) until the transaction ends, so that
+        concurrent creations by one tenant count one after another instead of all seeing room for one more.
+        """
+        if self._limits is None:
+            return
+        plan = await self._session.scalar(
+            update(Tenant).where(Tenant.id == self._tenant_id).values(plan=Tenant.plan).returning(Tenant.plan)
+        )
+        most = self._limits.for_plan(plan or "default").max_deployments
+        if not most:
+            return
+        count = await self._session.scalar(
+            select(func.count()).select_from(Deployment).where(Deployment.tenant_id == self._tenant_id)
+        )
+        if (count or 0) >= most:
+            raise TenantLimitReachedError(
+                f"the tenant has {count} deployments, the most its plan {plan!r} allows; delete one first"
+            )
 
     async def list(self) -> list[Deployment]:
         """The tenant's deployments, newest first."""

@@ -29,6 +29,7 @@ from cloudeasyml.plugins.catalog import CatalogEntry, ModelCatalog
 from cloudeasyml.plugins.model import ModelPlugin
 from cloudeasyml.runtime.batcher import BatchResult
 from cloudeasyml.runtime.registry import DeploymentSpec, LoadedDeployment, ServingRegistry
+from cloudeasyml.settings import LimitsSettings
 
 __all__ = ("TOO_DEEP", "InferenceService", "PredictResponse", "Served", "check_items", "decode_json")
 
@@ -98,8 +99,10 @@ class InferenceService:
         pricing: PricingBook,
         metrics: Metrics,
         quota: QuotaGuard,
+        limits: LimitsSettings | None = None,
     ) -> None:
         self._catalog = catalog
+        self._limits = limits if limits is not None else LimitsSettings()
         self._quota = quota
         self._metrics = metrics
         self._pricing = pricing
@@ -181,13 +184,13 @@ class InferenceService:
         context.items = items
         reservation = await self.admit(principal, spec, entry)
         try:
-            loaded = await self.load(spec, entry)
+            loaded = await self.load(spec, entry, plan=principal.plan)
             try:
                 result = await run(loaded)
             except DeploymentUnloadedError:
                 # Evicted for memory (or deleted) between lookup and queueing: if it still exists, load it again.
                 spec = await self._directory.by_id(principal.tenant_id, spec.id)
-                loaded = await self.load(spec, entry)
+                loaded = await self.load(spec, entry, plan=principal.plan)
                 result = await run(loaded)
             cost = self.bill(principal, loaded, result, items, context.request_id)
         except BaseException:
@@ -213,9 +216,10 @@ class InferenceService:
         except NotFoundError as exc:
             raise ModelNotReadyError(f"model {spec.model_name!r} of deployment {spec.name!r} is not installed") from exc
 
-    async def load(self, spec: DeploymentSpec, entry: CatalogEntry) -> LoadedDeployment:
-        """The deployment, loaded (lazily, once)."""
-        return self._registry.get_loaded(spec.id) or await self._registry.load(spec, entry.model)
+    async def load(self, spec: DeploymentSpec, entry: CatalogEntry, *, plan: str) -> LoadedDeployment:
+        """The deployment, loaded (lazily, once) within its tenant's ``plan``'s cap of loaded deployments."""
+        most = self._limits.for_plan(plan).max_loaded_deployments
+        return self._registry.get_loaded(spec.id) or await self._registry.load(spec, entry.model, tenant_cap=most)
 
     async def run(self, loaded: LoadedDeployment, inputs: list[Any]) -> BatchResult:
         """Batch and run; a plugin's ``ValueError`` on the content of an input is the client's error."""

@@ -7,9 +7,25 @@ from typing import Annotated, Literal
 
 import msgspec
 
-__all__ = ("Device", "ServingConfig", "available_cpus", "session_threads")
+from cloudeasyml.runtime.machine import available_cpus
+
+__all__ = (
+    "MAX_INSTANCES",
+    "MAX_QUEUE_ITEMS",
+    "MAX_TIMEOUT_MS",
+    "Device",
+    "ServingConfig",
+    "available_cpus",
+    "served_instances",
+    "session_threads",
+)
 
 Device = Literal["auto", "cpu", "cuda"]
+
+# Maxima of what a tenant may ask for: each multiplies memory or threads held for it (see docs/security.md).
+MAX_INSTANCES = 16
+MAX_QUEUE_ITEMS = 65_536
+MAX_TIMEOUT_MS = 120_000
 
 
 class ServingConfig(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True, omit_defaults=False):
@@ -23,16 +39,18 @@ class ServingConfig(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_
     A request that finds the deployment idle runs at once."""
     device: Device = "auto"
     """``auto`` takes CUDA when onnxruntime can use it, else the CPU."""
-    instances: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    instances: Annotated[int, msgspec.Meta(ge=1, le=MAX_INSTANCES)] = 1
     """onnxruntime runs of this deployment that may be in flight side by side, on one shared session. By default
     they share the CPUs' threads between them (``intra_op_threads``). Two instances pipeline: one batch runs
-    while the clients of the other are answered, at the cost of fewer threads per request at low load."""
+    while the clients of the other are answered, at the cost of fewer threads per request at low load. On the CPU
+    at most one per CPU this process may use runs (see ``session_threads``)."""
     intra_op_threads: Annotated[int, msgspec.Meta(ge=0, le=256)] = 0
-    """Threads onnxruntime uses inside one operator. 0: onnxruntime's choice (the physical cores) with one
-    instance; with several, the CPUs split between them (see ``session_threads``)."""
-    max_queue_items: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 4096
+    """Threads onnxruntime uses inside one operator, clamped to the CPUs this process may use divided by its
+    instances. 0: onnxruntime's choice (the physical cores) with one instance; with several, the CPUs split
+    between them (see ``session_threads``)."""
+    max_queue_items: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUEUE_ITEMS)] = 4096
     """Items waiting beyond which new requests are refused with 503 at once."""
-    timeout_ms: Annotated[float, msgspec.Meta(gt=0, le=600_000)] = 30_000
+    timeout_ms: Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_MS)] = 30_000
     """Deadline of one request, queueing included; past it the caller gets 504."""
     eager_load: bool = False
     """Load the model when the deployment is created rather than on its first request."""
@@ -46,20 +64,28 @@ class ServingConfig(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_
     beside the float graph."""
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, which containers narrow), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def session_threads(config: ServingConfig) -> int:
-    """Intra-op threads of a deployment's session. An explicit ``intra_op_threads`` is kept; by default one
-    instance leaves the choice to onnxruntime (0), and several share the CPUs, so that instances running side by
-    side do not oversubscribe the cores (two instances of two threads each on two CPUs served MiniLM about
-    18 % slower than two of one thread each).
+def served_instances(config: ServingConfig, cpus: int | None = None) -> int:
+    """Instances that run side by side on the CPU: at most one per CPU this process may use (more would only take
+    turns on the cores, each holding a batch in memory).
     """
-    if config.intra_op_threads or config.instances == 1:
-        return config.intra_op_threads
-    return max(1, available_cpus() // config.instances)
+    return min(config.instances, cpus or available_cpus())
+
+
+def session_threads(config: ServingConfig, cpus: int | None = None) -> int:
+    """Intra-op threads of a deployment's session, never more than the CPUs this process may use (``cpus``, by
+    default ``available_cpus()``) split between its instances, so that a deployment cannot make onnxruntime start
+    more threads than there are cores, and thread counts past the cores (256, 255) name one session, not two.
+
+    An explicit ``intra_op_threads`` is kept up to that share. By default one instance leaves the choice to
+    onnxruntime (0), unless the process is confined to fewer CPUs than the machine has (a container's CPU limit or
+    affinity mask, which onnxruntime's count of physical cores ignores): then it gets those CPUs. Several instances
+    share the CPUs, so that instances running side by side do not oversubscribe the cores (two instances of two
+    threads each on two CPUs served MiniLM about 18 % slower than two of one thread each).
+    """
+    cpus = cpus or available_cpus()
+    share = max(1, cpus // served_instances(config, cpus))
+    if config.intra_op_threads:
+        return min(config.intra_op_threads, share)
+    if config.instances > 1:
+        return share
+    return 0 if cpus >= (os.cpu_count() or cpus) else cpus

@@ -19,7 +19,9 @@ __all__ = ("DeploymentController",)
 
 
 def _service(services: Services, session: Any, principal: Principal) -> DeploymentService:
-    return DeploymentService(session, principal.tenant_id, services.catalog, services.resolver)
+    return DeploymentService(
+        session, principal.tenant_id, services.catalog, services.resolver, limits=services.settings.limits
+    )
 
 
 def _read(services: Services, row: Deployment) -> DeploymentRead:
@@ -50,7 +52,7 @@ class DeploymentController(Controller):
             )
         spec = to_spec(row)
         if spec.config.eager_load:
-            await services.inference.load(spec, services.catalog.get(spec.model_name))
+            await services.inference.load(spec, services.catalog.get(spec.model_name), plan=request.user.plan)
         return _read(services, row)
 
     @get("/", summary="List deployments", guards=[requires_scope("deployments:read")])
