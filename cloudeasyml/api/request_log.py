@@ -9,15 +9,19 @@ tenant's. A valid ``X-Request-ID`` from the client (``RequestContext.client_requ
 
 The log line goes to the ``cloudeasyml.access`` logger at INFO: JSON (one object a line) when standard error is not
 a terminal, readable text when it is (``CLOUDEASYML_SERVER__LOG_FORMAT``: ``auto``, ``json`` or ``text``;
-``CLOUDEASYML_SERVER__ACCESS_LOG=false`` turns it off). It never holds a key, a hash or a body.
+``CLOUDEASYML_SERVER__ACCESS_LOG=false`` turns it off). It never holds a key, a hash or a body. Lines are written
+by a thread of their own, never on the event loop (see ``_DroppingQueueHandler``).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import queue
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 import msgspec
@@ -26,7 +30,7 @@ from litestar.types import HTTPScope, Message, Receive, Send
 from cloudeasyml.domain.request_context import RequestContext, client_request_id
 from cloudeasyml.settings import ServerSettings
 
-__all__ = ("ACCESS_LOGGER", "configure_access_log", "request_context", "serve_logged")
+__all__ = ("ACCESS_LOGGER", "configure_access_log", "drain_access_log", "request_context", "serve_logged")
 
 ACCESS_LOGGER = "cloudeasyml.access"
 _CONTEXT = "cloudeasyml_request"
@@ -129,9 +133,45 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+QUEUED_LINES = 10_000
+"""Most access-log lines waiting for the writer thread; past it new lines are dropped (and counted)."""
+
+
+class _DroppingQueueHandler(QueueHandler):
+    """Formats a line on the caller's thread and hands it to a writer thread, so that a standard error that does not
+    drain (a full pipe nobody reads, a stalled log collector) can never block the event loop: a synchronous write
+    there stalled every request of a server whose parent did not read its pipe. Past ``QUEUED_LINES`` waiting lines,
+    new ones are dropped and counted in ``dropped``.
+    """
+
+    def __init__(self, lines: queue.Queue[logging.LogRecord]) -> None:
+        super().__init__(lines)
+        self.dropped = 0
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        """Queue the line, or drop it if the writer is ``QUEUED_LINES`` behind."""
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
+_lines: queue.Queue[logging.LogRecord] = queue.Queue(QUEUED_LINES)
+
+
+def drain_access_log(timeout: float = 1.0) -> bool:
+    """Wait (at most ``timeout`` seconds) until the writer thread has written every queued line; True if it has."""
+    deadline = time.monotonic() + timeout
+    while _lines.unfinished_tasks:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
 def configure_access_log(settings: ServerSettings) -> None:
-    """Send the access log to standard error in the configured format, once per process (apps made later, as in
-    tests, reuse the handler). Off when ``settings.access_log`` is false.
+    """Send the access log to standard error in the configured format, through a writer thread, once per process
+    (apps made later, as in tests, reuse it). Off when ``settings.access_log`` is false.
     """
     if not settings.access_log:
         log.setLevel(logging.WARNING)
@@ -140,8 +180,10 @@ def configure_access_log(settings: ServerSettings) -> None:
     log.propagate = False
     if log.handlers:
         return
-    handler = _StderrHandler()
     fmt = settings.log_format
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    handler = _DroppingQueueHandler(_lines)
     handler.setFormatter(_JsonFormatter() if as_json else _TextFormatter())
     log.addHandler(handler)
+    QueueListener(_lines, _StderrHandler()).start()  # a daemon thread
+    atexit.register(drain_access_log)  # write what is queued at exit, unless standard error is stuck

@@ -4,10 +4,18 @@ request leaves one JSON access-log line with no secret in it."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
 
+import httpx
 import pytest
 from sqlalchemy import select
 
+from cloudeasyml.api.request_log import drain_access_log
+from cloudeasyml.cli.db import upgrade_database
 from cloudeasyml.db.models import UsageRecord
 from cloudeasyml.domain.request_context import client_request_id
 from cloudeasyml.domain.tenants import NewTenant
@@ -74,10 +82,12 @@ async def test_one_json_access_line_per_request_with_tenant_deployment_and_items
     client, tenant: NewTenant, capsys: pytest.CaptureFixture[str]
 ) -> None:
     deployment = await deploy(client, tenant.key)
+    assert drain_access_log(5.0)
     capsys.readouterr()
     payload = {"deploymentId": deployment["id"], "inputs": [{"x": 1.0, "y": 2.0}, {"x": 0.0, "y": 0.0}]}
     ok = await client.post("/predict", json=payload, headers=bearer(tenant.key))
     missing = await client.get(f"/deployments/{'0' * 8}-0000-0000-0000-{'0' * 12}", headers=bearer(tenant.key))
+    assert drain_access_log(5.0)
     captured = capsys.readouterr().err
     lines = _access_lines(captured)
     assert [line["status"] for line in lines] == [200, 404]
@@ -91,3 +101,36 @@ async def test_one_json_access_line_per_request_with_tenant_deployment_and_items
     )
     secret = tenant.key.split(".", 1)[1]
     assert secret not in captured and tenant.key not in captured
+
+
+def test_a_server_whose_log_pipe_nobody_reads_keeps_answering(tmp_path) -> None:
+    """Access-log lines go through a writer thread: a full standard-error pipe drops lines, never stalls requests
+    (written synchronously on the event loop, the 200th line or so blocked the whole server)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'served.db'}"
+    upgrade_database(url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDEASYML_")}
+    env.update(CLOUDEASYML_HOME=str(tmp_path / "home"), CLOUDEASYML_DATABASE_URL=url)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cloudeasyml.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,  # never read: it fills after about 64 KiB
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if http.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline and server.poll() is None, "the server did not start"
+                    time.sleep(0.1)
+            for _ in range(1500):  # ~500 KiB of log lines
+                assert http.get("/health").status_code == 200
+    finally:
+        server.kill()
+        server.wait(timeout=30)
