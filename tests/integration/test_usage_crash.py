@@ -130,7 +130,9 @@ async def test_a_server_killed_under_load_bills_every_answered_request_exactly_o
     answered: list[str] = []
     stop = asyncio.Event()
     clients = asyncio.create_task(load(server.base, headers, body, answered, stop))
+    deadline = time.monotonic() + 120
     while len(answered) < 300:
+        assert time.monotonic() < deadline and not clients.done(), f"only {len(answered)} answers in 120 s"
         await asyncio.sleep(0.05)
     server.process.send_signal(signal.SIGKILL)
     await asyncio.wait_for(clients, 60)
