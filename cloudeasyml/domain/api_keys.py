@@ -16,8 +16,8 @@ import msgspec
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.models import ApiKey, Tenant
-from cloudeasyml.db.types import utc_now
 from cloudeasyml.domain.key_format import generate_key, hash_secret
 from cloudeasyml.domain.principal import DEFAULT_KEY_SCOPES, Principal, validate_scopes
 from cloudeasyml.errors import (

@@ -47,11 +47,11 @@ import msgspec
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cloudeasyml.core.clock import utc_now
+from cloudeasyml.core.pricing import COST_SCALE
 from cloudeasyml.db.models import Tenant, UsageRecord
-from cloudeasyml.db.types import utc_now
 from cloudeasyml.errors import NotFoundError, RequestCapReachedError, SpendCapReachedError
 from cloudeasyml.metering.meter import Meter
-from cloudeasyml.metering.pricing import COST_SCALE
 from cloudeasyml.single_flight import SingleFlight
 
 if TYPE_CHECKING:

@@ -8,11 +8,11 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cloudeasyml.core.clock import utc_now
+from cloudeasyml.core.pricing import COST_SCALE
 from cloudeasyml.db.models import Tenant, User
-from cloudeasyml.db.types import utc_now
 from cloudeasyml.domain.api_keys import ApiKeyService, IssuedKey, KeyRequest
 from cloudeasyml.errors import ConflictError, InvalidInputError, NotFoundError
-from cloudeasyml.metering.pricing import COST_SCALE
 
 __all__ = ("MAX_SPEND_CAP", "UNCHANGED", "NewTenant", "create_tenant", "issue_admin_key", "set_caps")
 

@@ -9,11 +9,12 @@ from typing import Annotated, Any
 
 import msgspec
 
+from cloudeasyml.core.pricing import Pricing
+from cloudeasyml.core.serving import ServingConfig
+from cloudeasyml.core.tensors import TensorSpec
 from cloudeasyml.errors import ModelNotFoundError
-from cloudeasyml.metering.pricing import Pricing
 from cloudeasyml.plugins.manager import LoadFailure, PluginManager
-from cloudeasyml.plugins.model import ModelPlugin, TensorSpec
-from cloudeasyml.runtime.config import ServingConfig
+from cloudeasyml.plugins.model import ModelPlugin
 
 __all__ = ("CatalogEntry", "ModelCatalog", "build_catalog")
 

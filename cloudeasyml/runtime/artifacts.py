@@ -11,7 +11,6 @@ Files are written to a temporary name and renamed into place, so a reader never 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -19,20 +18,11 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-__all__ = ("ArtifactStore", "file_digest")
+__all__ = ("ArtifactStore",)
 
 ONNX_NAME = "model.onnx"
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "weights.npz"
-
-
-def file_digest(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ArtifactStore:

@@ -14,10 +14,11 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from cloudeasyml.core.serving import ServingConfig
 from cloudeasyml.errors import NotFoundError
 from cloudeasyml.plugins.model import ModelPlugin
 from cloudeasyml.runtime.batcher import Batcher, BatchResult
-from cloudeasyml.runtime.config import ServingConfig, available_cpus, served_instances, session_threads
+from cloudeasyml.runtime.config import available_cpus, served_instances, session_threads
 from cloudeasyml.runtime.resolver import ArtifactResolver
 from cloudeasyml.runtime.session import OnnxSession, providers_for
 from cloudeasyml.runtime.variants import ensure_variant, open_for_serving

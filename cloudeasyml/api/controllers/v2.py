@@ -39,13 +39,13 @@ from cloudeasyml.api.open_inference import (
 )
 from cloudeasyml.api.problems import handle_domain_error, handle_http_exception, handle_unexpected, problem
 from cloudeasyml.api.request_log import request_context
+from cloudeasyml.core.tensors import TensorSpec
 from cloudeasyml.db.errors import RETRY_AFTER_SECONDS
 from cloudeasyml.db.readiness import not_ready_reason
 from cloudeasyml.domain.inference import decode_json
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.domain.tensor_inference import infer_tensors
 from cloudeasyml.errors import CloudEasyMLError, NotFoundError
-from cloudeasyml.plugins.model import TensorSpec
 from cloudeasyml.runtime.registry import DeploymentSpec
 from cloudeasyml.services import Services
 
