@@ -83,10 +83,10 @@ async def set_caps(
                 raise InvalidInputError(f"the spend cap carries at most {COST_SCALE} decimal places")
             if spend_cap > MAX_SPEND_CAP:
                 raise InvalidInputError(f"the spend cap is at most {MAX_SPEND_CAP} (usage sums are stored exactly)")
-        tenant.spend_cap = spend_cap  # type: ignore[assignment]
+        tenant.spend_cap = spend_cap
     if request_cap is not UNCHANGED:
         if request_cap is not None and (not isinstance(request_cap, int) or request_cap < 0):
             raise InvalidInputError("the request cap must be a non-negative whole number")
-        tenant.request_cap = request_cap  # type: ignore[assignment]
+        tenant.request_cap = request_cap
     await session.flush()
     return tenant

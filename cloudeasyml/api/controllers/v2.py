@@ -64,7 +64,7 @@ _VERSION = "/models/{name:str}/versions/{version:str}"
 def _with_error(response: Response[Any]) -> Response[Any]:
     """Add the protocol's ``error`` member to a problem response; a 422 becomes the protocol's 400."""
     body = dict(response.content)
-    status = 400 if response.status_code == 422 else response.status_code
+    status = 400 if response.status_code == 422 else response.status_code or 500  # problems always carry one
     body.update(status=status, title=HTTPStatus(status).phrase, error=body["detail"])
     return Response(body, status_code=status, media_type=response.media_type, headers=dict(response.headers))
 
