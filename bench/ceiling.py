@@ -80,7 +80,8 @@ def measure_model(
     """Time ``model``'s graph at each batch size (``model`` is a ``cloudeasyml.ModelPlugin``), with the session a
     deployment of ``instances`` instances would open.
     """
-    from cloudeasyml.runtime.config import ServingConfig, session_threads
+    from cloudeasyml.core.serving import ServingConfig
+    from cloudeasyml.runtime.config import session_threads
     from cloudeasyml.runtime.session import open_session
 
     serving = model.serving  # type: ignore[attr-defined]

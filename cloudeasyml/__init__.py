@@ -5,16 +5,20 @@ This module is the public API for plugin authors.
 
 from __future__ import annotations
 
-from cloudeasyml.metering.pricing import Pricing
-from cloudeasyml.plugins.hookspecs import hookimpl
-from cloudeasyml.plugins.model import ModelPlugin, TensorSpec, TrainOptions, TrainProgress, TrainResult, Weights
-from cloudeasyml.runtime.config import ServingConfig
+from cloudeasyml.core.pricing import Pricing
+from cloudeasyml.core.principal import Principal
+from cloudeasyml.core.serving import ServingConfig
+from cloudeasyml.core.tensors import TensorSpec
+from cloudeasyml.plugins.hookspecs import RegisterModel, hookimpl
+from cloudeasyml.plugins.model import ModelPlugin, TrainOptions, TrainProgress, TrainResult, Weights
 
 __version__ = "0.1.0"
 
 __all__ = (
     "ModelPlugin",
     "Pricing",
+    "Principal",
+    "RegisterModel",
     "ServingConfig",
     "TensorSpec",
     "TrainOptions",

@@ -12,6 +12,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import ControllerRouterHandler
 
 import cloudeasyml
 from cloudeasyml.api.auth import ApiKeyMiddleware
@@ -36,7 +37,7 @@ from cloudeasyml.settings import Settings, load_settings
 
 __all__ = ("create_app",)
 
-ROUTES = [
+ROUTES: list[ControllerRouterHandler] = [
     HealthController,
     ModelController,
     DeploymentController,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -53,7 +54,7 @@ async def authenticate_scope(scope: Scope) -> Principal:
     return principal
 
 
-def _token(headers: list[tuple[bytes, bytes]]) -> str | None:
+def _token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     api_key = None
     for name, value in headers:
         if name == b"authorization":

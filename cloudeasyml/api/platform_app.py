@@ -52,12 +52,12 @@ class PlatformApp(Litestar):
         ):
             await self._predict(scope, receive, send)
             return
-        await Litestar.__call__(self, scope, receive, send)  # type: ignore[arg-type]
+        await Litestar.__call__(self, scope, receive, send)
 
     async def _predict(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
-        scope["app"] = scope["litestar_app"] = self  # type: ignore[typeddict-unknown-key]
+        scope["app"] = scope["litestar_app"] = self
         try:
-            await authenticate_scope(scope)  # type: ignore[arg-type]
+            await authenticate_scope(scope)
             content = await prediction(scope, receive, None)
         except Exception as exc:  # noqa: BLE001 - every error is answered, as Litestar's exception middleware does
             await send_problem(scope, receive, send, exc)

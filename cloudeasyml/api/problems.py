@@ -159,6 +159,6 @@ async def send_problem(scope: HTTPScope, receive: Receive, send: Send, exc: Exce
     ``cloudeasyml.api.platform_app``): the handler of the exception's nearest class in ``exception_handlers``.
     """
     handler = next(exception_handlers[cls] for cls in type(exc).__mro__ if cls in exception_handlers)
-    request: Request[Any, Any, Any] = Request(scope)  # type: ignore[arg-type]
+    request: Request[Any, Any, Any] = Request(scope)
     response = handler(request, exc)  # type: ignore[operator]
-    await response.to_asgi_response(app=None, request=request)(scope, receive, send)  # type: ignore[arg-type]
+    await response.to_asgi_response(app=None, request=request)(scope, receive, send)

@@ -7,9 +7,11 @@ way Litestar reports it, so the problem-details handlers treat both alike.
 
 from __future__ import annotations
 
+from typing import cast
+
 from litestar.exceptions import ClientException, InternalServerException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
-from litestar.types import HTTPScope, Receive, Send
+from litestar.types import HTTPRequestEvent, HTTPScope, Receive, Send
 
 __all__ = ("CLIENT_GONE", "read_body", "send_json")
 
@@ -40,13 +42,14 @@ async def read_body(scope: HTTPScope, receive: Receive, max_bytes: int) -> bytes
         message = await receive()
         if message["type"] == "http.disconnect":
             raise InternalServerException(CLIENT_GONE)
-        chunk = message.get("body", b"")  # type: ignore[union-attr]
+        message = cast(HTTPRequestEvent, message)  # an HTTP request's receive yields only these and disconnects
+        chunk = message.get("body", b"")
         if chunk:
             received += len(chunk)
             if received > max_bytes:
                 raise RequestEntityTooLarge
             chunks.append(chunk)
-        if not message.get("more_body", False):  # type: ignore[union-attr]
+        if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -61,7 +61,7 @@ async def serve_logged(
             client_id = client_request_id(value.decode("latin-1"))
             break
     context = RequestContext(client_request_id=client_id)
-    scope.setdefault("state", {})[_CONTEXT] = context  # type: ignore[typeddict-item]
+    scope.setdefault("state", {})[_CONTEXT] = context
     extra = [(b"x-request-id", context.request_id.encode("ascii"))]
     if client_id is not None:
         extra.append((b"x-client-request-id", client_id.encode("ascii")))
@@ -72,7 +72,7 @@ async def serve_logged(
         nonlocal status
         if message["type"] == "http.response.start":
             status = message["status"]
-            message["headers"] = [*message.get("headers", ()), *extra]  # type: ignore[typeddict-unknown-key]
+            message["headers"] = [*message.get("headers", ()), *extra]
         await send(message)
 
     try:
@@ -121,10 +121,10 @@ class _TextFormatter(logging.Formatter):
         return f"{stamp} {record.getMessage()} [{access.get('requestId', '-')}] {who}".rstrip()
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is when a line is logged (test runners swap it), not to the one at setup."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

@@ -8,11 +8,11 @@ from typing import Annotated, Any
 
 import msgspec
 
+from cloudeasyml.core.pricing import Pricing
+from cloudeasyml.core.serving import ServingConfig
+from cloudeasyml.core.tensors import TensorSpec
 from cloudeasyml.db.models import ApiKey, Deployment
 from cloudeasyml.domain.principal import DEFAULT_KEY_SCOPES
-from cloudeasyml.metering.pricing import Pricing
-from cloudeasyml.plugins.model import TensorSpec
-from cloudeasyml.runtime.config import ServingConfig
 
 __all__ = (
     "ApiKeyCreate",

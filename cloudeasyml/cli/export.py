@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import click
 from tqdm import tqdm
 
@@ -56,7 +58,7 @@ def export(models: tuple[str, ...], version: str | None, force: bool, variant: s
             failed += 1
             tqdm.write(click.style(f"{model.name} {target}: {exc.detail}", fg="red"))
             continue
-        report = manifest.get("export", {}) if isinstance(manifest, dict) else {}
+        report = cast("dict[str, object]", manifest.get("export", {}) if isinstance(manifest, dict) else {})
         state = "up to date" if existed and not force else "exported"
         tqdm.write(
             f"{model.name} {target}: {state}, parity {report.get('parityErrorExamples', '?')} / "

@@ -92,6 +92,7 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
         # The protocol applies the other limits of settings.server (header size, count and deadline, body and
         # keep-alive timeouts, connection cap) itself; the shutdown timeout is the server's.
         http=CoalescingHttpToolsProtocol,
-        timeout_keep_alive=settings.server.keep_alive_timeout_seconds,
-        timeout_graceful_shutdown=settings.server.graceful_shutdown_seconds,
+        # uvicorn annotates these as int but uses them as seconds for asyncio timers, where fractions work.
+        timeout_keep_alive=settings.server.keep_alive_timeout_seconds,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=settings.server.graceful_shutdown_seconds,  # type: ignore[arg-type]
     )

@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.base import Base
-from cloudeasyml.db.types import Money, UTCDateTime, utc_now
+from cloudeasyml.db.types import Money, UTCDateTime
 
 __all__ = ("ApiKey", "Deployment", "Tenant", "UsageRecord", "User")
 

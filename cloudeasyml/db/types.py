@@ -10,14 +10,9 @@ from sqlalchemy import BigInteger, DateTime
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-from cloudeasyml.metering.pricing import COST_SCALE
+from cloudeasyml.core.pricing import COST_SCALE
 
-__all__ = ("Money", "UTCDateTime", "from_scaled", "utc_now")
-
-
-def utc_now() -> datetime:
-    """The current time, timezone-aware in UTC."""
-    return datetime.now(UTC)
+__all__ = ("Money", "UTCDateTime", "from_scaled")
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -8,6 +8,7 @@ rate limit at most the parent's; revoking a key revokes every key below it in th
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -16,8 +17,8 @@ import msgspec
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.models import ApiKey, Tenant
-from cloudeasyml.db.types import utc_now
 from cloudeasyml.domain.key_format import generate_key, hash_secret
 from cloudeasyml.domain.principal import DEFAULT_KEY_SCOPES, Principal, validate_scopes
 from cloudeasyml.errors import (
@@ -108,7 +109,8 @@ class ApiKeyService:
         )
         return list(result)
 
-    async def revoke(self, key_id: str, *, actor: Principal | None) -> list[str]:
+    # builtins.list: in this class body, `list` names the method above.
+    async def revoke(self, key_id: str, *, actor: Principal | None) -> builtins.list[str]:
         """Revoke one of the tenant's keys and every key it created, transitively, in the caller's transaction
         (idempotent). Returns the ids to drop from caches: ``key_id`` first, then every key revoked by this call.
 

@@ -11,8 +11,8 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.models import ApiKey, Tenant
-from cloudeasyml.db.types import utc_now
 from cloudeasyml.domain.key_format import hash_secret, parse_key, secret_matches
 from cloudeasyml.domain.negative_cache import NegativeCache
 from cloudeasyml.domain.principal import Principal

@@ -12,11 +12,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cloudeasyml.core.clock import utc_now
+from cloudeasyml.core.serving import ServingConfig
 from cloudeasyml.db.models import Deployment, Tenant
-from cloudeasyml.db.types import utc_now
 from cloudeasyml.errors import ConflictError, InvalidInputError, NotFoundError, TenantLimitReachedError
 from cloudeasyml.plugins.catalog import ModelCatalog
-from cloudeasyml.runtime.config import ServingConfig
 from cloudeasyml.runtime.registry import DeploymentSpec
 from cloudeasyml.runtime.resolver import ArtifactResolver
 from cloudeasyml.settings import LimitsSettings

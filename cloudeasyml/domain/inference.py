@@ -9,7 +9,8 @@ from typing import Any
 
 import msgspec
 
-from cloudeasyml.db.types import utc_now
+from cloudeasyml.core.clock import utc_now
+from cloudeasyml.core.pricing import CostInputs, price
 from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.domain.quota import QuotaGuard, Reservation
@@ -23,7 +24,6 @@ from cloudeasyml.errors import (
 )
 from cloudeasyml.metering.meter import Meter, Usage
 from cloudeasyml.metering.metrics import Metrics
-from cloudeasyml.metering.pricing import CostInputs, price
 from cloudeasyml.metering.pricing_book import PricingBook
 from cloudeasyml.plugins.catalog import CatalogEntry, ModelCatalog
 from cloudeasyml.plugins.model import ModelPlugin

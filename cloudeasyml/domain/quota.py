@@ -37,7 +37,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -47,15 +47,17 @@ import msgspec
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cloudeasyml.core.clock import utc_now
+from cloudeasyml.core.pricing import COST_SCALE
 from cloudeasyml.db.models import Tenant, UsageRecord
-from cloudeasyml.db.types import utc_now
 from cloudeasyml.errors import NotFoundError, RequestCapReachedError, SpendCapReachedError
 from cloudeasyml.metering.meter import Meter
-from cloudeasyml.metering.pricing import COST_SCALE
 from cloudeasyml.single_flight import SingleFlight
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+    from redis.typing import EncodableT
 
 __all__ = (
     "QuotaGuard",
@@ -297,7 +299,7 @@ class QuotaGuard:
         keys = [f"cloudeasyml:quota:{{{tenant_id}:{month}}}:counts", f"cloudeasyml:quota:{{{tenant_id}:{month}}}:holds"]
         member = f"{uuid.uuid4().hex}:{_units(hold)}"
         expire_ms = int((caps.month_end + _KEEP_AFTER_MONTH).timestamp() * 1000)
-        args = [
+        args: list[EncodableT] = [
             member,
             _units(hold),
             -1 if caps.request_cap is None else caps.request_cap,
@@ -324,7 +326,7 @@ class QuotaGuard:
         return keys, member
 
     async def _run_reserve(
-        self, tenant_id: uuid.UUID, caps: TenantCaps, keys: list[str], args: list[object], expire_ms: int
+        self, tenant_id: uuid.UUID, caps: TenantCaps, keys: list[str], args: list[EncodableT], expire_ms: int
     ) -> int:
         status = int(await self._reserve_script(keys=keys, args=args))
         if status == -1:  # a new month, or Redis lost it: start from what the database holds
@@ -339,9 +341,9 @@ class QuotaGuard:
         if not attempt.cancelled() and attempt.exception() is None and attempt.result() == 0:
             self._track(self._release_script(keys=keys, args=[member]))
 
-    async def _update_shared(self, script: object, keys: list[str], args: list[object]) -> None:
+    async def _update_shared(self, script: AsyncScript, keys: list[str], args: list[EncodableT]) -> None:
         """Run a commit or release in Redis; it completes even if the request is cancelled meanwhile."""
-        update = self._track(script(keys=keys, args=args))  # type: ignore[operator]
+        update = self._track(script(keys=keys, args=args))
         try:
             await asyncio.shield(update)
         except asyncio.CancelledError:
@@ -349,8 +351,8 @@ class QuotaGuard:
         except Exception as exc:  # noqa: BLE001 - the reservation expires after its lease
             log.warning("updating a quota reservation in Redis failed: %s", exc)
 
-    def _track(self, coroutine: object) -> asyncio.Future[object]:
-        update = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+    def _track(self, coroutine: Awaitable[object]) -> asyncio.Future[object]:
+        update = asyncio.ensure_future(coroutine)
         self._updates.add(update)
         update.add_done_callback(self._updates.discard)
         update.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved: logged above

@@ -8,11 +8,11 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cloudeasyml.core.clock import utc_now
+from cloudeasyml.core.pricing import COST_SCALE
 from cloudeasyml.db.models import Tenant, User
-from cloudeasyml.db.types import utc_now
 from cloudeasyml.domain.api_keys import ApiKeyService, IssuedKey, KeyRequest
 from cloudeasyml.errors import ConflictError, InvalidInputError, NotFoundError
-from cloudeasyml.metering.pricing import COST_SCALE
 
 __all__ = ("MAX_SPEND_CAP", "UNCHANGED", "NewTenant", "create_tenant", "issue_admin_key", "set_caps")
 
@@ -83,10 +83,10 @@ async def set_caps(
                 raise InvalidInputError(f"the spend cap carries at most {COST_SCALE} decimal places")
             if spend_cap > MAX_SPEND_CAP:
                 raise InvalidInputError(f"the spend cap is at most {MAX_SPEND_CAP} (usage sums are stored exactly)")
-        tenant.spend_cap = spend_cap  # type: ignore[assignment]
+        tenant.spend_cap = spend_cap
     if request_cap is not UNCHANGED:
         if request_cap is not None and (not isinstance(request_cap, int) or request_cap < 0):
             raise InvalidInputError("the request cap must be a non-negative whole number")
-        tenant.request_cap = request_cap  # type: ignore[assignment]
+        tenant.request_cap = request_cap
     await session.flush()
     return tenant

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cloudeasyml.core.tensors import TensorSpec
 from cloudeasyml.domain.inference import InferenceService
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.domain.request_context import RequestContext
 from cloudeasyml.errors import InvalidInputError
-from cloudeasyml.plugins.model import ModelPlugin, TensorSpec
+from cloudeasyml.plugins.model import ModelPlugin
 from cloudeasyml.runtime.batcher import BatchResult
 from cloudeasyml.runtime.registry import DeploymentSpec, LoadedDeployment
 

@@ -17,10 +17,11 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import cast
 
 import msgspec
+from sqlalchemy import Table, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -299,10 +300,11 @@ class Meter:
             if usage.api_key_id is not None:
                 last_used[usage.api_key_id] = max(usage.created_at, last_used.get(usage.api_key_id, usage.created_at))
         async with self._sessions() as session, session.begin():
-            dialect = session.bind.dialect.name
+            dialect = session.get_bind().dialect.name
             insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
             # A Core insert of the table: the ORM's bulk path costs more per row on the event loop.
-            statement = insert(UsageRecord.__table__).on_conflict_do_nothing(index_elements=["request_id"])
+            table = cast(Table, UsageRecord.__table__)  # a declarative class's table (typed as any FromClause)
+            statement = insert(table).on_conflict_do_nothing(index_elements=["request_id"])
             await session.execute(statement, rows)
             for key_id, when in last_used.items():
                 await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))

@@ -6,7 +6,7 @@ import logging
 
 import pluggy
 
-from cloudeasyml.metering.pricing import Pricing
+from cloudeasyml.core.pricing import Pricing
 from cloudeasyml.plugins.model import ModelPlugin
 
 __all__ = ("PricingBook",)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import msgspec
 
+from cloudeasyml.core.pricing import Pricing
+from cloudeasyml.core.serving import ServingConfig
+from cloudeasyml.core.tensors import TensorSpec
 from cloudeasyml.errors import ModelNotFoundError
-from cloudeasyml.metering.pricing import Pricing
 from cloudeasyml.plugins.manager import LoadFailure, PluginManager
-from cloudeasyml.plugins.model import ModelPlugin, TensorSpec
-from cloudeasyml.runtime.config import ServingConfig
+from cloudeasyml.plugins.model import ModelPlugin
 
 __all__ = ("CatalogEntry", "ModelCatalog", "build_catalog")
 
@@ -42,7 +44,7 @@ class ModelCatalog:
         self._entries = entries
         self.failures = failures
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[CatalogEntry]:
         return iter(sorted(self._entries.values(), key=lambda e: e.model.name))
 
     def __len__(self) -> int:
@@ -139,7 +141,8 @@ def build_catalog(pm: PluginManager) -> ModelCatalog:
             continue
         assert isinstance(model, ModelPlugin)
         inputs_type = Annotated[
-            list[model.input_type], msgspec.Meta(min_length=1, max_length=model.max_items_per_request)
+            list[model.input_type],  # type: ignore[name-defined]  # a type built at run time, from the plugin
+            msgspec.Meta(min_length=1, max_length=model.max_items_per_request)
         ]
         entries[model.name] = CatalogEntry(model=model, plugin=plugin, source=source, inputs_type=inputs_type)
     return ModelCatalog(entries, failures)

@@ -12,17 +12,18 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from cloudeasyml.domain.principal import Principal
-    from cloudeasyml.metering.pricing import Pricing
+    from cloudeasyml.core.pricing import Pricing
+    from cloudeasyml.core.principal import Principal
     from cloudeasyml.plugins.model import ModelPlugin
 
-__all__ = ("PROJECT", "hookimpl", "hookspec")
+__all__ = ("PROJECT", "RegisterModel", "hookimpl", "hookspec")
 
 PROJECT = "cloudeasyml"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 RegisterModel = Callable[["ModelPlugin"], None]
+"""The ``register`` callback ``cloudeasyml_register_models`` receives (public as ``cloudeasyml.RegisterModel``)."""
 
 
 @hookspec

@@ -11,19 +11,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar
 
 import msgspec
 import numpy as np
 
-from cloudeasyml.metering.pricing import Pricing
-from cloudeasyml.runtime.artifacts import file_digest
-from cloudeasyml.runtime.config import ServingConfig
+from cloudeasyml.core.digest import file_digest
+from cloudeasyml.core.pricing import Pricing
+from cloudeasyml.core.serving import ServingConfig
+from cloudeasyml.core.tensors import TensorSpec
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ("ModelPlugin", "TensorSpec", "TrainOptions", "TrainProgress", "TrainResult", "Weights")
+__all__ = ("ModelPlugin", "TrainOptions", "TrainProgress", "TrainResult", "Weights")
 
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
@@ -33,19 +34,6 @@ Weights = dict[str, np.ndarray]
 
 TrainProgress = Callable[[int, int, Mapping[str, float]], None]
 """Called as ``progress(step, total_steps, metrics)`` while training."""
-
-
-class TensorSpec(msgspec.Struct, frozen=True, rename="camel"):
-    """One input or output tensor of the exported ONNX graph."""
-
-    name: str
-    """The tensor's name in the graph, and the key in ``to_arrays`` / ``from_outputs`` dictionaries."""
-    datatype: Literal["FP32", "FP64", "INT32", "INT64", "BOOL"]
-    """Element type, in the Open Inference Protocol's names."""
-    shape: tuple[int, ...]
-    """Dimensions; -1 marks a dynamic axis. Axis 0 is always the batch axis."""
-    dynamic_axes: tuple[str, ...] = ()
-    """Names of the dynamic axes, in order (``("batch",)``, ``("batch", "sequence")``); used for export."""
 
 
 class TrainOptions(msgspec.Struct, frozen=True, kw_only=True):

@@ -43,5 +43,6 @@ def scaffold_plugin(name: str, directory: Path) -> Path:
         path.write_text(Template((templates / template).read_text()).substitute(values))
     # Starting weights: a fixed linear map, so the package serves before it is trained.
     weights = {"weight": np.array([[0.5, -0.25]], dtype=np.float32), "bias": np.array([1.0], dtype=np.float32)}
-    np.savez(root / "src" / f"cloudeasyml_{name}" / "weights.npz", **weights)
+    # numpy's stub types **kwds as if one could be its allow_pickle flag (bool); these are arrays by name.
+    np.savez(root / "src" / f"cloudeasyml_{name}" / "weights.npz", **weights)  # type: ignore[arg-type]
     return root

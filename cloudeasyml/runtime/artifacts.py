@@ -11,28 +11,19 @@ Files are written to a temporary name and renamed into place, so a reader never 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 import numpy as np
 
-__all__ = ("ArtifactStore", "file_digest")
+__all__ = ("ArtifactStore",)
 
 ONNX_NAME = "model.onnx"
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "weights.npz"
-
-
-def file_digest(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ArtifactStore:
@@ -50,7 +41,7 @@ class ArtifactStore:
         path = onnx_path.with_name(MANIFEST_NAME)
         return msgspec.json.decode(path.read_bytes()) if path.exists() else None
 
-    def write_export(self, onnx_path: Path, produce: callable, manifest: dict[str, object]) -> object:  # type: ignore[valid-type]
+    def write_export(self, onnx_path: Path, produce: Callable[[Path], object], manifest: dict[str, object]) -> object:
         """Run ``produce(tmp_path)`` to write a graph, then move it and its manifest into place atomically."""
         onnx_path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=onnx_path.parent) as scratch:
@@ -72,7 +63,8 @@ class ArtifactStore:
             raise FileExistsError(f"{model} {version} already exists in the artifact store")
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as handle:
-            np.savez(handle, **weights)
+            # numpy's stub types **kwds as if one could be its allow_pickle flag (bool); these are arrays by name.
+            np.savez(handle, **weights)  # type: ignore[arg-type]
         os.replace(handle.name, path)
         return path
 

@@ -7,17 +7,18 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import numpy as np
 
+from cloudeasyml.core.serving import Device, ServingConfig
 from cloudeasyml.errors import NotFoundError
 from cloudeasyml.plugins.model import ModelPlugin
 from cloudeasyml.runtime.batcher import Batcher, BatchResult
-from cloudeasyml.runtime.config import ServingConfig, available_cpus, served_instances, session_threads
+from cloudeasyml.runtime.config import available_cpus, served_instances, session_threads
 from cloudeasyml.runtime.resolver import ArtifactResolver
 from cloudeasyml.runtime.session import OnnxSession, providers_for
 from cloudeasyml.runtime.variants import ensure_variant, open_for_serving
@@ -39,7 +40,7 @@ class DeploymentSpec(msgspec.Struct, frozen=True):
     config: ServingConfig
 
 
-SessionKey = tuple[Path, str, str, int]
+SessionKey = tuple[Path, str, Device, int]
 """(artifact path, variant, device, intra-op threads): deployments with equal keys share one session. The device is
 the one the session asks for (``cpu`` or ``cuda``, so ``auto`` and ``cpu`` on a machine without CUDA are one) and the
 threads are clamped to the CPUs (see ``session_threads``), so that a tenant cannot open more sessions of one graph
@@ -77,7 +78,8 @@ class LoadedDeployment:
             instances=config.instances,
             max_queue_items=config.max_queue_items,
             timeout_ms=config.timeout_ms,
-            cost_of=model.cost_units,
+            # The batcher hands cost_of the request's own list (or slices of it), as cost_units expects.
+            cost_of=cast(Callable[[Sequence[Any]], int], model.cost_units),
         )
 
     @property

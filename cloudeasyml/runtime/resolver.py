@@ -12,9 +12,10 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from cloudeasyml.core.digest import file_digest
 from cloudeasyml.errors import ModelNotFoundError, ModelNotReadyError
 from cloudeasyml.plugins.model import ModelPlugin, Weights
-from cloudeasyml.runtime.artifacts import ArtifactStore, file_digest
+from cloudeasyml.runtime.artifacts import ArtifactStore
 
 __all__ = ("ArtifactResolver",)
 

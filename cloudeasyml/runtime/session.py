@@ -10,8 +10,8 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
 
+from cloudeasyml.core.serving import Device
 from cloudeasyml.errors import InvalidInputError
-from cloudeasyml.runtime.config import Device
 
 __all__ = ("OnnxSession", "open_session", "providers_for")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import msgspec
 
@@ -66,7 +67,7 @@ def train_new_version(
         version=version,
         metrics={k: float(v) for k, v in result.metrics.items()},
         onnx_path=str(onnx_path),
-        export=dict(manifest.get("export", {})),  # type: ignore[arg-type]
+        export=dict(cast("dict[str, object]", manifest.get("export", {}))),
     )
     (weights_path.parent / METRICS_NAME).write_bytes(msgspec.json.encode(trained))
     return trained

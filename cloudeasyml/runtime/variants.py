@@ -29,9 +29,9 @@ import msgspec
 import numpy as np
 import onnxruntime as ort
 
+from cloudeasyml.core.digest import file_digest
+from cloudeasyml.core.serving import Device
 from cloudeasyml.errors import ExportError, ModelNotReadyError
-from cloudeasyml.runtime.artifacts import file_digest
-from cloudeasyml.runtime.config import Device
 from cloudeasyml.runtime.session import OnnxSession, open_session
 
 if TYPE_CHECKING:

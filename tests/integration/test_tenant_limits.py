@@ -17,10 +17,10 @@ import psutil
 import pytest
 
 from cloudeasyml.app import create_app
+from cloudeasyml.core.serving import ServingConfig
 from cloudeasyml.domain.tenants import create_tenant
 from cloudeasyml.errors import NotFoundError
 from cloudeasyml.runtime.artifacts import ArtifactStore
-from cloudeasyml.runtime.config import ServingConfig
 from cloudeasyml.runtime.registry import DeploymentSpec, ServingRegistry
 from cloudeasyml.runtime.resolver import ArtifactResolver
 from cloudeasyml.runtime.session import OnnxSession

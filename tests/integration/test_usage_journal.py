@@ -22,9 +22,9 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 
 from cloudeasyml.app import create_app
+from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.engine import create_engine, session_factory
 from cloudeasyml.db.models import UsageRecord
-from cloudeasyml.db.types import utc_now
 from cloudeasyml.domain.tenants import NewTenant
 from cloudeasyml.errors import DatabaseUnavailableError
 from cloudeasyml.metering.meter import Meter, Usage
@@ -134,7 +134,7 @@ _CRASHING_METER = textwrap.dedent(
     from decimal import Decimal
     from pathlib import Path
     from cloudeasyml.db.engine import create_engine, session_factory
-    from cloudeasyml.db.types import utc_now
+    from cloudeasyml.core.clock import utc_now
     from cloudeasyml.metering.meter import Meter, Usage
 
     url, journal, tenant, written, unwritten, forget_checkpoint = sys.argv[1:7]

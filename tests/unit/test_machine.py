@@ -9,8 +9,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from cloudeasyml.core.serving import ServingConfig
 from cloudeasyml.runtime import config
-from cloudeasyml.runtime.config import ServingConfig, served_instances, session_threads
+from cloudeasyml.runtime.config import served_instances, session_threads
 from cloudeasyml.runtime.machine import available_cpus, cgroup_cpu_limit, memory_limit_bytes
 from cloudeasyml.services import memory_budget_bytes
 from cloudeasyml.settings import RuntimeSettings, ServerSettings, Settings, TenantLimits, load_settings

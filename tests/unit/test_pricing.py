@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from cloudeasyml.core.pricing import CostInputs, Pricing, price
 from cloudeasyml.db.types import Money
-from cloudeasyml.metering.pricing import CostInputs, Pricing, price
 
 
 def test_cost_is_per_request_plus_time_parts_in_exact_decimals() -> None:

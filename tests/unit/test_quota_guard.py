@@ -244,7 +244,7 @@ async def test_redis_starts_a_month_from_the_usage_in_the_database(
 
 async def _record_usage(url: str, tenant: NewTenant, journal_dir: Path) -> None:
     """One billed request of ``tenant``, written as the meter writes it."""
-    from cloudeasyml.db.types import utc_now
+    from cloudeasyml.core.clock import utc_now
     from cloudeasyml.metering.meter import Usage
 
     engine = create_engine(url)

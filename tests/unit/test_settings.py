@@ -42,8 +42,9 @@ def test_bad_values_are_reported() -> None:
 
 
 def test_instances_split_the_cpus_between_their_threads_unless_threads_are_set(monkeypatch) -> None:
+    from cloudeasyml.core.serving import ServingConfig
     from cloudeasyml.runtime import config
-    from cloudeasyml.runtime.config import ServingConfig, session_threads
+    from cloudeasyml.runtime.config import session_threads
 
     monkeypatch.setattr(config, "available_cpus", lambda: 8)
     assert session_threads(ServingConfig()) == 0  # one instance: onnxruntime's choice

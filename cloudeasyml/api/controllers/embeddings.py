@@ -55,7 +55,7 @@ _ERROR_TYPES = {
 def _with_error(response: Response[Any]) -> Response[Any]:
     """Add OpenAI's ``error`` object to a problem response; invalid content is a 400 there (and so titled)."""
     body = dict(response.content)
-    status = 400 if response.status_code == 422 else response.status_code
+    status = 400 if response.status_code == 422 else response.status_code or 500  # problems always carry one
     body.update(
         status=status,
         title=HTTPStatus(status).phrase,

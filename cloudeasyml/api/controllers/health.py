@@ -8,9 +8,9 @@ from litestar import Controller, Request, Response, get
 
 from cloudeasyml.api.problems import problem
 from cloudeasyml.api.schemas import Health
+from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.errors import RETRY_AFTER_SECONDS
 from cloudeasyml.db.readiness import expected_heads, not_ready_reason
-from cloudeasyml.db.types import utc_now
 from cloudeasyml.services import Services
 
 __all__ = ("HealthController",)

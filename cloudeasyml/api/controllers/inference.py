@@ -16,7 +16,7 @@ nodes do not record, and fails with a ``KeyError``).
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from litestar import Request, asgi, post
 from litestar.exceptions import MethodNotAllowedException
@@ -50,9 +50,10 @@ async def predict(scope: Scope, receive: Receive, send: Send) -> None:
     ``PlatformApp`` serves ``POST /predict`` ahead of the router; this route answers the requests it leaves to
     Litestar (other methods, a root path) and carries the endpoint's OpenAPI operation.
     """
-    if scope["method"] != "POST":
+    http = cast(HTTPScope, scope)  # the route is HTTP-only
+    if http["method"] != "POST":
         raise MethodNotAllowedException(headers={"Allow": "POST"})
-    await send_json(send, await prediction(scope, receive, None))  # type: ignore[arg-type]
+    await send_json(send, await prediction(http, receive, None))
 
 
 @post("/deployments/{deployment_id:uuid}/predict", name="predict-deployment", status_code=HTTP_200_OK)

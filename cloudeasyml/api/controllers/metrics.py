@@ -6,6 +6,7 @@ deployment or a key: anyone who can reach the port can read this page.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from litestar import Controller, Request, Response, get
@@ -18,7 +19,7 @@ __all__ = ("MetricsController",)
 _TEXT_FORMAT = "text/plain; version=0.0.4"
 
 
-def _by_model(values: dict[str, float]) -> dict[tuple[tuple[str, str], ...], float]:
+def _by_model(values: Mapping[str, float]) -> dict[tuple[tuple[str, str], ...], float]:
     return {(("model", model),): value for model, value in sorted(values.items())}
 
 

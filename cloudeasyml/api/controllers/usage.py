@@ -9,7 +9,7 @@ from litestar import Controller, Request, get
 from litestar.params import FromQuery
 
 from cloudeasyml.api.auth import requires_scope
-from cloudeasyml.db.types import utc_now
+from cloudeasyml.core.clock import utc_now
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.domain.quota import QuotaReport, quota_report
 from cloudeasyml.domain.usage import UsageReport, usage_report

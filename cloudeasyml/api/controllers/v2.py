@@ -39,13 +39,13 @@ from cloudeasyml.api.open_inference import (
 )
 from cloudeasyml.api.problems import handle_domain_error, handle_http_exception, handle_unexpected, problem
 from cloudeasyml.api.request_log import request_context
+from cloudeasyml.core.tensors import TensorSpec
 from cloudeasyml.db.errors import RETRY_AFTER_SECONDS
 from cloudeasyml.db.readiness import not_ready_reason
 from cloudeasyml.domain.inference import decode_json
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.domain.tensor_inference import infer_tensors
 from cloudeasyml.errors import CloudEasyMLError, NotFoundError
-from cloudeasyml.plugins.model import TensorSpec
 from cloudeasyml.runtime.registry import DeploymentSpec
 from cloudeasyml.services import Services
 
@@ -64,7 +64,7 @@ _VERSION = "/models/{name:str}/versions/{version:str}"
 def _with_error(response: Response[Any]) -> Response[Any]:
     """Add the protocol's ``error`` member to a problem response; a 422 becomes the protocol's 400."""
     body = dict(response.content)
-    status = 400 if response.status_code == 422 else response.status_code
+    status = 400 if response.status_code == 422 else response.status_code or 500  # problems always carry one
     body.update(status=status, title=HTTPStatus(status).phrase, error=body["detail"])
     return Response(body, status_code=status, media_type=response.media_type, headers=dict(response.headers))
 

@@ -6,8 +6,7 @@ then calls ``cloudeasyml_register_models`` below. Importing this package never i
 
 from __future__ import annotations
 
-from cloudeasyml import hookimpl
-from cloudeasyml.plugins.hookspecs import RegisterModel
+from cloudeasyml import RegisterModel, hookimpl
 from cloudeasyml_housing.model import HouseFeatures, HousePrice, HousingModel
 
 __all__ = ("HouseFeatures", "HousePrice", "HousingModel", "cloudeasyml_register_models")

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from cloudeasyml import hookimpl
+from cloudeasyml import RegisterModel, hookimpl
 from cloudeasyml_minilm.model import MiniLMModel
-
-if TYPE_CHECKING:
-    from cloudeasyml.plugins.hookspecs import RegisterModel
 
 __all__ = ("MiniLMModel", "cloudeasyml_register_models")
 

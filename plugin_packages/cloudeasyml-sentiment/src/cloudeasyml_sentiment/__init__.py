@@ -5,8 +5,7 @@ Registered through the ``cloudeasyml`` entry point ``sentiment = "cloudeasyml_se
 
 from __future__ import annotations
 
-from cloudeasyml import hookimpl
-from cloudeasyml.plugins.hookspecs import RegisterModel
+from cloudeasyml import RegisterModel, hookimpl
 from cloudeasyml_sentiment.model import SentimentInput, SentimentModel, SentimentPrediction, SentimentProbabilities
 
 __all__ = (
