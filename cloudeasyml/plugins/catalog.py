@@ -142,7 +142,7 @@ def build_catalog(pm: PluginManager) -> ModelCatalog:
         assert isinstance(model, ModelPlugin)
         inputs_type = Annotated[
             list[model.input_type],  # type: ignore[name-defined]  # a type built at run time, from the plugin
-            msgspec.Meta(min_length=1, max_length=model.max_items_per_request)
+            msgspec.Meta(min_length=1, max_length=model.max_items_per_request),
         ]
         entries[model.name] = CatalogEntry(model=model, plugin=plugin, source=source, inputs_type=inputs_type)
     return ModelCatalog(entries, failures)
