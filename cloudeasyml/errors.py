@@ -1,4 +1,4 @@
-"""Domain errors. They know nothing of HTTP; ``api/exceptions.py`` maps each to a status."""
+"""Domain errors. They know nothing of HTTP; ``api/problems.py`` maps each to a status and a problem detail."""
 
 from __future__ import annotations
 
