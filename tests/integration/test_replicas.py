@@ -386,7 +386,13 @@ async def test_a_tenants_request_cap_holds_across_both_replicas(replicas: Cluste
         responses = await asyncio.gather(
             *(client.post("/predict", json=body, headers=bearer(owner_key)) for _ in range(40))
         )
-        usage = (await client.get("/usage", headers=bearer(owner_key))).json()
+        # /usage flushes the meter of the replica that answers it; the other replica writes its records within its
+        # flush interval (0.5 s), so its answers may show up a moment later.
+        for _ in range(50):
+            usage = (await client.get("/usage", headers=bearer(owner_key))).json()
+            if usage["totalRequests"] >= 5:
+                break
+            await asyncio.sleep(0.1)
     statuses = Counter(r.status_code for r in responses)
     assert statuses == {200: 5, 429: 35}, statuses
     assert usage["totalRequests"] == 5
