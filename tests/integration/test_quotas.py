@@ -61,15 +61,16 @@ async def test_past_the_request_cap_predictions_are_429_and_not_billed(
 
 
 async def test_past_the_spend_cap_predictions_are_402(migrated_url: str, client, tenant: NewTenant) -> None:
-    # The tiny model costs 0.001 per request plus 0.5 per second: one request's fixed price fits, two do not.
-    await _caps(migrated_url, tenant, spend_cap=Decimal("0.0015"))
+    # The tiny model costs 0.001 per request plus 0.5 per second: one request's fixed price fits, two do not
+    # (whatever the first one's time, which a busy machine stretches past a millisecond).
+    await _caps(migrated_url, tenant, spend_cap=Decimal("0.0019"))
     deployment = await deploy(client, tenant.key)
     assert (await _predict(client, tenant, deployment)).status_code == 200
     refused = await _predict(client, tenant, deployment)
-    assert refused.status_code == 402 and "spend cap (0.0015 per month)" in refused.json()["detail"]
+    assert refused.status_code == 402 and "spend cap (0.0019 per month)" in refused.json()["detail"]
     assert int(refused.headers["retry-after"]) > 0
     report = await usage(client, tenant.key)
-    assert report["totalRequests"] == 1 and Decimal("0.001") < Decimal(report["totalCost"]) < Decimal("0.0015")
+    assert report["totalRequests"] == 1 and Decimal("0.001") < Decimal(report["totalCost"])
 
 
 async def test_a_request_whose_fixed_price_would_pass_the_spend_cap_does_not_run(
