@@ -1,6 +1,7 @@
 """Per-key request rate limits: a token bucket per key (``rateLimitPerMinute`` tokens, refilled at that rate).
 
-``LocalRateLimiter`` keeps the buckets in this process: N processes allow up to N times the rate.
+``LocalRateLimiter`` keeps the buckets in this process: N processes allow up to N times the rate. A bucket left
+alone for a minute is full again, the same as no bucket, so it is dropped; at most ``max_buckets`` are kept.
 ``RedisRateLimiter`` keeps them in Redis, updated by one atomic script per request on Redis's own clock, so every
 process using that Redis shares one limit. If Redis cannot be reached, requests pass (with a warning in the
 log): a rate limiter must not take the API down with it.
@@ -11,9 +12,11 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from cloudeasyml.errors import RateLimitedError
+from cloudeasyml.ttl_cache import TTLCache
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -36,21 +39,37 @@ def _refused(per_minute: int, wait_seconds: float) -> RateLimitedError:
     )
 
 
-class LocalRateLimiter:
-    """Buckets in this process."""
+_REFILL_SECONDS = 60.0
+"""A bucket holds ``per_minute`` tokens and gains ``per_minute`` a minute: untouched this long, any bucket is full."""
 
-    def __init__(self) -> None:
-        self._buckets: dict[str, tuple[float, float]] = {}
+
+class LocalRateLimiter:
+    """Buckets in this process, bounded: a bucket untouched for a minute is full, the same as a missing one, and is
+    dropped; past ``max_buckets`` keys used within a minute the least recently used bucket is dropped too (that key
+    starts again from a full bucket: more keys than that active at once loosen the limit of the least active).
+    """
+
+    def __init__(self, *, max_buckets: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        # key id -> (tokens, when counted). Expiry = full again: a missing bucket is a full one.
+        self._buckets: TTLCache[str, tuple[float, float]] = TTLCache(
+            ttl_seconds=_REFILL_SECONDS, max_entries=max_buckets, clock=clock
+        )
 
     async def check(self, key_id: str, per_minute: int) -> None:
         """Take one token from the key's bucket, or raise ``RateLimitedError``."""
-        now = time.monotonic()
-        tokens, last = self._buckets.get(key_id, (float(per_minute), now))
+        now = self._clock()
+        bucket = self._buckets.get(key_id)
+        tokens, last = bucket if bucket is not None else (float(per_minute), now)
         tokens = min(float(per_minute), tokens + (now - last) * per_minute / 60)
         if tokens < 1:
-            self._buckets[key_id] = (tokens, now)
+            self._buckets.put(key_id, (tokens, now), at=now)
             raise _refused(per_minute, (1 - tokens) * 60 / per_minute)
-        self._buckets[key_id] = (tokens - 1, now)
+        self._buckets.put(key_id, (tokens - 1, now), at=now)
+
+    def __len__(self) -> int:
+        """Buckets held (those full again included until they are pruned)."""
+        return len(self._buckets)
 
 
 _TOKEN_BUCKET = """
