@@ -17,12 +17,12 @@ Types in these signatures are imported at run time: Litestar reads them to resol
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Annotated, Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from litestar import Request
 from litestar.datastructures import State
-from litestar.di import Dependency, Provide
-from litestar.params import SkipValidationMarker
+from litestar.di import NamedDependency, Provide
+from litestar.params import SkipValidation
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudeasyml.domain.api_keys import ApiKeyService
@@ -46,7 +46,7 @@ __all__ = (
 
 T = TypeVar("T")
 
-Injected: TypeAlias = Annotated[T, Dependency(kind="named"), SkipValidationMarker()]
+Injected: TypeAlias = NamedDependency[SkipValidation[T]]
 """A parameter filled by the dependency of its name (``NamedDependency``), passed as provided: Litestar does not
 convert or validate it (``SkipValidation``; a ``Services`` or a session is no wire value)."""
 
