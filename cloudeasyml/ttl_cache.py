@@ -1,6 +1,7 @@
 """The platform's one in-process cache: entries expire after a time to live and at most ``max_entries`` are held,
-the least recently used going first. API keys, unknown key ids, deployments, tenants' quota caps and the local rate
-limiter's buckets all live in one, so every cache the request path fills is bounded the same way.
+the least recently used going first. Verified API keys, unknown key ids, deployments and tenants' quota caps each live
+in one, so the caches the request path fills are bounded the same way (the local rate limiter's buckets follow the
+same policy, inlined: see ``cloudeasyml.domain.rate_limit``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ class TTLCache(Generic[K, V]):
     nothing).
 
     A hit costs a dictionary lookup, a clock read and a move to the recent end of the order. An expired entry is
-    not returned by ``get`` but stays until it is replaced, discarded, evicted, or pruned: every ``put`` drops the
-    expired entries at the least recently used end, and past ``max_entries`` the least recently used goes,
-    expired or not. ``stale`` returns a held entry whatever its age (to serve on when a refresh fails).
+    not returned by ``get`` but stays until it is replaced, discarded, evicted, or pruned: a ``put`` of a new key
+    drops the expired entries at the least recently used end and, past ``max_entries``, the least recently used
+    (only a new key grows the cache). ``stale`` returns a held entry whatever its age (to serve on when a refresh
+    fails).
 
     Not thread-safe: made for one event loop.
     """
@@ -56,20 +58,27 @@ class TTLCache(Generic[K, V]):
 
     def put(self, key: K, value: V, *, at: float | None = None) -> None:
         """Hold ``value`` under ``key`` as the most recently used, fresh for ``ttl_seconds`` from ``at`` (the clock's
-        reading when the value was read at its source; default: now). Drops expired entries at the least recently used
-        end and, past ``max_entries``, the least recently used.
+        reading when the value was read at its source; default: now). A new key first drops the expired entries at
+        the least recently used end and, past ``max_entries``, the least recently used.
         """
         if self._max_entries == 0:
             return
-        now = self._clock()
         entries = self._entries
-        entries[key] = (value, (now if at is None else at) + self._ttl)
+        held = len(entries)
+        start = self._clock() if at is None else at
+        entries[key] = (value, start + self._ttl)
         entries.move_to_end(key)
-        # Amortised O(1): an entry is pruned at most once, and the loop stops at the first live one.
+        if len(entries) > held:  # only a new key grows the cache: only then is there anything to prune
+            self._prune(start)
+
+    def _prune(self, now: float) -> None:
+        entries = self._entries
+        # Amortised O(1): an entry is pruned at most once, and the loop stops at the first live one. ``now`` may be a
+        # reading from before the put (``at``): pruning on it only keeps an entry a little longer.
         while len(entries) > self._max_entries or now > next(iter(entries.values()))[1]:
             entries.popitem(last=False)
             if not entries:
-                break
+                return
 
     def discard(self, key: K) -> None:
         """Forget ``key`` if held."""

@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from cloudeasyml.errors import RateLimitedError
-from cloudeasyml.ttl_cache import TTLCache
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -50,25 +50,30 @@ class LocalRateLimiter:
     """
 
     def __init__(self, *, max_buckets: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self._max_buckets = max(1, max_buckets)
         self._clock = clock
-        # key id -> (tokens, when counted). Expiry = full again: a missing bucket is a full one.
-        self._buckets: TTLCache[str, tuple[float, float]] = TTLCache(
-            ttl_seconds=_REFILL_SECONDS, max_entries=max_buckets, clock=clock
-        )
+        # key id -> (tokens, when counted), least recently used first: the policy of ``cloudeasyml.ttl_cache``
+        # inlined, because every check writes its bucket and a TTLCache get + put would double the check's cost.
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     async def check(self, key_id: str, per_minute: int) -> None:
         """Take one token from the key's bucket, or raise ``RateLimitedError``."""
         now = self._clock()
-        bucket = self._buckets.get(key_id)
-        tokens, last = bucket if bucket is not None else (float(per_minute), now)
+        buckets = self._buckets
+        held = len(buckets)
+        tokens, last = buckets.get(key_id) or (float(per_minute), now)
         tokens = min(float(per_minute), tokens + (now - last) * per_minute / 60)
-        if tokens < 1:
-            self._buckets.put(key_id, (tokens, now), at=now)
+        refused = tokens < 1
+        buckets[key_id] = (tokens if refused else tokens - 1, now)
+        buckets.move_to_end(key_id)
+        if len(buckets) > held:  # a new bucket: drop those full again, and the least recently used past the bound
+            while len(buckets) > self._max_buckets or now - next(iter(buckets.values()))[1] >= _REFILL_SECONDS:
+                buckets.popitem(last=False)
+        if refused:
             raise _refused(per_minute, (1 - tokens) * 60 / per_minute)
-        self._buckets.put(key_id, (tokens - 1, now), at=now)
 
     def __len__(self) -> int:
-        """Buckets held (those full again included until they are pruned)."""
+        """Buckets held (those full again included until a new bucket prunes them)."""
         return len(self._buckets)
 
 
