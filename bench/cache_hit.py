@@ -3,7 +3,9 @@ lookup, a clock read and an age comparison, inline in the caller). Run from the 
 ``python -m bench.cache_hit [rounds]`` (default 15 rounds of 1,000,000 hits each).
 
 The two take turns, round by round, so background load on the machine affects them alike; the figure is the
-fastest round of each, in nanoseconds per hit, on a cache of 1,000 keys.
+fastest round of each, in nanoseconds per hit, on a cache of 1,000 keys. Measured on 2 shared cores (Python 3.11):
+hand-written 121 ns, ``TTLCache.get`` 197 ns: the method call and the move to the recent end (LRU) add about 75 ns
+to each lookup, three lookups (key, deployment, quota) per prediction.
 """
 
 from __future__ import annotations
