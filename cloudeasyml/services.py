@@ -134,7 +134,8 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
     log.debug("memory budget of loaded models: %.0f MiB (0: none)", budget / 2**20)
     registry = ServingRegistry(resolver, memory_budget_bytes=budget)
     cache_seconds = settings.server.key_cache_seconds
-    directory = DeploymentDirectory(sessions, catalog, resolver, cache_seconds=cache_seconds)
+    cache_entries = settings.server.cache_entries
+    directory = DeploymentDirectory(sessions, catalog, resolver, cache_seconds=cache_seconds, max_entries=cache_entries)
     metering = settings.metering
     meter = Meter(
         sessions,
@@ -148,6 +149,7 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
     authenticator = ApiKeyAuthenticator(
         sessions,
         cache_seconds=cache_seconds,
+        key_cache_entries=cache_entries,
         unknown_cache_entries=settings.server.unknown_key_cache_entries,
         external=lambda token: pm.hook.cloudeasyml_authenticate(token=token),
     )
@@ -158,6 +160,7 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         refresh_seconds=settings.quota.refresh_seconds,
         redis=redis,
         reservation_seconds=settings.quota.reservation_seconds,
+        max_tenants=cache_entries,
     )
     return Services(
         settings=settings,
@@ -171,7 +174,7 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         directory=directory,
         meter=meter,
         metrics=metrics,
-        rate_limiter=RedisRateLimiter(redis) if redis is not None else LocalRateLimiter(),
+        rate_limiter=RedisRateLimiter(redis) if redis is not None else LocalRateLimiter(max_buckets=cache_entries),
         quota=quota,
         inference=InferenceService(
             catalog,

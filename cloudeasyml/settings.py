@@ -85,6 +85,11 @@ class ServerSettings(msgspec.Struct, frozen=True):
     unknown_key_cache_entries: int = 10_000
     """Most unknown API key ids remembered per process (least recently used forgotten first, about 200 bytes
     each), so that repeating an unknown id does not query the database every time. 0 remembers none."""
+    cache_entries: int = 100_000
+    """Most entries in each of the process's other caches: verified API keys, deployments (by id and by name),
+    tenants' quota caps and, without Redis, per-key rate-limit buckets. Past it the least recently used is
+    forgotten (read again on its next use; a dropped rate-limit bucket starts full, so keep it above the number of
+    rate-limited keys active in a minute). 0 caches nothing (the rate limiter still keeps one bucket)."""
 
 
 class RuntimeSettings(msgspec.Struct, frozen=True):

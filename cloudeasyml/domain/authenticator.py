@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.models import ApiKey, Tenant
 from cloudeasyml.domain.key_format import hash_secret, parse_key, secret_matches
-from cloudeasyml.domain.negative_cache import NegativeCache
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.errors import AuthenticationError
 from cloudeasyml.single_flight import SingleFlight
+from cloudeasyml.ttl_cache import TTLCache
 
 __all__ = ("ApiKeyAuthenticator",)
 
@@ -34,7 +34,6 @@ class _CachedKey(msgspec.Struct):
     principal: Principal
     expires_at: datetime | None
     revoked: bool
-    fetched_at: float
 
 
 class ApiKeyAuthenticator:
@@ -42,10 +41,10 @@ class ApiKeyAuthenticator:
 
     This is the only cross-tenant read in the platform: a key id is looked up before its tenant is known.
     The stored hash, scopes and expiry are cached for ``cache_seconds``; ``forget`` drops a key at once
-    (revocation through this process), other processes see a revocation within ``cache_seconds``. Key ids
-    that do not exist are cached too, for as long, in a ``NegativeCache`` of at most ``unknown_cache_entries``
-    ids: a client repeating an unknown id does not reach the database each time, and random ids cannot grow
-    memory without bound.
+    (revocation through this process), other processes see a revocation within ``cache_seconds``. At most
+    ``key_cache_entries`` keys are held (least recently used forgotten first). Key ids that do not exist are cached
+    too, for as long, at most ``unknown_cache_entries`` of them: a client repeating an unknown id does not reach the
+    database each time, and random ids cannot grow memory without bound.
     """
 
     def __init__(
@@ -53,16 +52,19 @@ class ApiKeyAuthenticator:
         sessions: async_sessionmaker[AsyncSession],
         *,
         cache_seconds: float = 5.0,
+        key_cache_entries: int = 100_000,
         unknown_cache_entries: int = 10_000,
         external: Callable[[str], Principal | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
-        self._cache_seconds = cache_seconds
         self._external = external
-        self._clock = clock
-        self._cache: dict[str, _CachedKey] = {}
-        self._unknown = NegativeCache(max_entries=unknown_cache_entries, ttl_seconds=cache_seconds, clock=clock)
+        self._cache: TTLCache[str, _CachedKey] = TTLCache(
+            ttl_seconds=cache_seconds, max_entries=key_cache_entries, clock=clock
+        )
+        self._unknown: TTLCache[str, bool] = TTLCache(
+            ttl_seconds=cache_seconds, max_entries=unknown_cache_entries, clock=clock
+        )
         self._loads: SingleFlight[_CachedKey | None] = SingleFlight()
 
     async def authenticate(self, token: str) -> Principal:
@@ -78,7 +80,7 @@ class ApiKeyAuthenticator:
             return principal
         key_id, secret = parsed
         cached = self._cache.get(key_id)
-        if cached is None or self._clock() - cached.fetched_at > self._cache_seconds:
+        if cached is None:
             cached = None if key_id in self._unknown else await self._loads.run(key_id, lambda: self._load(key_id))
         # The same comparison whether or not the id exists (see _NO_SUCH_KEY_HASH).
         matches = secret_matches(secret, cached.secret_hash if cached is not None else _NO_SUCH_KEY_HASH)
@@ -92,7 +94,7 @@ class ApiKeyAuthenticator:
 
     def forget(self, key_id: str) -> None:
         """Drop a key from the caches so its next use reads the database (after revocation)."""
-        self._cache.pop(key_id, None)
+        self._cache.discard(key_id)
         self._unknown.discard(key_id)
 
     async def _load(self, key_id: str) -> _CachedKey | None:
@@ -103,8 +105,8 @@ class ApiKeyAuthenticator:
                 )
             ).first()
         if found is None:
-            self._cache.pop(key_id, None)
-            self._unknown.add(key_id)
+            self._cache.discard(key_id)
+            self._unknown.put(key_id, True)
             return None
         row, plan = found
         cached = _CachedKey(
@@ -119,7 +121,6 @@ class ApiKeyAuthenticator:
             ),
             expires_at=row.expires_at,
             revoked=row.revoked_at is not None,
-            fetched_at=self._clock(),
         )
-        self._cache[key_id] = cached
+        self._cache.put(key_id, cached)
         return cached

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cloudeasyml.domain.deployments import DeploymentService, to_spec
+from cloudeasyml.domain.principal import Principal
 from cloudeasyml.plugins.catalog import ModelCatalog
 from cloudeasyml.runtime.registry import DeploymentSpec
 from cloudeasyml.runtime.resolver import ArtifactResolver
 from cloudeasyml.single_flight import SingleFlight
+from cloudeasyml.ttl_cache import TTLCache
 
 __all__ = ("DeploymentDirectory",)
 
 
 class DeploymentDirectory:
-    """``(tenant, id)`` and ``(tenant, name)`` → ``DeploymentSpec``. The tenant is part of every key and every
-    query, so one tenant can never reach another's deployment through the cache. Entries live
-    ``cache_seconds``; a deletion drops them at once (through another process: when Redis tells, see
-    ``cloudeasyml.domain.broadcast``).
+    """A caller's deployment by id or by name. The caller's tenant is part of every key and every query, so one
+    tenant can never reach another's deployment through the cache. Entries live ``cache_seconds``, at most
+    ``max_entries`` by id and as many by name (least recently used forgotten first); a deletion drops them at once
+    (through another process: when Redis tells, see ``cloudeasyml.domain.broadcast``).
     """
 
     def __init__(
@@ -30,29 +33,36 @@ class DeploymentDirectory:
         resolver: ArtifactResolver,
         *,
         cache_seconds: float = 5.0,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
         self._catalog = catalog
         self._resolver = resolver
-        self._cache_seconds = cache_seconds
-        self._by_id: dict[tuple[uuid.UUID, uuid.UUID], tuple[DeploymentSpec, float]] = {}
-        self._by_name: dict[tuple[uuid.UUID, str], tuple[DeploymentSpec, float]] = {}
+        self._by_id: TTLCache[tuple[uuid.UUID, uuid.UUID], DeploymentSpec] = TTLCache(
+            ttl_seconds=cache_seconds, max_entries=max_entries, clock=clock
+        )
+        self._by_name: TTLCache[tuple[uuid.UUID, str], DeploymentSpec] = TTLCache(
+            ttl_seconds=cache_seconds, max_entries=max_entries, clock=clock
+        )
         self._loads: SingleFlight[DeploymentSpec] = SingleFlight()
 
-    async def by_id(self, tenant_id: uuid.UUID, deployment_id: uuid.UUID) -> DeploymentSpec:
-        """The tenant's deployment, or ``NotFoundError``."""
+    async def by_id(self, caller: Principal, deployment_id: uuid.UUID) -> DeploymentSpec:
+        """The caller's tenant's deployment, or ``NotFoundError``."""
+        tenant_id = caller.tenant_id
         hit = self._by_id.get((tenant_id, deployment_id))
-        if hit is not None and time.monotonic() - hit[1] <= self._cache_seconds:
-            return hit[0]
+        if hit is not None:
+            return hit
         return await self._loads.run(
             ("id", tenant_id, deployment_id), lambda: self._load_by_id(tenant_id, deployment_id)
         )
 
-    async def by_name(self, tenant_id: uuid.UUID, name: str) -> DeploymentSpec:
-        """The tenant's deployment called ``name``, or ``NotFoundError``."""
+    async def by_name(self, caller: Principal, name: str) -> DeploymentSpec:
+        """The caller's tenant's deployment called ``name``, or ``NotFoundError``."""
+        tenant_id = caller.tenant_id
         hit = self._by_name.get((tenant_id, name))
-        if hit is not None and time.monotonic() - hit[1] <= self._cache_seconds:
-            return hit[0]
+        if hit is not None:
+            return hit
         return await self._loads.run(("name", tenant_id, name), lambda: self._load_by_name(tenant_id, name))
 
     async def _load_by_id(self, tenant_id: uuid.UUID, deployment_id: uuid.UUID) -> DeploymentSpec:
@@ -67,14 +77,13 @@ class DeploymentDirectory:
 
     def forget(self, tenant_id: uuid.UUID, deployment_id: uuid.UUID, name: str) -> None:
         """Drop a deployment (after it was deleted)."""
-        self._by_id.pop((tenant_id, deployment_id), None)
-        self._by_name.pop((tenant_id, name), None)
+        self._by_id.discard((tenant_id, deployment_id))
+        self._by_name.discard((tenant_id, name))
 
     def _service(self, session: AsyncSession, tenant_id: uuid.UUID) -> DeploymentService:
         return DeploymentService(session, tenant_id, self._catalog, self._resolver)
 
     def _remember(self, spec: DeploymentSpec) -> DeploymentSpec:
-        now = time.monotonic()
-        self._by_id[(spec.tenant_id, spec.id)] = (spec, now)
-        self._by_name[(spec.tenant_id, spec.name)] = (spec, now)
+        self._by_id.put((spec.tenant_id, spec.id), spec)
+        self._by_name.put((spec.tenant_id, spec.name), spec)
         return spec

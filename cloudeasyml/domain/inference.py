@@ -125,7 +125,7 @@ class InferenceService:
         deployment_id = deployment_id or envelope.deployment_id
         if deployment_id is None:
             raise InvalidInputError("Object missing required field `deploymentId`")
-        spec = await self._directory.by_id(principal.tenant_id, deployment_id)
+        spec = await self._directory.by_id(principal, deployment_id)
         entry = self.entry_for(spec)
         inputs = self._decode_inputs(entry, envelope.inputs)
         served = await self.infer(principal, spec, entry, inputs, context)
@@ -189,7 +189,7 @@ class InferenceService:
                 result = await run(loaded)
             except DeploymentUnloadedError:
                 # Evicted for memory (or deleted) between lookup and queueing: if it still exists, load it again.
-                spec = await self._directory.by_id(principal.tenant_id, spec.id)
+                spec = await self._directory.by_id(principal, spec.id)
                 loaded = await self.load(spec, entry, plan=principal.plan)
                 result = await run(loaded)
             cost = self.bill(principal, loaded, result, items, context.request_id)

@@ -27,7 +27,9 @@ Caps (and, for the per-process counts, the database's month-to-date usage) are r
 ``quota.refresh_seconds``: in the background once half of it has passed while the tenant is busy, and before the
 request otherwise, so a changed cap, raised or lowered, applies to the first request after that interval even for
 an idle tenant; no refusal is ever given on caps older than the interval. A tenant without caps costs a
-dictionary lookup per request and one small read per refresh interval.
+dictionary lookup per request and one small read per refresh interval. At most ``max_tenants`` tenants' caps are
+held per process (least recently used forgotten first, read again on their next request); a tenant's counts live as
+long as its caps are held or one of its requests is in flight.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import logging
 import math
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -53,6 +56,7 @@ from cloudeasyml.db.models import Tenant, UsageRecord
 from cloudeasyml.errors import NotFoundError, RequestCapReachedError, SpendCapReachedError
 from cloudeasyml.metering.meter import Meter
 from cloudeasyml.single_flight import SingleFlight
+from cloudeasyml.ttl_cache import TTLCache
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -100,7 +104,7 @@ class TenantCaps:
         return self.spend_cap is not None or self.request_cap is not None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class _Counts:
     """This process's count of one tenant's month: billed (seeded from the database) and in flight."""
 
@@ -111,6 +115,9 @@ class _Counts:
     held: Decimal = Decimal(0)
     """Sum of the in-flight reservations' holds."""
 
+
+_Held = tuple[TenantCaps, _Counts | None]
+"""A tenant's caps and, when it has any, this process's counts of its month."""
 
 _RESERVE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
@@ -219,6 +226,7 @@ class QuotaGuard:
         refresh_seconds: float = 5.0,
         redis: Redis | None = None,
         reservation_seconds: float = 900.0,
+        max_tenants: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
@@ -226,9 +234,14 @@ class QuotaGuard:
         self._refresh = refresh_seconds
         self._clock = clock
         self._lease_ms = int(reservation_seconds * 1000)
-        self._caps: dict[uuid.UUID, TenantCaps] = {}
-        self._counts: dict[uuid.UUID, _Counts] = {}
-        self._loads: SingleFlight[TenantCaps] = SingleFlight()
+        # tenant -> its caps and, for a capped tenant, its counts; fresh for the refresh interval from the read.
+        self._caps: TTLCache[uuid.UUID, _Held] = TTLCache(
+            ttl_seconds=refresh_seconds, max_entries=max_tenants, clock=clock
+        )
+        # The counts held by a cache entry or by a reservation in flight: an entry evicted while its tenant has
+        # requests in flight must not lose them (the cache holds them strongly, reservations too; nothing else).
+        self._counts: weakref.WeakValueDictionary[uuid.UUID, _Counts] = weakref.WeakValueDictionary()
+        self._loads: SingleFlight[_Held] = SingleFlight()
         self._updates: set[asyncio.Future[object]] = set()
         self._redis = redis
         self._warned_at = -math.inf
@@ -249,10 +262,9 @@ class QuotaGuard:
             SpendCapReachedError: The spend cap (402) is reached, or ``hold`` would pass it.
             Both carry ``Retry-After`` until the month ends.
         """
-        caps = await self.caps(tenant_id)
-        if not caps.capped:
+        caps, counts = await self._held(tenant_id)
+        if counts is None:  # no caps
             return None
-        counts = self._counts[tenant_id]
         if self._redis is not None:
             shared = await self._reserve_shared(tenant_id, caps, hold)
             if shared is not None:
@@ -269,22 +281,24 @@ class QuotaGuard:
         """The tenant's caps, never older than the refresh interval (read again before the request if they are;
         in the background, without waiting, once half the interval has passed).
         """
-        caps = self._caps.get(tenant_id)
-        if caps is not None:
-            age = self._clock() - caps.fetched_at
-            if age <= self._refresh and utc_now() < caps.month_end:
-                if age > self._refresh / 2 and tenant_id not in self._loads:
-                    self._refresh_in_background(tenant_id)
-                return caps
+        return (await self._held(tenant_id))[0]
+
+    async def _held(self, tenant_id: uuid.UUID) -> _Held:
+        held = self._caps.get(tenant_id)  # None once older than the refresh interval
+        if held is not None and utc_now() < held[0].month_end:
+            if self._clock() - held[0].fetched_at > self._refresh / 2 and tenant_id not in self._loads:
+                self._refresh_in_background(tenant_id)
+            return held
         try:
             return await self._loads.run(tenant_id, lambda: self._load(tenant_id))
         except Exception as exc:
-            if caps is None or caps.month_end <= utc_now():
+            held = self._caps.stale(tenant_id)
+            if held is None or held[0].month_end <= utc_now():
                 raise
             # The database is unreachable: the caps read last are all there is (a refusal on them is then
             # possible; the alternative, failing every request, is worse).
             log.warning("reading the quota of tenant %s failed, using caps read before: %s", tenant_id, exc)
-            return caps
+            return held
 
     async def close(self) -> None:
         """Wait for the commits and releases still on their way to Redis."""
@@ -359,32 +373,35 @@ class QuotaGuard:
         return update
 
     def _refresh_in_background(self, tenant_id: uuid.UUID) -> None:
-        def done(finished: asyncio.Future[TenantCaps]) -> None:
+        def done(finished: asyncio.Future[_Held]) -> None:
             if not finished.cancelled() and (error := finished.exception()) is not None:
                 # A background refresh that failed keeps what this process has; the next request retries.
                 log.warning("reading the quota of tenant %s failed: %s", tenant_id, error)
 
         self._loads.start(tenant_id, lambda: self._load(tenant_id)).add_done_callback(done)
 
-    async def _load(self, tenant_id: uuid.UUID) -> TenantCaps:
+    async def _load(self, tenant_id: uuid.UUID) -> _Held:
         fetched_at = self._clock()
         start, end = month_bounds(utc_now())
         async with self._sessions() as session:
             spend_cap, request_cap = await tenant_caps(session, tenant_id)
         caps = TenantCaps(start, end, spend_cap, request_cap, fetched_at)
+        counts = None
         if caps.capped:
             await self._meter.flush()  # this process's buffered records count too (before reading: SQLite locks)
             async with self._sessions() as session:
                 spent, requests = await usage_since(session, tenant_id, start)
             counts = self._counts.get(tenant_id)
             if counts is None or counts.month_start != start:
-                counts = self._counts[tenant_id] = _Counts(start)
+                counts = _Counts(start)
+                self._counts[tenant_id] = counts
             # The database lags this process's own requests (written behind) and may miss records billed during
             # the read; the larger of the two is exact for one process and the best lower bound for several.
             counts.requests = max(counts.requests, requests)
             counts.spent = max(counts.spent, spent)
-        self._caps[tenant_id] = caps
-        return caps
+        held = (caps, counts)
+        self._caps.put(tenant_id, held, at=fetched_at)
+        return held
 
 
 def _retry_after(caps: TenantCaps) -> int:

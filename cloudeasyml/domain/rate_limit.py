@@ -1,6 +1,7 @@
 """Per-key request rate limits: a token bucket per key (``rateLimitPerMinute`` tokens, refilled at that rate).
 
-``LocalRateLimiter`` keeps the buckets in this process: N processes allow up to N times the rate.
+``LocalRateLimiter`` keeps the buckets in this process: N processes allow up to N times the rate. A bucket left
+alone for a minute is full again, the same as no bucket, so it is dropped; at most ``max_buckets`` are kept.
 ``RedisRateLimiter`` keeps them in Redis, updated by one atomic script per request on Redis's own clock, so every
 process using that Redis shares one limit. If Redis cannot be reached, requests pass (with a warning in the
 log): a rate limiter must not take the API down with it.
@@ -11,6 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from cloudeasyml.errors import RateLimitedError
@@ -36,21 +39,42 @@ def _refused(per_minute: int, wait_seconds: float) -> RateLimitedError:
     )
 
 
-class LocalRateLimiter:
-    """Buckets in this process."""
+_REFILL_SECONDS = 60.0
+"""A bucket holds ``per_minute`` tokens and gains ``per_minute`` a minute: untouched this long, any bucket is full."""
 
-    def __init__(self) -> None:
-        self._buckets: dict[str, tuple[float, float]] = {}
+
+class LocalRateLimiter:
+    """Buckets in this process, bounded: a bucket untouched for a minute is full, the same as a missing one, and is
+    dropped; past ``max_buckets`` keys used within a minute the least recently used bucket is dropped too (that key
+    starts again from a full bucket: more keys than that active at once loosen the limit of the least active).
+    """
+
+    def __init__(self, *, max_buckets: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self._max_buckets = max(1, max_buckets)
+        self._clock = clock
+        # key id -> (tokens, when counted), least recently used first: the policy of ``cloudeasyml.ttl_cache``
+        # inlined, because every check writes its bucket and a TTLCache get + put would double the check's cost.
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     async def check(self, key_id: str, per_minute: int) -> None:
         """Take one token from the key's bucket, or raise ``RateLimitedError``."""
-        now = time.monotonic()
-        tokens, last = self._buckets.get(key_id, (float(per_minute), now))
+        now = self._clock()
+        buckets = self._buckets
+        held = len(buckets)
+        tokens, last = buckets.get(key_id) or (float(per_minute), now)
         tokens = min(float(per_minute), tokens + (now - last) * per_minute / 60)
-        if tokens < 1:
-            self._buckets[key_id] = (tokens, now)
+        refused = tokens < 1
+        buckets[key_id] = (tokens if refused else tokens - 1, now)
+        buckets.move_to_end(key_id)
+        if len(buckets) > held:  # a new bucket: drop those full again, and the least recently used past the bound
+            while len(buckets) > self._max_buckets or now - next(iter(buckets.values()))[1] >= _REFILL_SECONDS:
+                buckets.popitem(last=False)
+        if refused:
             raise _refused(per_minute, (1 - tokens) * 60 / per_minute)
-        self._buckets[key_id] = (tokens - 1, now)
+
+    def __len__(self) -> int:
+        """Buckets held (those full again included until a new bucket prunes them)."""
+        return len(self._buckets)
 
 
 _TOKEN_BUCKET = """

@@ -1,4 +1,4 @@
-"""Usage reports: a tenant's billed requests summed over a period, by model."""
+"""Usage reports: a tenant's billed requests summed over a period, by model, and what is left of its caps."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudeasyml.db.models import UsageRecord
+from cloudeasyml.domain.quota import QuotaReport, quota_report
+from cloudeasyml.metering.meter import Meter
 
-__all__ = ("ModelUsage", "UsageReport", "usage_report")
+__all__ = ("ModelUsage", "UsageReport", "UsageService", "usage_report")
 
 
 class ModelUsage(msgspec.Struct, rename="camel"):
@@ -63,3 +65,24 @@ async def usage_report(session: AsyncSession, tenant_id: uuid.UUID, start: datet
         total_items=sum(m.items for m in by_model.values()),
         by_model=by_model,
     )
+
+
+class UsageService:
+    """One tenant's usage and quota reports. Every query filters on its ``tenant_id``; each report first writes
+    what the meter holds, so usage billed behind earlier responses is in it.
+    """
+
+    def __init__(self, session: AsyncSession, tenant_id: uuid.UUID, meter: Meter) -> None:
+        self._session = session
+        self._tenant_id = tenant_id
+        self._meter = meter
+
+    async def report(self, start: datetime, end: datetime) -> UsageReport:
+        """The tenant's usage in ``[start, end)`` (see ``usage_report``)."""
+        await self._meter.flush()
+        return await usage_report(self._session, self._tenant_id, start, end)
+
+    async def quota(self) -> QuotaReport:
+        """The tenant's caps for the current month and what it has used of them."""
+        await self._meter.flush()
+        return await quota_report(self._session, self._tenant_id)

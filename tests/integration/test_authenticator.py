@@ -15,6 +15,7 @@ from cloudeasyml.domain.authenticator import ApiKeyAuthenticator
 from cloudeasyml.domain.key_format import generate_key
 from cloudeasyml.domain.tenants import NewTenant
 from cloudeasyml.errors import AuthenticationError
+from tests.conftest import new_tenant
 
 
 class Clock:
@@ -28,7 +29,7 @@ class Clock:
 class Counted:
     """An authenticator on its own engine, counting the SQL statements it sends."""
 
-    def __init__(self, url: str, *, unknown_cache_entries: int = 10_000) -> None:
+    def __init__(self, url: str, *, unknown_cache_entries: int = 10_000, key_cache_entries: int = 100_000) -> None:
         self.engine = create_engine(url)
         self.statements = 0
         event.listen(self.engine.sync_engine, "before_cursor_execute", self._count)
@@ -37,6 +38,7 @@ class Counted:
             session_factory(self.engine),
             cache_seconds=5.0,
             unknown_cache_entries=unknown_cache_entries,
+            key_cache_entries=key_cache_entries,
             clock=self.clock,
         )
 
@@ -125,3 +127,24 @@ async def test_an_unknown_id_and_a_wrong_secret_do_the_same_comparison(
     compared.clear()
     await counted.authenticator.authenticate(tenant.key)
     assert len(compared) == 1  # and the right key, once
+
+
+async def test_verified_keys_are_cached_for_their_period_and_within_the_bound(migrated_url: str) -> None:
+    counted = Counted(migrated_url, key_cache_entries=2)
+    try:
+        first, second, third = [await new_tenant(migrated_url) for _ in range(3)]
+        for tenant in (first, second):
+            await counted.authenticator.authenticate(tenant.key)
+        assert counted.statements == 2
+        await counted.authenticator.authenticate(first.key)  # cached, and now the most recently used
+        assert counted.statements == 2
+        await counted.authenticator.authenticate(third.key)  # room for it: the least recently used (second) goes
+        await counted.authenticator.authenticate(first.key)
+        assert counted.statements == 3
+        await counted.authenticator.authenticate(second.key)
+        assert counted.statements == 4
+        counted.clock.now += 5.01  # past the cache period every key is read again
+        await counted.authenticator.authenticate(second.key)
+        assert counted.statements == 5
+    finally:
+        await counted.engine.dispose()

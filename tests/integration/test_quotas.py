@@ -209,8 +209,8 @@ async def test_failed_and_cancelled_requests_give_their_place_back(
             await asyncio.Event().wait()
 
         async def predict_and_give_up() -> None:
-            spec = await services.directory.by_id(tenant.tenant.id, uuid.UUID(deployment["id"]))
             principal = await services.authenticator.authenticate(tenant.key)
+            spec = await services.directory.by_id(principal, uuid.UUID(deployment["id"]))
             entry = services.inference.entry_for(spec)
             await services.inference.execute(principal, spec, entry, 1, run_until_cancelled)
 

@@ -38,12 +38,13 @@ def fx_clock() -> Clock:
 class Guards:
     """Builds guards on the test's database (and Redis, when given); ``close`` closes what it built."""
 
-    def __init__(self, url: str, clock: Clock, journal_dir: Path) -> None:
-        self._journal_dir = journal_dir
+    def __init__(self, url: str, clock: Clock, journals: Path) -> None:
+        self._journals = journals
         self._engine = create_engine(url)
         self._sessions = session_factory(self._engine)
         self._clock = clock
         self._made: list[QuotaGuard] = []
+        self._meters: list[Meter] = []
         self._redis: list[Redis] = []
 
     def build(self, redis_url: str | None = None, **options: object) -> QuotaGuard:
@@ -51,7 +52,8 @@ class Guards:
         if redis_url is not None:
             redis = Redis.from_url(redis_url)
             self._redis.append(redis)
-        meter = Meter(self._sessions, self._journal_dir / f"meter-{len(self._made)}")
+        meter = Meter(self._sessions, self._journals / f"journal-{len(self._made)}")
+        self._meters.append(meter)
         guard = QuotaGuard(self._sessions, meter, redis=redis, clock=self._clock, **options)  # type: ignore[arg-type]
         self._made.append(guard)
         return guard
@@ -59,6 +61,8 @@ class Guards:
     async def close(self) -> None:
         for guard in self._made:
             await guard.close()
+        for meter in self._meters:
+            await meter.stop()
         for redis in self._redis:
             await redis.aclose()
         await self._engine.dispose()
@@ -66,7 +70,7 @@ class Guards:
 
 @pytest.fixture(name="guards")
 async def fx_guards(migrated_url: str, clock: Clock, tmp_path: Path) -> AsyncIterator[Guards]:
-    guards = Guards(migrated_url, clock, tmp_path / "journal")
+    guards = Guards(migrated_url, clock, tmp_path)
     yield guards
     await guards.close()
 
@@ -159,6 +163,24 @@ async def test_caps_are_read_again_before_the_first_request_past_the_refresh_int
         await guard.reserve(tenant.tenant.id)
 
 
+async def test_a_tenant_forgotten_for_room_keeps_its_requests_in_flight(
+    migrated_url: str, guards: Guards, tenant: NewTenant
+) -> None:
+    """The guard holds at most ``max_tenants`` tenants' caps; one evicted while its requests run still counts them
+    when it is read again."""
+    other = await new_tenant(migrated_url)
+    await _caps(migrated_url, tenant, request_cap=1)
+    await _caps(migrated_url, other, request_cap=1)
+    guard = guards.build(max_tenants=1)
+    in_flight = await guard.reserve(tenant.tenant.id)
+    assert in_flight is not None
+    assert await guard.reserve(other.tenant.id) is not None  # evicts the first tenant's caps
+    with pytest.raises(RequestCapReachedError):
+        await guard.reserve(tenant.tenant.id)  # read again: the request in flight still fills its cap
+    await in_flight.release()
+    assert await guard.reserve(tenant.tenant.id) is not None
+
+
 async def test_a_busy_tenants_caps_are_read_again_in_the_background(
     migrated_url: str, guards: Guards, tenant: NewTenant, clock: Clock
 ) -> None:
@@ -235,20 +257,20 @@ async def test_redis_starts_a_month_from_the_usage_in_the_database(
     reservation = await local.reserve(tenant.tenant.id)
     assert reservation is not None
     await reservation.commit(Decimal(0))
-    await _record_usage(migrated_url, tenant, tmp_path / "recorder")
+    await _record_usage(migrated_url, tenant, tmp_path / "journal-other")
     shared = guards.build(redis_url)
     assert await shared.reserve(tenant.tenant.id) is not None  # 1 in the database + this one
     with pytest.raises(RequestCapReachedError):
         await shared.reserve(tenant.tenant.id)
 
 
-async def _record_usage(url: str, tenant: NewTenant, journal_dir: Path) -> None:
+async def _record_usage(url: str, tenant: NewTenant, journal: Path) -> None:
     """One billed request of ``tenant``, written as the meter writes it."""
     from cloudeasyml.core.clock import utc_now
     from cloudeasyml.metering.meter import Usage
 
     engine = create_engine(url)
-    meter = Meter(session_factory(engine), journal_dir)
+    meter = Meter(session_factory(engine), journal)
     meter.record(
         Usage(
             request_id=str(uuid.uuid4()),
@@ -266,6 +288,7 @@ async def _record_usage(url: str, tenant: NewTenant, journal_dir: Path) -> None:
         )
     )
     await meter.flush()
+    await meter.stop()
     await engine.dispose()
 
 

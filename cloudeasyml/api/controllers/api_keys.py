@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, delete, get, post
 from litestar.params import Body, FromPath
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudeasyml.api.auth import requires_scope
+from cloudeasyml.api.deps import MANAGEMENT, WRITES, Injected
 from cloudeasyml.api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from cloudeasyml.domain.api_keys import ApiKeyService, KeyRequest
 from cloudeasyml.domain.principal import Principal
@@ -18,48 +20,50 @@ __all__ = ("ApiKeyController",)
 
 
 class ApiKeyController(Controller):
-    """Issue, list and revoke keys of the caller's tenant."""
+    """Issue, list and revoke keys of the caller's tenant (``api_keys`` is scoped to it: see ``api.deps``)."""
 
     path = "/api-keys"
     tags = ["API keys"]
+    dependencies = MANAGEMENT
 
-    @post("/", summary="Create an API key", guards=[requires_scope("keys:write")])
+    @post("/", summary="Create an API key", guards=[requires_scope("keys:write")], dependencies=WRITES)
     async def issue_key(
-        self, request: Request[Principal, Any, Any], data: Annotated[ApiKeyCreate, Body()]
+        self, api_keys: Injected[ApiKeyService], caller: Injected[Principal], data: Annotated[ApiKeyCreate, Body()]
     ) -> ApiKeyCreated:
         """Create a key with at most the caller's own scopes, an expiry no later than the caller's and a rate limit
         no higher (absent: the caller's). The full ``key`` is in this response only.
         """
-        services: Services = request.app.state.services
-        principal = request.user
-        async with services.sessions.begin() as session:
-            issued = await ApiKeyService(session, principal.tenant_id).issue(
-                KeyRequest(
-                    name=data.name,
-                    scopes=tuple(data.scopes),
-                    expires_at=data.expires_at,
-                    rate_limit_per_minute=data.rate_limit_per_minute,
-                ),
-                issuer=principal,
-                user_id=principal.user_id,
-            )
+        issued = await api_keys.issue(
+            KeyRequest(
+                name=data.name,
+                scopes=tuple(data.scopes),
+                expires_at=data.expires_at,
+                rate_limit_per_minute=data.rate_limit_per_minute,
+            ),
+            issuer=caller,
+            user_id=caller.user_id,
+        )
         return ApiKeyCreated(**msgspec.structs.asdict(ApiKeyRead.of(issued.row)), key=issued.key)
 
     @get("/", summary="List API keys", guards=[requires_scope("keys:read")])
-    async def list_keys(self, request: Request[Principal, Any, Any]) -> list[ApiKeyRead]:
+    async def list_keys(self, api_keys: Injected[ApiKeyService]) -> list[ApiKeyRead]:
         """The tenant's keys, newest first; never secrets or hashes."""
-        services: Services = request.app.state.services
-        async with services.sessions() as session:
-            rows = await ApiKeyService(session, request.user.tenant_id).list()
-        return [ApiKeyRead.of(row) for row in rows]
+        return [ApiKeyRead.of(row) for row in await api_keys.list()]
 
-    @delete("/{key_id:str}", summary="Revoke an API key", guards=[requires_scope("keys:write")])
-    async def revoke_key(self, request: Request[Principal, Any, Any], key_id: FromPath[str]) -> None:
+    @delete("/{key_id:str}", summary="Revoke an API key", guards=[requires_scope("keys:write")], dependencies=WRITES)
+    async def revoke_key(
+        self,
+        api_keys: Injected[ApiKeyService],
+        caller: Injected[Principal],
+        db_session: Injected[AsyncSession],
+        services: Injected[Services],
+        key_id: FromPath[str],
+    ) -> None:
         """Revoke a key and every key it created, transitively; they stop working at once (on every process when
         they share Redis). Only an ``admin`` key may revoke an ``admin`` key (403), and the tenant's last usable
         admin key cannot be revoked (409). Another tenant's key is a 404.
         """
-        services: Services = request.app.state.services
-        async with services.sessions.begin() as session:
-            revoked = await ApiKeyService(session, request.user.tenant_id).revoke(key_id, actor=request.user)
+        revoked = await api_keys.revoke(key_id, actor=caller)
+        # Committed before the caches forget: a lookup in between would read, and keep, the unrevoked rows.
+        await db_session.commit()
         await services.keys_revoked(revoked)

@@ -100,7 +100,7 @@ class EmbeddingsController(Controller):
         body = decode_json(await request.body(), _DECODER)
         if body.dimensions is not None:
             raise InvalidInputError("dimensions is not supported: the model's embedding size is fixed")
-        spec = await services.directory.by_name(request.user.tenant_id, body.model)
+        spec = await services.directory.by_name(request.user, body.model)
         entry = services.inference.entry_for(spec)
         if entry.model.task != "embedding":
             raise InvalidInputError(f"deployment {spec.name!r} serves a {entry.model.task} model, not embeddings")

@@ -87,7 +87,7 @@ def _tensors(specs: tuple[TensorSpec, ...]) -> list[TensorMetadata]:
 
 async def _deployment(services: Services, principal: Principal, name: str, version: str | None) -> DeploymentSpec:
     """The caller's deployment called ``name``; a ``version`` other than its model's is unknown."""
-    spec = await services.directory.by_name(principal.tenant_id, name)
+    spec = await services.directory.by_name(principal, name)
     if version is not None and version != spec.model_version:
         raise NotFoundError(f"deployment {name!r} serves version {spec.model_version!r}, not {version!r}")
     return spec

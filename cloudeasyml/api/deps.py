@@ -1,0 +1,123 @@
+"""Litestar dependencies of the management endpoints: the services a handler works with, built for the caller.
+
+Tenancy is applied here and nowhere else in ``api``: each ``provide_*_service`` reads the tenant off the caller's
+``Principal`` (put in the scope by ``ApiKeyMiddleware``), so a handler takes a service already scoped to its
+caller's tenant and has no tenant id to choose. A test reads the controllers' source and refuses any that reads
+``tenant_id`` or builds a tenant-scoped service itself.
+
+Sessions: ``db_session`` is a session for the request, closed once the response is built. A handler that writes
+gets ``db_session`` from ``provide_transaction`` instead (``WRITES``): its work is one transaction, committed when
+the handler returns and rolled back when it raises. A handler whose later steps must follow the commit (telling
+other processes of a revocation, loading a new deployment) commits first itself, ``await db_session.commit()``;
+the commit at the end then has nothing left to do.
+
+Types in these signatures are imported at run time: Litestar reads them to resolve the dependencies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any, TypeAlias, TypeVar
+
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.params import SkipValidation
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cloudeasyml.domain.api_keys import ApiKeyService
+from cloudeasyml.domain.deployments import DeploymentService
+from cloudeasyml.domain.principal import Principal
+from cloudeasyml.domain.usage import UsageService
+from cloudeasyml.services import Services
+
+__all__ = (
+    "MANAGEMENT",
+    "WRITES",
+    "Injected",
+    "provide_api_key_service",
+    "provide_caller",
+    "provide_db_session",
+    "provide_deployment_service",
+    "provide_services",
+    "provide_transaction",
+    "provide_usage_service",
+)
+
+T = TypeVar("T")
+
+Injected: TypeAlias = NamedDependency[SkipValidation[T]]
+"""A parameter filled by the dependency of its name (``NamedDependency``), passed as provided: Litestar does not
+convert or validate it (``SkipValidation``; a ``Services`` or a session is no wire value)."""
+
+
+def provide_services(state: State) -> Services:
+    """The app's services (``app.state.services``)."""
+    return state.services
+
+
+def provide_caller(request: Request[Principal, Any, Any]) -> Principal:
+    """The authenticated caller."""
+    return request.user
+
+
+async def provide_db_session(services: Injected[Services]) -> AsyncGenerator[AsyncSession, None]:
+    """A session for a handler that reads; closed (rolled back) after the response is built."""
+    async with services.sessions() as session:
+        yield session
+
+
+async def provide_transaction(services: Injected[Services]) -> AsyncGenerator[AsyncSession, None]:
+    """A session whose work is one transaction: committed when the handler returns, unless the handler committed
+    already; rolled back when it raises (the error then answers as any other, and nothing is written).
+    """
+    async with services.sessions() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        if session.in_transaction():
+            # A failed commit raises here, before the response is sent: the client gets the error, as it did when
+            # handlers committed inline.
+            await session.commit()
+
+
+def provide_api_key_service(db_session: Injected[AsyncSession], caller: Injected[Principal]) -> ApiKeyService:
+    """The caller's tenant's API keys."""
+    return ApiKeyService(db_session, caller.tenant_id)
+
+
+def provide_deployment_service(
+    db_session: Injected[AsyncSession], caller: Injected[Principal], services: Injected[Services]
+) -> DeploymentService:
+    """The caller's tenant's deployments."""
+    return DeploymentService(
+        db_session, caller.tenant_id, services.catalog, services.resolver, limits=services.settings.limits
+    )
+
+
+def provide_usage_service(
+    db_session: Injected[AsyncSession], caller: Injected[Principal], services: Injected[Services]
+) -> UsageService:
+    """The caller's tenant's usage and quota reports."""
+    return UsageService(db_session, caller.tenant_id, services.meter)
+
+
+def _sync(provider: Any) -> Provide:
+    # Cheap, non-blocking builders: run them on the event loop rather than in a worker thread.
+    return Provide(provider, sync_to_thread=False)
+
+
+MANAGEMENT: dict[str, Provide] = {
+    "services": _sync(provide_services),
+    "caller": _sync(provide_caller),
+    "db_session": Provide(provide_db_session),
+    "api_keys": _sync(provide_api_key_service),
+    "deployments": _sync(provide_deployment_service),
+    "usage": _sync(provide_usage_service),
+}
+"""The dependencies of the management controllers (set on each; Litestar resolves only those a handler names)."""
+
+WRITES: dict[str, Provide] = {"db_session": Provide(provide_transaction)}
+"""Handler-level dependencies of a handler that writes: its ``db_session`` is a transaction."""
