@@ -12,7 +12,11 @@ files of a process that has ended are dropped (``mark_process_dead``: by the pro
 each scrape for processes that are gone without stopping cleanly).
 
 Hot path: children of labelled series are looked up once and kept in dicts (``labels()`` costs more than an
-observation). A prediction makes eight updates (see ``README.md``, "Metrics", for their measured cost).
+observation), and a prediction makes four histogram observations (its request; its wait in the queue; its batch's
+size and run time, shared by the batch's requests). The billing counters (predictions, items, processing seconds,
+cost) are added up in plain floats on the event loop and moved into prometheus-client at each scrape (and every
+``GAUGE_REFRESH_SECONDS`` with several processes): four lock-taking ``inc`` calls per request cost as much as two
+observations (measured ~0.6 us each, a histogram observation ~1.4 us, on the 2-core CI machine).
 """
 
 from __future__ import annotations
@@ -77,7 +81,16 @@ def prepare_multiprocess_dir(path: Path) -> None:
 class ModelSeries:
     """The series of one model, looked up once: what a prediction and its batches update."""
 
-    __slots__ = ("_batch_items", "_cost", "_inference", "_items", "_predictions", "_processing", "_wait")
+    __slots__ = (
+        "_batch_items",
+        "_cost",
+        "_inference",
+        "_items",
+        "_pending",
+        "_predictions",
+        "_processing",
+        "_wait",
+    )
 
     def __init__(self, metrics: Metrics, model: str) -> None:
         self._predictions = metrics.predictions.labels(model)
@@ -87,6 +100,8 @@ class ModelSeries:
         self._wait = metrics.queue_wait.labels(model)
         self._batch_items = metrics.batch_items.labels(model)
         self._inference = metrics.inference.labels(model)
+        self._pending = [0, 0, 0.0, 0.0]
+        """Billed requests, items, processing seconds and cost not yet added to the counters (see ``flush``)."""
 
     def waited(self, seconds: float) -> None:
         """A request's first batch started ``seconds`` after it was queued (0: it ran at once)."""
@@ -98,12 +113,23 @@ class ModelSeries:
         self._inference.observe(seconds)
 
     def billed(self, items: int, processing_ms: float, cost: float) -> None:
-        """One billed request."""
-        self._predictions.inc()
-        self._items.inc(items)
-        self._processing.inc(processing_ms / 1000)
-        if cost:
-            self._cost.inc(cost)
+        """One billed request. On the event loop only (``flush`` runs there too, so no lock is needed)."""
+        pending = self._pending
+        pending[0] += 1
+        pending[1] += items
+        pending[2] += processing_ms / 1000
+        pending[3] += cost
+
+    def flush(self) -> None:
+        """Add the billed requests since the last flush to the counters."""
+        predictions, items, seconds, cost = self._pending
+        if predictions:
+            self._pending = [0, 0, 0.0, 0.0]
+            self._predictions.inc(predictions)
+            self._items.inc(items)
+            self._processing.inc(seconds)
+            if cost:
+                self._cost.inc(cost)
 
 
 class Metrics:
@@ -235,8 +261,14 @@ class Metrics:
             self.queue_items.labels(model).set(items)
         self._queued_models = set(queued_by_model)
 
+    def flush(self) -> None:
+        """Move the billing counters added up since the last flush into prometheus-client."""
+        for series in list(self._models.values()):
+            series.flush()
+
     def render(self) -> bytes:
         """The exposition text: this process's values, or with several processes the sum of all of theirs."""
+        self.flush()
         if self._registry is not None:
             return generate_latest(self._registry)
         _forget_dead_processes(Path(self._dir or "."))
@@ -249,7 +281,7 @@ class Metrics:
         that a scrape answered by another worker sees this one's gauges. One process: nothing (each scrape refreshes).
         """
         if self._dir is not None and self._refresher is None:
-            self._refresher = asyncio.get_running_loop().create_task(_every(GAUGE_REFRESH_SECONDS, refresh))
+            self._refresher = asyncio.get_running_loop().create_task(_every(GAUGE_REFRESH_SECONDS, self, refresh))
 
     async def close(self) -> None:
         """This process stops: its gauges no longer count (its counters and histograms stay in the sum)."""
@@ -258,13 +290,15 @@ class Metrics:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
             self._refresher = None
+        self.flush()  # counters outlive the process in its files
         if self._dir is not None:
             mark_process_dead(os.getpid(), self._dir)
 
 
-async def _every(seconds: float, call: Callable[[], None]) -> None:
+async def _every(seconds: float, metrics: Metrics, refresh: Callable[[], None]) -> None:
     while True:
-        call()
+        metrics.flush()
+        refresh()
         await asyncio.sleep(seconds)
 
 

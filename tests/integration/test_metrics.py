@@ -287,19 +287,23 @@ def test_two_processes_sharing_a_multiprocess_directory_report_the_sum(
             response = httpx.post(f"{base}/predict", json=body, headers=bearer(key), timeout=60)
             assert response.status_code == 200, response.text
     for base in (first, second):
-        text = httpx.get(f"{base}/metrics").text
-        samples = _samples(text)
+        # Histograms are written at once; billing counters and gauges within a second (each process's refresh).
+        deadline = time.monotonic() + 10
+        while True:
+            text = httpx.get(f"{base}/metrics").text
+            samples = _samples(text)
+            settled = _value(samples, "cloudeasyml_predictions_total", model="tiny") == 5
+            settled = settled and _value(samples, "cloudeasyml_deployments_loaded") == 2
+            if settled or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert _value(samples, "cloudeasyml_predictions_total", model="tiny") == 5
+        assert _value(samples, "cloudeasyml_prediction_items_total", model="tiny") == 5
+        assert _value(samples, "cloudeasyml_deployments_loaded") == 2  # each process's own, summed
+        assert _value(samples, "cloudeasyml_models_installed") == 1  # the most of any process, not a sum
         assert _value(samples, "cloudeasyml_queue_wait_seconds_count", model="tiny") == 5
         predict = {"method": "POST", "route": "/predict", "status": "200"}
         assert _value(samples, "cloudeasyml_http_request_duration_seconds_count", **predict) == 5
         assert _sum(samples, "cloudeasyml_batch_size_items_sum", model="tiny") == 5
-        # Gauges: each process's own, summed across the live ones (written within a second by the other one).
-        deadline = time.monotonic() + 10
-        while _value(samples, "cloudeasyml_deployments_loaded") != 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
-            samples = _samples(httpx.get(f"{base}/metrics").text)
-        assert _value(samples, "cloudeasyml_deployments_loaded") == 2
-        assert _value(samples, "cloudeasyml_models_installed") == 1  # the most of any process, not a sum
         for secret in (deployment, other, "shared-secret", "other-secret", str(one.tenant.id), str(two.tenant.id)):
             assert secret not in text

@@ -1,0 +1,102 @@
+"""In-process cost of one ``POST /predict`` (tiny MLP) through the app's ASGI callable, no HTTP: CPU per request of
+the whole path (auth, decode, batch, run, bill, metrics, access log off). Run it against two checkouts taking turns
+to compare them (``PYTHONPATH=<checkout> python bench/metrics_cost.py``); with ``--ops`` it times the metric
+updates one prediction makes, alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REQUESTS = 3000
+
+
+async def _predict_cost() -> float:
+    from litestar.testing import AsyncTestClient
+
+    from cloudeasyml.app import create_app
+    from cloudeasyml.cli.db import upgrade_database
+    from cloudeasyml.db.engine import one_transaction
+    from cloudeasyml.domain.tenants import create_tenant
+    from cloudeasyml.plugins.manager import get_plugin_manager
+    from cloudeasyml.settings import DatabaseSettings, RuntimeSettings, ServerSettings, Settings
+    from tests.support import tiny_model
+
+    home = Path(tempfile.mkdtemp())
+    url = f"sqlite+aiosqlite:///{home / 'bench.db'}"
+    await asyncio.to_thread(upgrade_database, url)
+    async with one_transaction(url) as session:
+        key = (await create_tenant(session, "bench", "owner@example.com")).key
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(tiny_model, name="tiny")
+    settings = Settings(
+        database=DatabaseSettings(url=url),
+        runtime=RuntimeSettings(artifact_dir=str(home / "artifacts")),
+        server=ServerSettings(access_log=False),
+        home=str(home),
+    )
+    app = create_app(settings, pm)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with AsyncTestClient(app=app) as client:
+        deployment = (await client.post("/deployments", json={"modelName": "tiny"}, headers=headers)).json()["id"]
+        body = f'{{"deploymentId":"{deployment}","inputs":[{{"x":1.0,"y":2.0}}]}}'.encode()
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/predict",
+            "raw_path": b"/predict",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"authorization", f"Bearer {key}".encode()), (b"content-type", b"application/json")],
+            "server": ("127.0.0.1", 8000),
+            "client": ("127.0.0.1", 40000),
+        }
+        statuses: list[int] = []
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])  # type: ignore[arg-type]
+
+        async def one() -> None:
+            await app(dict(scope, state={}), receive, send)  # type: ignore[arg-type]
+
+        for _ in range(300):  # warm up: load, export, measure the batch cost
+            await one()
+        started = time.process_time()
+        for _ in range(REQUESTS):
+            await one()
+        elapsed = time.process_time() - started
+        assert set(statuses) == {200}, set(statuses)
+    return elapsed / REQUESTS * 1e6
+
+
+def _ops_cost() -> float:
+    from cloudeasyml.metering.metrics import Metrics
+
+    metrics = Metrics()
+    series = metrics.model("tiny")
+    count = 100_000
+    started = time.process_time()
+    for _ in range(count):
+        metrics.observe_request("POST", "/predict", 200, 0.0004)
+        series.waited(0.0)
+        series.ran(1, 0.00005)
+        series.billed(1, 0.05, 0.0010000)
+    return (time.process_time() - started) / count * 1e6
+
+
+if __name__ == "__main__":
+    if "--ops" in sys.argv:
+        print(f"metric updates of one prediction: {_ops_cost():.2f} us CPU")
+    else:
+        print(f"POST /predict in process: {asyncio.run(_predict_cost()):.1f} us CPU per request")
