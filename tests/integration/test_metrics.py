@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -212,8 +213,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class Servers:
+    """Server processes sharing one multiprocess directory."""
+
+    bases: list[str]
+    processes: list[subprocess.Popen[bytes]]
+    tenants: tuple[NewTenant, NewTenant]
+
+
 @pytest.fixture(name="two_processes")
-def fx_two_processes(artifact_dir: Path, tmp_path: Path) -> Iterator[tuple[list[str], tuple[NewTenant, NewTenant]]]:
+def fx_two_processes(artifact_dir: Path, tmp_path: Path) -> Iterator[Servers]:
     """Two server processes (the tiny model; uvicorn, as ``cloudeasyml serve`` runs) on one SQLite database, sharing
     one ``PROMETHEUS_MULTIPROC_DIR`` as the workers of ``cloudeasyml serve --workers 2`` do."""
     export_models(artifact_dir, tiny_model.TinyModel())  # here, once: two processes exporting at once would race
@@ -259,10 +269,11 @@ def fx_two_processes(artifact_dir: Path, tmp_path: Path) -> Iterator[tuple[list[
                         break
                 except httpx.TransportError:
                     time.sleep(0.1)
-        yield bases, pair
+        yield Servers(bases, servers, pair)
     finally:
         for server in servers:
-            server.terminate()
+            if server.poll() is None:
+                server.terminate()
         for server in servers:
             try:
                 server.wait(timeout=30)
@@ -271,10 +282,8 @@ def fx_two_processes(artifact_dir: Path, tmp_path: Path) -> Iterator[tuple[list[
         log.close()
 
 
-def test_two_processes_sharing_a_multiprocess_directory_report_the_sum(
-    two_processes: tuple[list[str], tuple[NewTenant, NewTenant]],
-) -> None:
-    (first, second), (one, two) = two_processes
+def test_two_processes_sharing_a_multiprocess_directory_report_the_sum(two_processes: Servers) -> None:
+    (first, second), (one, two) = two_processes.bases, two_processes.tenants
     deployment = httpx.post(
         f"{first}/deployments", json={"modelName": "tiny", "name": "shared-secret"}, headers=bearer(one.key)
     ).json()["id"]
@@ -307,3 +316,11 @@ def test_two_processes_sharing_a_multiprocess_directory_report_the_sum(
         assert _sum(samples, "cloudeasyml_batch_size_items_sum", model="tiny") == 5
         for secret in (deployment, other, "shared-secret", "other-secret", str(one.tenant.id), str(two.tenant.id)):
             assert secret not in text
+    # A worker killed outright (a worker manager restarts it under another id): its gauges stop counting at the next
+    # scrape, what it served stays counted.
+    killed = two_processes.processes[0]
+    killed.kill()
+    killed.wait(timeout=30)
+    samples = _samples(httpx.get(f"{second}/metrics").text)
+    assert _value(samples, "cloudeasyml_deployments_loaded") == 1
+    assert _value(samples, "cloudeasyml_predictions_total", model="tiny") == 5
