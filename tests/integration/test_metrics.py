@@ -324,3 +324,42 @@ def test_two_processes_sharing_a_multiprocess_directory_report_the_sum(two_proce
     samples = _samples(httpx.get(f"{second}/metrics").text)
     assert _value(samples, "cloudeasyml_deployments_loaded") == 1
     assert _value(samples, "cloudeasyml_predictions_total", model="tiny") == 5
+
+
+def test_cloudeasyml_serve_with_two_workers_shares_one_fresh_directory(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'served.db'}"
+    upgrade_database(url)
+    home = tmp_path / "home"
+    stale = home / "prometheus" / "counter_999999.db"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an earlier run's")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDEASYML_") and k != MULTIPROC_ENV}
+    env.update(CLOUDEASYML_HOME=str(home), CLOUDEASYML_DATABASE_URL=url, CLOUDEASYML_SERVER__ACCESS_LOG="false")
+    port = _free_port()
+    log = (tmp_path / "server.log").open("w")
+    command = [sys.executable, "-m", "cloudeasyml.cli", "serve", "--port", str(port), "--workers", "2"]
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        pids: set[str] = set()
+        while len(pids) < 2:  # each worker writes its gauges there within a second of starting
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            assert time.monotonic() < deadline, sorted(p.name for p in stale.parent.iterdir())
+            time.sleep(0.2)
+            pids = {path.stem.rsplit("_", 1)[1] for path in stale.parent.glob("gauge_livesum_*.db")}
+        assert not stale.exists()
+        while True:
+            assert time.monotonic() < deadline, "the server did not answer"
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert _value(_samples(text), "cloudeasyml_models_installed") >= 0
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
