@@ -30,11 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 __all__ = (
-    "CONTENT_TYPE",
     "MULTIPROC_ENV",
     "REFUSAL_CAUSES",
     "Metrics",
@@ -44,8 +42,6 @@ __all__ = (
 )
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
-"""The text format every Prometheus version reads."""
 
 REFUSAL_CAUSES = ("rate_limit", "request_cap", "spend_cap", "queue_full", "deadline", "deployment_limit")
 """The ``cause`` label of ``cloudeasyml_refusals_total`` (each series exists from the start, at 0)."""
@@ -267,7 +263,9 @@ class Metrics:
             series.flush()
 
     def render(self) -> bytes:
-        """The exposition text: this process's values, or with several processes the sum of all of theirs."""
+        """The exposition text (format 0.0.4, which every Prometheus reads): this process's values, or with several
+        processes the sum of all of theirs.
+        """
         self.flush()
         if self._registry is not None:
             return generate_latest(self._registry)

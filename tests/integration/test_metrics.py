@@ -114,7 +114,7 @@ async def test_metrics_parse_and_hold_the_histograms_by_model_and_route(
         secrets = await _traffic(client, tenant, other_tenant)
         response = await client.get("/metrics")
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     text = response.text
     samples = _samples(text)
 

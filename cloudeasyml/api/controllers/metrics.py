@@ -11,10 +11,11 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get
 
-from cloudeasyml.metering.metrics import CONTENT_TYPE
 from cloudeasyml.services import Services
 
 __all__ = ("MetricsController",)
+
+_TEXT_FORMAT = "text/plain; version=0.0.4"  # what generate_latest writes; Litestar adds "; charset=utf-8" itself
 
 
 class MetricsController(Controller):
@@ -23,7 +24,7 @@ class MetricsController(Controller):
     path = "/metrics"
     tags = ["Health"]
 
-    @get("/", summary="Prometheus metrics", exclude_from_auth=True, include_in_schema=True, media_type=CONTENT_TYPE)
+    @get("/", summary="Prometheus metrics", exclude_from_auth=True, include_in_schema=True, media_type=_TEXT_FORMAT)
     async def metrics(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Request latency by route and status; queue wait, batch size and inference time by model; predictions,
         items, processing time and billed cost by model; refusals by cause; errors by status; loaded deployments and
@@ -31,4 +32,4 @@ class MetricsController(Controller):
         """
         services: Services = request.app.state.services
         services.refresh_gauges()
-        return Response(services.metrics.render(), media_type=CONTENT_TYPE)
+        return Response(services.metrics.render(), media_type=_TEXT_FORMAT)
