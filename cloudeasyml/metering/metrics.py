@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -40,6 +41,8 @@ __all__ = (
     "multiprocess_dir",
     "prepare_multiprocess_dir",
 )
+
+log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -295,8 +298,11 @@ class Metrics:
 
 async def _every(seconds: float, metrics: Metrics, refresh: Callable[[], None]) -> None:
     while True:
-        metrics.flush()
-        refresh()
+        try:
+            metrics.flush()
+            refresh()
+        except Exception:  # a failed refresh must not end the refreshes; the next one may succeed
+            log.exception("writing the metrics' gauges failed")
         await asyncio.sleep(seconds)
 
 
