@@ -1,21 +1,42 @@
 """In-process cost of one ``POST /predict`` (tiny MLP) through the app's ASGI callable, no HTTP: CPU per request of
 the whole path (auth, decode, batch, run, bill, metrics, access log off). Run it against two checkouts taking turns
-to compare them (``PYTHONPATH=<checkout> python bench/metrics_cost.py``); with ``--ops`` it times the metric
-updates one prediction makes, alone.
+to compare them (``PYTHONPATH=<checkout> python bench/metrics_cost.py``); with ``--ab`` it alternates, in one
+process, blocks of requests with the metrics on and with their hooks replaced by no-ops (the difference is their
+cost, without the noise of comparing two processes on a busy machine); with ``--ops`` it times the metric updates
+one prediction makes, alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 REQUESTS = 3000
+ROUNDS = 100
+"""Blocks of ``--ab``, half with the metrics on (the even ones), half off."""
+BLOCK = 300
 
 
-async def _predict_cost() -> float:
+class _Off:
+    """Stands for the metrics' hooks when they are switched off."""
+
+    def waited(self, seconds: float) -> None:
+        pass
+
+    def ran(self, items: int, seconds: float) -> None:
+        pass
+
+    def __call__(self, *args: object) -> None:
+        pass
+
+
+async def _predict_cost(ab: bool = False) -> float:
     from litestar.testing import AsyncTestClient
 
     from cloudeasyml.app import create_app
@@ -72,12 +93,35 @@ async def _predict_cost() -> float:
 
         for _ in range(300):  # warm up: load, export, measure the batch cost
             await one()
+        if ab:
+            return await _alternate(app, one)
         started = time.process_time()
         for _ in range(REQUESTS):
             await one()
         elapsed = time.process_time() - started
         assert set(statuses) == {200}, set(statuses)
     return elapsed / REQUESTS * 1e6
+
+
+async def _alternate(app: Any, one: Callable[[], Awaitable[None]]) -> float:
+    services = app.state.services
+    (loaded,) = services.registry.loaded()
+    hooks = (loaded.batcher._observer, app._observe(), services.metrics.record_success)
+    off = _Off()
+    costs: dict[bool, list[float]] = {True: [], False: []}
+    for round_ in range(ROUNDS):
+        on = round_ % 2 == 0
+        loaded.batcher._observer, app.__dict__["_request_observer"], services.metrics.record_success = (
+            hooks if on else (off, off, off)
+        )
+        started = time.process_time()
+        for _ in range(BLOCK):
+            await one()
+        costs[on].append((time.process_time() - started) / BLOCK * 1e6)
+    for name, pick in (("median", statistics.median), ("least", min)):
+        on_us, off_us = pick(costs[True]), pick(costs[False])
+        print(f"{name} of {ROUNDS // 2} blocks of {BLOCK}: on {on_us:.1f} us, off {off_us:.1f} us CPU per request")
+    return statistics.median(costs[True]) - statistics.median(costs[False])
 
 
 def _ops_cost() -> float:
@@ -98,5 +142,7 @@ def _ops_cost() -> float:
 if __name__ == "__main__":
     if "--ops" in sys.argv:
         print(f"metric updates of one prediction: {_ops_cost():.2f} us CPU")
+    elif "--ab" in sys.argv:
+        print(f"the metrics' cost: {asyncio.run(_predict_cost(ab=True)):.1f} us CPU per request")
     else:
         print(f"POST /predict in process: {asyncio.run(_predict_cost()):.1f} us CPU per request")
