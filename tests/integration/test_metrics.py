@@ -93,7 +93,17 @@ async def _traffic(client: AsyncTestClient[Litestar], tenant: NewTenant, other: 
         response = await client.post(f"/deployments/{second}/predict", json=body, headers=bearer(other.key))
         assert response.status_code == 200, response.text
     assert (await client.get(f"/no-such-page/{tenant.tenant.id}")).status_code == 404
+    limited = await client.post(
+        "/api-keys", json={"name": "limited", "rateLimitPerMinute": 1}, headers=bearer(tenant.key)
+    )
+    assert limited.status_code == 201, limited.text
+    body = {"deploymentId": first, "inputs": [{"x": 1.0, "y": 2.0}]}
+    statuses = [
+        (await client.post("/predict", json=body, headers=bearer(limited.json()["key"]))).status_code for _ in range(2)
+    ]
+    assert statuses == [200, 429]  # refused on the fast path, before the router
     return (
+        limited.json()["key"],
         first,
         second,
         "acme-secret-project",
@@ -118,14 +128,15 @@ async def test_metrics_parse_and_hold_the_histograms_by_model_and_route(
     text = response.text
     samples = _samples(text)
 
-    assert _value(samples, "cloudeasyml_predictions_total", model="tiny") == 5
-    assert _value(samples, "cloudeasyml_prediction_items_total", model="tiny") == 8
+    assert _value(samples, "cloudeasyml_predictions_total", model="tiny") == 6
+    assert _value(samples, "cloudeasyml_prediction_items_total", model="tiny") == 9
     assert _value(samples, "cloudeasyml_processing_seconds_total", model="tiny") > 0
     assert _value(samples, "cloudeasyml_cost_total", model="tiny") > 0  # tiny has a per-request price
     # Requests by route template and status: the fast path is labelled as its route is.
     predict = {"method": "POST", "route": "/predict", "status": "200"}
-    assert _value(samples, "cloudeasyml_http_request_duration_seconds_count", **predict) == 3
-    assert _value(samples, "cloudeasyml_http_request_duration_seconds_bucket", **predict, le="+Inf") == 3
+    assert _value(samples, "cloudeasyml_http_request_duration_seconds_count", **predict) == 4
+    assert _value(samples, "cloudeasyml_http_request_duration_seconds_bucket", **predict, le="+Inf") == 4
+    assert _value(samples, "cloudeasyml_http_request_duration_seconds_count", **(predict | {"status": "429"})) == 1
     routed = [
         labels
         for (name, labels), value in samples.items()
@@ -136,12 +147,13 @@ async def test_metrics_parse_and_hold_the_histograms_by_model_and_route(
     assert _value(samples, requests, method="GET", route="unmatched", status="404") == 1
     assert _value(samples, requests, method="POST", route="/deployments", status="409") == 1
     # One wait per request, one size and run time per batch; the batches hold every item.
-    assert _value(samples, "cloudeasyml_queue_wait_seconds_count", model="tiny") == 5
+    assert _value(samples, "cloudeasyml_queue_wait_seconds_count", model="tiny") == 6
     batches = _value(samples, "cloudeasyml_batch_size_items_count", model="tiny")
-    assert 1 <= batches <= 5
-    assert _value(samples, "cloudeasyml_batch_size_items_sum", model="tiny") == 8
+    assert 1 <= batches <= 6
+    assert _value(samples, "cloudeasyml_batch_size_items_sum", model="tiny") == 9
     assert _value(samples, "cloudeasyml_inference_seconds_count", model="tiny") == batches
     assert _value(samples, "cloudeasyml_refusals_total", cause="deployment_limit") == 1
+    assert _value(samples, "cloudeasyml_refusals_total", cause="rate_limit") == 1
     assert {cause for cause in REFUSAL_CAUSES} <= {
         dict(labels)["cause"] for name, labels in samples if name == "cloudeasyml_refusals_total"
     }
