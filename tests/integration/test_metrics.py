@@ -122,6 +122,7 @@ async def test_metrics_parse_and_hold_the_histograms_by_model_and_route(
 ) -> None:
     async with AsyncTestClient(app=create_app(settings, plugin_manager)) as client:
         secrets = await _traffic(client, tenant, other_tenant)
+        assert (await client.request("BREWCOFFEE", "/health")).status_code >= 400
         response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
@@ -166,6 +167,7 @@ async def test_metrics_parse_and_hold_the_histograms_by_model_and_route(
     for secret in secrets:
         assert secret not in text, secret
     assert "tenant" not in text and "no-such-page" not in text
+    assert "BREWCOFFEE" not in text and _sum(samples, requests, method="OTHER") == 1  # any token a client sends
 
 
 def test_every_refusal_error_has_a_cause_of_the_metric() -> None:
