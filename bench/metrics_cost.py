@@ -9,11 +9,13 @@ one prediction makes, alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +38,63 @@ class _Off:
         pass
 
 
-async def _predict_cost(ab: bool = False) -> float:
-    from litestar.testing import AsyncTestClient
+async def _call(app: Any, method: str, path: str, key: str, body: bytes = b"") -> tuple[int, bytes]:
+    """One request through the app's ASGI callable, on this event loop."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"authorization", f"Bearer {key}".encode()), (b"content-type", b"application/json")],
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 40000),
+        "state": {},
+    }
+    status = 0
+    chunks: list[bytes] = []
 
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return status, b"".join(chunks)
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Any) -> AsyncIterator[None]:
+    """The app's startup and shutdown on this event loop (a test client would run them on a loop of its own)."""
+    inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    started, stopped = asyncio.Event(), asyncio.Event()
+
+    async def send(message: dict[str, str]) -> None:
+        (started if message["type"].startswith("lifespan.startup") else stopped).set()
+
+    task = asyncio.get_running_loop().create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, send)
+    )
+    await inbox.put({"type": "lifespan.startup"})
+    await started.wait()
+    try:
+        yield
+    finally:
+        await inbox.put({"type": "lifespan.shutdown"})
+        await stopped.wait()
+        await task
+
+
+async def _predict_cost(ab: bool = False) -> float:
     from cloudeasyml.app import create_app
     from cloudeasyml.cli.db import upgrade_database
     from cloudeasyml.db.engine import one_transaction
@@ -61,35 +117,14 @@ async def _predict_cost(ab: bool = False) -> float:
         home=str(home),
     )
     app = create_app(settings, pm)
-    headers = {"Authorization": f"Bearer {key}"}
-    async with AsyncTestClient(app=app) as client:
-        deployment = (await client.post("/deployments", json={"modelName": "tiny"}, headers=headers)).json()["id"]
-        body = f'{{"deploymentId":"{deployment}","inputs":[{{"x":1.0,"y":2.0}}]}}'.encode()
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/predict",
-            "raw_path": b"/predict",
-            "root_path": "",
-            "query_string": b"",
-            "headers": [(b"authorization", f"Bearer {key}".encode()), (b"content-type", b"application/json")],
-            "server": ("127.0.0.1", 8000),
-            "client": ("127.0.0.1", 40000),
-        }
-        statuses: list[int] = []
-
-        async def receive() -> dict[str, object]:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: dict[str, object]) -> None:
-            if message["type"] == "http.response.start":
-                statuses.append(message["status"])  # type: ignore[arg-type]
+    async with _lifespan(app):
+        status, answer = await _call(app, "POST", "/deployments", key, b'{"modelName": "tiny"}')
+        assert status == 201, answer
+        body = f'{{"deploymentId":"{json.loads(answer)["id"]}","inputs":[{{"x":1.0,"y":2.0}}]}}'.encode()
+        statuses: set[int] = set()
 
         async def one() -> None:
-            await app(dict(scope, state={}), receive, send)  # type: ignore[arg-type]
+            statuses.add((await _call(app, "POST", "/predict", key, body))[0])
 
         for _ in range(300):  # warm up: load, export, measure the batch cost
             await one()
@@ -99,7 +134,7 @@ async def _predict_cost(ab: bool = False) -> float:
         for _ in range(REQUESTS):
             await one()
         elapsed = time.process_time() - started
-        assert set(statuses) == {200}, set(statuses)
+        assert statuses == {200}, statuses
     return elapsed / REQUESTS * 1e6
 
 
