@@ -67,10 +67,12 @@ class Services:
         await self.meter.start()
         if self.broadcast is not None:
             await self.broadcast.start()
+        self.metrics.start(self.refresh_gauges)
 
     async def stop(self) -> None:
         """Drain deployments, write outstanding usage, close the database and Redis."""
         await self.registry.close()
+        await self.metrics.close()
         await self.quota.close()
         await self.meter.stop()
         if self.broadcast is not None:
@@ -78,6 +80,21 @@ class Services:
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
+
+    def refresh_gauges(self) -> None:
+        """Set the metrics' gauges from this process's state (loaded deployments, queues, unwritten usage)."""
+        queued: dict[str, int] = {}
+        for loaded in self.registry.loaded():
+            model = loaded.spec.model_name  # by model only: /metrics names no tenant and no tenant's deployment
+            queued[model] = queued.get(model, 0) + loaded.batcher.queued_items
+        self.metrics.set_gauges(
+            deployments_loaded=len(self.registry),
+            sessions_loaded=self.registry.session_count,
+            session_bytes=self.registry.session_bytes,
+            queued_by_model=queued,
+            usage_pending=self.meter.pending,
+            models_installed=len(self.catalog),
+        )
 
     async def keys_revoked(self, key_ids: Sequence[str]) -> None:
         """Drop revoked keys (a key and the keys it created) from this process's cache at once, then from every
@@ -132,7 +149,8 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
     resolver = ArtifactResolver(ArtifactStore(settings.artifact_path), export_on_load=settings.runtime.export_on_load)
     budget = memory_budget_bytes(settings, memory_limit_bytes())
     log.debug("memory budget of loaded models: %.0f MiB (0: none)", budget / 2**20)
-    registry = ServingRegistry(resolver, memory_budget_bytes=budget)
+    metrics = Metrics()
+    registry = ServingRegistry(resolver, memory_budget_bytes=budget, observer_for=metrics.model)
     cache_seconds = settings.server.key_cache_seconds
     cache_entries = settings.server.cache_entries
     directory = DeploymentDirectory(sessions, catalog, resolver, cache_seconds=cache_seconds, max_entries=cache_entries)
@@ -145,7 +163,6 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         segment_bytes=metering.segment_bytes,
         flush_timeout=metering.flush_timeout_seconds,
     )
-    metrics = Metrics()
     authenticator = ApiKeyAuthenticator(
         sessions,
         cache_seconds=cache_seconds,

@@ -25,7 +25,7 @@ from cloudeasyml.api.auth import authenticate_scope
 from cloudeasyml.api.controllers.inference import prediction
 from cloudeasyml.api.problems import send_problem
 from cloudeasyml.api.raw_http import send_json
-from cloudeasyml.api.request_log import serve_logged
+from cloudeasyml.api.request_log import RequestObserver, serve_logged
 
 __all__ = ("PlatformApp",)
 
@@ -40,9 +40,17 @@ class PlatformApp(Litestar):
         else to Litestar.
         """
         if scope["type"] == "http":
-            await serve_logged(scope, receive, send, self._dispatch)  # type: ignore[arg-type]
+            await serve_logged(scope, receive, send, self._dispatch, self._observe())  # type: ignore[arg-type]
             return
         await super().__call__(scope, receive, send)
+
+    def _observe(self) -> RequestObserver | None:
+        """The request metrics' observer, found once (a ``State`` lookup per request costs more)."""
+        observe = self.__dict__.get("_request_observer")
+        if observe is None:
+            services = self.state.get("services")
+            observe = self.__dict__["_request_observer"] = services.metrics.observe_request if services else None
+        return observe
 
     async def _dispatch(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         if (
@@ -56,6 +64,7 @@ class PlatformApp(Litestar):
 
     async def _predict(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         scope["app"] = scope["litestar_app"] = self
+        scope["path_template"] = "/predict"  # as Litestar's router sets it
         try:
             await authenticate_scope(scope)
             content = await prediction(scope, receive, None)

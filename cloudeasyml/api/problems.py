@@ -33,7 +33,7 @@ from cloudeasyml.errors import (
     UsageJournalError,
 )
 
-__all__ = ("STATUS_BY_ERROR", "exception_handlers", "problem", "send_problem")
+__all__ = ("REFUSAL_CAUSE_BY_ERROR", "STATUS_BY_ERROR", "exception_handlers", "problem", "send_problem")
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,17 @@ STATUS_BY_ERROR: dict[type[CloudEasyMLError], int] = {
     UsageJournalError: 503,  # a request that cannot be billed is not answered
 }
 
+REFUSAL_CAUSE_BY_ERROR: dict[type[CloudEasyMLError], str] = {
+    RateLimitedError: "rate_limit",
+    RequestCapReachedError: "request_cap",
+    SpendCapReachedError: "spend_cap",
+    OverloadedError: "queue_full",
+    DeadlineExceededError: "deadline",
+    TenantLimitReachedError: "deployment_limit",
+}
+"""Errors that refuse a request because of a limit, counted by ``cloudeasyml_refusals_total{cause}`` (the causes are
+``cloudeasyml.metering.metrics.REFUSAL_CAUSES``)."""
+
 
 def problem(
     request: Request[Any, Any, Any], status: int, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
@@ -79,9 +90,19 @@ def _status_of(exc: CloudEasyMLError) -> int:
     return 500
 
 
+def _count_refusal(request: Request[Any, Any, Any], exc: CloudEasyMLError) -> None:
+    for cls in type(exc).__mro__:
+        if cls in REFUSAL_CAUSE_BY_ERROR:
+            services = getattr(request.app.state, "services", None)
+            if services is not None:
+                services.metrics.record_refusal(REFUSAL_CAUSE_BY_ERROR[cls])
+            return
+
+
 def handle_domain_error(request: Request[Any, Any, Any], exc: CloudEasyMLError) -> Response[dict[str, Any]]:
     """Domain errors by the table above."""
     status = _status_of(exc)
+    _count_refusal(request, exc)
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RetryLaterError) else None
     if status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="cloudeasyml"'}

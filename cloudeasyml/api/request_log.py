@@ -49,11 +49,19 @@ def request_context(scope: Any) -> RequestContext:
     return context
 
 
+RequestObserver = Callable[[str, "str | None", int, float], None]
+"""Told of each answered request: ``(method, route template or None, status, seconds)`` (the request metrics)."""
+
+
 async def serve_logged(
-    scope: HTTPScope, receive: Receive, send: Send, app: Callable[[HTTPScope, Receive, Send], Awaitable[None]]
+    scope: HTTPScope,
+    receive: Receive,
+    send: Send,
+    app: Callable[[HTTPScope, Receive, Send], Awaitable[None]],
+    observe: RequestObserver | None = None,
 ) -> None:
     """Run ``app`` on an HTTP request with a ``RequestContext`` in its scope, its id in ``X-Request-ID`` of the
-    answer, and one access-log line when it ends.
+    answer, and one access-log line when it ends; ``observe`` (if given) is told its method, route, status and time.
     """
     client_id = None
     for name, value in scope["headers"]:
@@ -78,8 +86,12 @@ async def serve_logged(
     try:
         await app(scope, receive, send_with_id)
     finally:
+        elapsed = time.perf_counter() - started
+        if observe is not None:
+            # The route's template, never the raw path: a path no route matched is the client's to choose.
+            observe(scope["method"], scope.get("path_template"), status, elapsed)
         if log.isEnabledFor(logging.INFO):
-            _log(scope, context, status, (time.perf_counter() - started) * 1000)
+            _log(scope, context, status, elapsed * 1000)
 
 
 def _log(scope: HTTPScope, context: RequestContext, status: int, elapsed_ms: float) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
+from collections.abc import MutableMapping
+from pathlib import Path
 
 import click
 import msgspec
@@ -15,12 +18,13 @@ from cloudeasyml.db.engine import one_transaction
 from cloudeasyml.domain.deployments import DeploymentRequest, DeploymentService
 from cloudeasyml.domain.tenants import create_tenant
 from cloudeasyml.errors import CloudEasyMLError, ConflictError
+from cloudeasyml.metering.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 from cloudeasyml.runtime.artifacts import ArtifactStore
 from cloudeasyml.runtime.resolver import ArtifactResolver
 from cloudeasyml.services import build_catalog_from_settings
 from cloudeasyml.settings import Settings, load_settings
 
-__all__ = ("serve",)
+__all__ = ("multiprocess_metrics_dir", "serve")
 
 DEMO_TENANT = "demo"
 DEMO_MODEL = "housing"
@@ -65,6 +69,20 @@ def _print_demo(base: str, settings: Settings) -> None:
     click.echo(f"  curl -s {auth} {base}/usage")
 
 
+def multiprocess_metrics_dir(settings: Settings, workers: int, environ: MutableMapping[str, str]) -> Path | None:
+    """With several workers and no ``PROMETHEUS_MULTIPROC_DIR`` of the operator's, point it at a fresh
+    ``CLOUDEASYML_HOME/prometheus`` (emptied: values of an earlier run must not add to this one's), so that every
+    worker's metrics are summed on ``/metrics``. The workers inherit the variable (they are started after this).
+    Returns the directory set up, or None (one worker, or the operator's own directory: theirs to empty).
+    """
+    if workers <= 1 or environ.get(MULTIPROC_ENV):
+        return None
+    path = settings.home_dir / "prometheus"
+    prepare_multiprocess_dir(path)
+    environ[MULTIPROC_ENV] = str(path)
+    return path
+
+
 @click.command()
 @click.option("--host", default=None, help="Bind address (CLOUDEASYML_SERVER__HOST, default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (CLOUDEASYML_SERVER__PORT, default 8000).")
@@ -81,12 +99,14 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
     if demo:
         _print_demo(base, settings)
     click.echo(f"CloudEasyML on {base}  (API docs: {base}/schema, Swagger UI: {base}/schema/swagger)")
+    workers = workers or settings.server.workers
+    multiprocess_metrics_dir(settings, workers, os.environ)
     uvicorn.run(
         "cloudeasyml.app:create_app",
         factory=True,
         host=host,
         port=port,
-        workers=workers or settings.server.workers,
+        workers=workers,
         log_level="warning",
         access_log=False,
         # The protocol applies the other limits of settings.server (header size, count and deadline, body and

@@ -236,7 +236,7 @@ class InferenceService:
         gpu_ms = result.processing_ms if loaded.on_gpu else 0.0
         pricing = self._pricing.for_plan(principal.plan, loaded.model, spec.model_version)
         cost = price(pricing, CostInputs(processing_ms=result.processing_ms, gpu_ms=gpu_ms))
-        self._metrics.record_success(spec.model_name, items, result.processing_ms)
+        self._metrics.record_success(spec.model_name, items, result.processing_ms, float(cost))
         self._meter.record(
             Usage(
                 request_id=request_id,

@@ -1,46 +1,334 @@
-"""Process-wide counters for ``GET /metrics`` (Prometheus text format). Cheap enough for the hot path:
-a dict update per request, no locks (one event loop writes them).
+"""The platform's Prometheus metrics (``GET /metrics``), through ``prometheus-client``.
+
+Labels name models (installed plugins, the same for every tenant), routes (templates, never a raw path), methods,
+statuses and refusal causes: never a tenant, a tenant's deployment or a key, because ``/metrics`` answers without
+one.
+
+One process: each ``Metrics`` holds its own ``CollectorRegistry`` (tests build many apps in one process). Several
+worker processes (``cloudeasyml serve --workers N``): when ``PROMETHEUS_MULTIPROC_DIR`` is set, prometheus-client
+keeps every value in memory-mapped files of that directory, one set per process, and a scrape answered by any
+worker sums them (``MultiProcessCollector``), so the page tells one truth. Gauges there are ``live*`` modes: the
+files of a process that has ended are dropped (``mark_process_dead``: by the process itself when it stops, and at
+each scrape for processes that are gone without stopping cleanly).
+
+Hot path: children of labelled series are looked up once and kept in dicts (``labels()`` costs more than an
+observation), and a prediction makes four histogram observations (its request; its wait in the queue; its batch's
+size and run time, shared by the batch's requests). The billing counters (predictions, items, processing seconds,
+cost) are added up in plain floats on the event loop and moved into prometheus-client at each scrape (and every
+``GAUGE_REFRESH_SECONDS`` with several processes): four lock-taking ``inc`` calls per request cost as much as two
+observations (measured ~0.6 us each, a histogram observation ~1.4 us, on a busy 2-core machine).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
+import asyncio
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
-__all__ = ("Metrics", "render")
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+__all__ = (
+    "MULTIPROC_ENV",
+    "REFUSAL_CAUSES",
+    "Metrics",
+    "ModelSeries",
+    "multiprocess_dir",
+    "prepare_multiprocess_dir",
+)
+
+log = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+REFUSAL_CAUSES = ("rate_limit", "request_cap", "spend_cap", "queue_full", "deadline", "deployment_limit")
+"""The ``cause`` label of ``cloudeasyml_refusals_total`` (each series exists from the start, at 0)."""
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Seconds: a small MLP answers in well under a millisecond, a large text batch in seconds."""
+_WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+UNMATCHED_ROUTE = "unmatched"
+"""The route label of a request no route matched: its raw path is the client's to choose, so it is never a label."""
+GAUGE_REFRESH_SECONDS = 1.0
+"""With several processes, how often each writes its gauges (queue items, pending usage ...) to its files: a scrape
+answered by another worker reads them from there, at most this old."""
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live\w*?_(\d+)\.db\Z")
+
+# No ``*_created`` series: they double the page and no dashboard reads them (a process-wide switch of the library).
+disable_created_metrics()
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory of this process (``PROMETHEUS_MULTIPROC_DIR``), or None: one process."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def prepare_multiprocess_dir(path: Path) -> None:
+    """Create ``path`` empty: prometheus-client's files of an earlier run would be summed into this one's."""
+    path.mkdir(parents=True, exist_ok=True)
+    for entry in path.glob("*.db"):
+        entry.unlink(missing_ok=True)
+
+
+class ModelSeries:
+    """The series of one model, looked up once: what a prediction and its batches update."""
+
+    __slots__ = (
+        "_batch_items",
+        "_cost",
+        "_inference",
+        "_items",
+        "_pending",
+        "_predictions",
+        "_processing",
+        "_wait",
+    )
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self._predictions = metrics.predictions.labels(model)
+        self._items = metrics.items.labels(model)
+        self._processing = metrics.processing.labels(model)
+        self._cost = metrics.cost.labels(model)
+        self._wait = metrics.queue_wait.labels(model)
+        self._batch_items = metrics.batch_items.labels(model)
+        self._inference = metrics.inference.labels(model)
+        self._pending = [0, 0, 0.0, 0.0]
+        """Billed requests, items, processing seconds and cost not yet added to the counters (see ``flush``)."""
+
+    def waited(self, seconds: float) -> None:
+        """A request's first batch started ``seconds`` after it was queued (0: it ran at once)."""
+        self._wait.observe(seconds)
+
+    def ran(self, items: int, seconds: float) -> None:
+        """A batch of ``items`` ran in ``seconds``."""
+        self._batch_items.observe(items)
+        self._inference.observe(seconds)
+
+    def billed(self, items: int, processing_ms: float, cost: float) -> None:
+        """One billed request. On the event loop only (``flush`` runs there too, so no lock is needed)."""
+        pending = self._pending
+        pending[0] += 1
+        pending[1] += items
+        pending[2] += processing_ms / 1000
+        pending[3] += cost
+
+    def flush(self) -> None:
+        """Add the billed requests since the last flush to the counters."""
+        predictions, items, seconds, cost = self._pending
+        if predictions:
+            self._pending = [0, 0, 0.0, 0.0]
+            self._predictions.inc(predictions)
+            self._items.inc(items)
+            self._processing.inc(seconds)
+            if cost:
+                self._cost.inc(cost)
 
 
 class Metrics:
-    """Counters by model and by error status."""
+    """Every series the server exports. Thread-safe (batches observe from worker threads)."""
 
     def __init__(self) -> None:
-        self.predictions: defaultdict[str, int] = defaultdict(int)
-        self.items: defaultdict[str, int] = defaultdict(int)
-        self.processing_seconds: defaultdict[str, float] = defaultdict(float)
-        self.errors: defaultdict[int, int] = defaultdict(int)
+        self._dir = multiprocess_dir()
+        # Multiprocess: metrics live in the directory's files, and a scrape reads those; registering them as well
+        # would export them twice. One process: a registry of this app's own.
+        self._registry = None if self._dir else CollectorRegistry(auto_describe=False)
+        registry = self._registry
+        self.requests = Histogram(
+            "cloudeasyml_http_request_duration_seconds",
+            "Time to answer an HTTP request, by method, route template and status.",
+            ("method", "route", "status"),
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "cloudeasyml_queue_wait_seconds",
+            "Time a request waited in its deployment's queue before its first batch started, by model.",
+            ("model",),
+            buckets=_WAIT_BUCKETS,
+            registry=registry,
+        )
+        self.batch_items = Histogram(
+            "cloudeasyml_batch_size_items",
+            "Items in each batch run, by model.",
+            ("model",),
+            buckets=_BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.inference = Histogram(
+            "cloudeasyml_inference_seconds",
+            "Run time of each batch, by model.",
+            ("model",),
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.predictions = Counter("cloudeasyml_predictions", "Billed requests.", ("model",), registry=registry)
+        self.items = Counter("cloudeasyml_prediction_items", "Items in billed requests.", ("model",), registry=registry)
+        self.processing = Counter(
+            "cloudeasyml_processing_seconds", "Billed model processing time.", ("model",), registry=registry
+        )
+        self.cost = Counter(
+            "cloudeasyml_cost", "Billed cost (in the prices' currency), by model.", ("model",), registry=registry
+        )
+        self.refusals = Counter(
+            "cloudeasyml_refusals",
+            "Requests refused by a limit, by cause.",
+            ("cause",),
+            registry=registry,
+        )
+        self.errors = Counter(
+            "cloudeasyml_http_errors", "Requests answered with an error status.", ("status",), registry=registry
+        )
 
-    def record_success(self, model: str, items: int, processing_ms: float) -> None:
+        def live(name: str, documentation: str, labels: tuple[str, ...] = ()) -> Gauge:
+            """A gauge summed over the live processes."""
+            return Gauge(name, documentation, labels, multiprocess_mode="livesum", registry=registry)
+
+        self.deployments_loaded = live("cloudeasyml_deployments_loaded", "Deployments loaded.")
+        self.sessions_loaded = live("cloudeasyml_sessions_loaded", "Open onnxruntime sessions.")
+        self.session_bytes = live(
+            "cloudeasyml_session_bytes", "Estimated memory of open onnxruntime sessions (their ONNX files)."
+        )
+        self.queue_items = live("cloudeasyml_queue_items", "Items waiting for a batch, by model.", ("model",))
+        self.usage_pending = live("cloudeasyml_usage_records_pending", "Usage records not yet written.")
+        self.models_installed = Gauge(
+            "cloudeasyml_models_installed",
+            "Installed, valid models.",
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
+        self._models: dict[str, ModelSeries] = {}
+        self._routes: dict[tuple[str, str, int], Any] = {}
+        self._refusals = {cause: self.refusals.labels(cause) for cause in REFUSAL_CAUSES}
+        self._queued_models: set[str] = set()
+        self._refresher: asyncio.Task[None] | None = None
+
+    @property
+    def multiprocess(self) -> bool:
+        """Whether values are shared with other processes through ``PROMETHEUS_MULTIPROC_DIR``."""
+        return self._dir is not None
+
+    def model(self, model: str) -> ModelSeries:
+        """The series of ``model`` (a batcher's observer; billing)."""
+        series = self._models.get(model)
+        if series is None:
+            series = self._models[model] = ModelSeries(self, model)
+        return series
+
+    def record_success(self, model: str, items: int, processing_ms: float, cost: float = 0.0) -> None:
         """One billed request."""
-        self.predictions[model] += 1
-        self.items[model] += items
-        self.processing_seconds[model] += processing_ms / 1000
+        self.model(model).billed(items, processing_ms, cost)
 
     def record_error(self, status: int) -> None:
         """One request answered with an error status."""
-        self.errors[status] += 1
+        self.errors.labels(str(status)).inc()
+
+    def record_refusal(self, cause: str) -> None:
+        """One request refused by a limit (a cause of ``REFUSAL_CAUSES``)."""
+        self._refusals[cause].inc()
+
+    def observe_request(self, method: str, route: str | None, status: int, seconds: float) -> None:
+        """One HTTP request answered. ``route`` is the matched route's template (None: no route matched)."""
+        if method not in _METHODS:
+            method = "OTHER"  # a client may send any token as a method: neither a label nor a key of the cache
+        key = (method, route or UNMATCHED_ROUTE, status)
+        child = self._routes.get(key)
+        if child is None:
+            child = self._routes[key] = self.requests.labels(method, key[1], str(status))
+        child.observe(seconds)
+
+    def set_gauges(
+        self,
+        *,
+        deployments_loaded: int,
+        sessions_loaded: int,
+        session_bytes: int,
+        queued_by_model: Mapping[str, int],
+        usage_pending: int,
+        models_installed: int,
+    ) -> None:
+        """This process's current state (read at each scrape, and every second with several processes)."""
+        self.deployments_loaded.set(deployments_loaded)
+        self.sessions_loaded.set(sessions_loaded)
+        self.session_bytes.set(session_bytes)
+        self.usage_pending.set(usage_pending)
+        self.models_installed.set(models_installed)
+        for model in self._queued_models - queued_by_model.keys():
+            self.queue_items.labels(model).set(0)  # its deployments have gone: it queues nothing any more
+        for model, items in queued_by_model.items():
+            self.queue_items.labels(model).set(items)
+        self._queued_models = set(queued_by_model)
+
+    def flush(self) -> None:
+        """Move the billing counters added up since the last flush into prometheus-client."""
+        for series in list(self._models.values()):
+            series.flush()
+
+    def render(self) -> bytes:
+        """The exposition text (format 0.0.4, which every Prometheus reads): this process's values, or with several
+        processes the sum of all of theirs.
+        """
+        self.flush()
+        if self._registry is not None:
+            return generate_latest(self._registry)
+        _forget_dead_processes(Path(self._dir or "."))
+        registry = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(registry, path=self._dir)
+        return generate_latest(registry)
+
+    def start(self, refresh: Callable[[], None]) -> None:
+        """With several processes, call ``refresh`` (which calls ``set_gauges``) every ``GAUGE_REFRESH_SECONDS``, so
+        that a scrape answered by another worker sees this one's gauges. One process: nothing (each scrape refreshes).
+        """
+        if self._dir is not None and self._refresher is None:
+            self._refresher = asyncio.get_running_loop().create_task(_every(GAUGE_REFRESH_SECONDS, self, refresh))
+
+    async def close(self) -> None:
+        """This process stops: its gauges no longer count (its counters and histograms stay in the sum)."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+        self.flush()  # counters outlive the process in its files
+        if self._dir is not None:
+            mark_process_dead(os.getpid(), self._dir)
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+async def _every(seconds: float, metrics: Metrics, refresh: Callable[[], None]) -> None:
+    while True:
+        try:
+            metrics.flush()
+            refresh()
+        except Exception:  # a failed refresh must not end the refreshes; the next one may succeed
+            log.exception("writing the metrics' gauges failed")
+        await asyncio.sleep(seconds)
 
 
-def render(families: Iterable[tuple[str, str, str, dict[tuple[tuple[str, str], ...], float]]]) -> str:
-    """Prometheus exposition text for ``(name, type, help, {labels: value})`` families."""
-    lines = []
-    for name, kind, help_text, samples in families:
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples.items():
-            label_text = ",".join(f'{key}="{_escape(val)}"' for key, val in labels)
-            lines.append(f"{name}{{{label_text}}} {value}" if label_text else f"{name} {value}")
-    return "\n".join(lines) + "\n"
+def _forget_dead_processes(path: Path) -> None:
+    """Drop the live gauges of processes that ended without ``close`` (killed, crashed): a worker manager restarts
+    them under new ids, and their last values would otherwise count forever.
+    """
+    for pid in _pids(entry.name for entry in path.glob("gauge_live*.db")):
+        if not _alive(pid):
+            mark_process_dead(pid, str(path))
+
+
+def _pids(names: Iterable[str]) -> set[int]:
+    return {int(match.group(1)) for name in names if (match := _LIVE_GAUGE_FILE.search(name))}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True

@@ -19,6 +19,9 @@ lately is never estimated cheap, so it runs in a thread.
 Deadlines bound the wait in the queue: a request whose deadline passes before its first batch starts never runs
 (the check is made when a batch is taken, on the loop and in a worker thread's chained take) and gets
 ``DeadlineExceededError``; once its first batch has started, the request runs to its end and gets its result.
+
+A ``BatchObserver`` (optional) is told each request's wait in the queue and each batch's size and run time; the
+runtime defines the protocol and knows nothing of what implements it (``cloudeasyml.metering.metrics``).
 """
 
 from __future__ import annotations
@@ -30,14 +33,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
 from cloudeasyml.errors import DeadlineExceededError, DeploymentUnloadedError, InvalidInputError, OverloadedError
 from cloudeasyml.runtime.run_cost import RunCost
 
-__all__ = ("INLINE_BELOW_MS", "BatchResult", "Batcher")
+__all__ = ("INLINE_BELOW_MS", "BatchObserver", "BatchResult", "Batcher")
 
 RunBatch = Callable[[list[Any]], list[Any]]
 CostOf = Callable[[Sequence[Any]], int]
@@ -48,6 +51,28 @@ INLINE_BELOW_MS = 0.3
 costs the loop ~0.05-0.1 ms of CPU plus a wake-up, more than such a batch blocks it."""
 QUIET_MS = 1.0
 """Under load, a gathering batch stops waiting once no request has arrived for this long."""
+
+
+class BatchObserver(Protocol):
+    """What a batcher reports as it runs (e.g. to metrics). Called on the event loop and from worker threads, so it
+    must be thread-safe and cheap: once per request and once per batch.
+    """
+
+    def waited(self, seconds: float) -> None:
+        """A request's first batch started ``seconds`` after the request was queued (0: it ran at once)."""
+
+    def ran(self, items: int, seconds: float) -> None:
+        """A batch of ``items`` items (a request run alone: its size) ran successfully in ``seconds``."""
+
+
+class _NoObserver:
+    __slots__ = ()
+
+    def waited(self, seconds: float) -> None:
+        pass
+
+    def ran(self, items: int, seconds: float) -> None:
+        pass
 
 
 class BatchResult(msgspec.Struct, frozen=True):
@@ -118,8 +143,10 @@ class Batcher:
         quiet_ms: float = QUIET_MS,
         cost_of: CostOf = len,
         clock: Callable[[], float] = time.monotonic,
+        observer: BatchObserver | None = None,
     ) -> None:
         self._run_batch = run_batch
+        self._observer: BatchObserver = observer if observer is not None else _NoObserver()
         self._cost_of = cost_of
         self._clock = clock
         self._quiet = quiet_ms / 1000
@@ -175,7 +202,10 @@ class Batcher:
             units = self._cost_of(items)
             if self._running == 0 and self.runs_inline(units):
                 # Idle and cheap: no queue, no task, no thread.
-                outputs, elapsed_ms = self._timed(lambda: self._run_items(list(items)), units, self.item_cost)
+                self._observer.waited(0.0)
+                outputs, elapsed_ms = self._timed(
+                    lambda: self._run_items(list(items)), units, self.item_cost, len(items)
+                )
                 return BatchResult(outputs=outputs, processing_ms=elapsed_ms, batch_items=len(items))
             parts = [items]
         else:
@@ -193,7 +223,8 @@ class Batcher:
         self._admit(size)
         units = size if units is None else units
         if self._running == 0 and self.runs_inline(units, alone=True):
-            outputs, elapsed_ms = self._timed(lambda: [work()], units, self.alone_cost)
+            self._observer.waited(0.0)
+            outputs, elapsed_ms = self._timed(lambda: [work()], units, self.alone_cost, size)
             return BatchResult(outputs=outputs, processing_ms=elapsed_ms, batch_items=size)
         request = self._new_request(1)
         return await self._enqueue(request, [_Chunk(request, 0, (), units, work, size)])
@@ -326,6 +357,8 @@ class Batcher:
                         expired.append(request)
                     continue
                 request.started = True
+                # Queued at its deadline less the timeout: no clock read kept per request for this.
+                self._observer.waited(max(0.0, now - (request.deadline - self._timeout)))
             batch.append(head)
             size += head.size
             if head.alone is not None:
@@ -393,9 +426,10 @@ class Batcher:
         head = batch[0]
         if head.alone is not None:
             work = head.alone
-            return self._timed(lambda: [work()], head.units, self.alone_cost)
+            return self._timed(lambda: [work()], head.units, self.alone_cost, head.size)
         items = [item for chunk in batch for item in chunk.items]
-        return self._timed(lambda: self._run_items(items), sum(chunk.units for chunk in batch), self.item_cost)
+        units = sum(chunk.units for chunk in batch)
+        return self._timed(lambda: self._run_items(items), units, self.item_cost, len(items))
 
     def _run_items(self, items: list[Any]) -> list[Any]:
         outputs = self._run_batch(items)
@@ -403,12 +437,14 @@ class Batcher:
             raise RuntimeError(f"the model returned {len(outputs)} predictions for {len(items)} inputs")
         return outputs
 
-    def _timed(self, run: Callable[[], list[Any]], units: int, cost: RunCost) -> tuple[list[Any], float]:
+    def _timed(self, run: Callable[[], list[Any]], units: int, cost: RunCost, items: int) -> tuple[list[Any], float]:
         started = time.perf_counter()
         outputs = run()
-        elapsed_ms = (time.perf_counter() - started) * 1000
+        elapsed = time.perf_counter() - started
+        elapsed_ms = elapsed * 1000
         with self._lock:  # worker threads observe too
             cost.observe(units, elapsed_ms)
+        self._observer.ran(items, elapsed)
         return outputs, elapsed_ms
 
 

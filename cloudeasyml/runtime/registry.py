@@ -17,7 +17,7 @@ import numpy as np
 from cloudeasyml.core.serving import Device, ServingConfig
 from cloudeasyml.errors import NotFoundError
 from cloudeasyml.plugins.model import ModelPlugin
-from cloudeasyml.runtime.batcher import Batcher, BatchResult
+from cloudeasyml.runtime.batcher import Batcher, BatchObserver, BatchResult
 from cloudeasyml.runtime.config import available_cpus, served_instances, session_threads
 from cloudeasyml.runtime.resolver import ArtifactResolver
 from cloudeasyml.runtime.session import OnnxSession, providers_for
@@ -61,6 +61,7 @@ class LoadedDeployment:
         session: OnnxSession,
         session_key: SessionKey,
         variant_report: dict[str, Any] | None = None,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.spec = spec
         self.model = model
@@ -80,6 +81,7 @@ class LoadedDeployment:
             timeout_ms=config.timeout_ms,
             # The batcher hands cost_of the request's own list (or slices of it), as cost_units expects.
             cost_of=cast(Callable[[Sequence[Any]], int], model.cost_units),
+            observer=observer,
         )
 
     @property
@@ -115,8 +117,17 @@ class ServingRegistry:
     used one first, never another tenant's.
     """
 
-    def __init__(self, resolver: ArtifactResolver, *, memory_budget_bytes: int = 0, cpus: int | None = None) -> None:
+    def __init__(
+        self,
+        resolver: ArtifactResolver,
+        *,
+        memory_budget_bytes: int = 0,
+        cpus: int | None = None,
+        observer_for: Callable[[str], BatchObserver] | None = None,
+    ) -> None:
         self.resolver = resolver
+        self._observer_for = observer_for
+        """The batch observer of a model's deployments, by model name (None: nothing observes)."""
         self._budget = memory_budget_bytes
         self._cpus = cpus or available_cpus()
         self._loaded: dict[uuid.UUID, LoadedDeployment] = {}
@@ -137,6 +148,11 @@ class ServingRegistry:
     def session_bytes(self) -> int:
         """Estimated memory of the open sessions (the size of their ONNX files)."""
         return sum(size for _session, size in self._sessions.values())
+
+    @property
+    def session_count(self) -> int:
+        """Open sessions (deployments of one artifact share one)."""
+        return len(self._sessions)
 
     def loaded(self) -> list[LoadedDeployment]:
         """Every loaded deployment."""
@@ -177,7 +193,10 @@ class ServingRegistry:
             config = spec.config
             if not session.on_gpu:
                 config = msgspec.structs.replace(config, instances=served_instances(config, self._cpus))
-            loaded = LoadedDeployment(msgspec.structs.replace(spec, config=config), model, session, key, report)
+            observer = self._observer_for(spec.model_name) if self._observer_for is not None else None
+            loaded = LoadedDeployment(
+                msgspec.structs.replace(spec, config=config), model, session, key, report, observer=observer
+            )
             self._loaded[spec.id] = loaded
         finally:
             self._admitted.pop(spec.id, None)

@@ -499,3 +499,51 @@ async def test_cheap_chunks_of_one_large_request_let_the_event_loop_in_between()
     assert order.count("chunk") == 4
     first, last = order.index("chunk"), len(order) - 1 - order[::-1].index("chunk")
     assert "loop" in order[first:last]  # not four chunks back to back
+
+
+class _Recorder:
+    """A ``BatchObserver`` that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self.runs: list[tuple[int, float]] = []
+
+    def waited(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    def ran(self, items: int, seconds: float) -> None:
+        self.runs.append((items, seconds))
+
+
+async def test_the_observer_is_told_each_requests_wait_and_each_batchs_size_and_time() -> None:
+    gate = threading.Event()
+    observer = _Recorder()
+
+    def run(items):  # type: ignore[no-untyped-def]
+        time.sleep(0.002)  # not cheap: runs in a worker thread, so the gate holds the batch, not the loop
+        if items == [0]:
+            gate.wait(5)
+        return items
+
+    batcher = make(run, observer=observer)
+    assert (await batcher.submit([7])).outputs == [7]  # idle: runs at once
+    assert observer.waits[0] < 0.05 and [items for items, _ in observer.runs] == [1]
+    first = asyncio.ensure_future(batcher.submit([0]))
+    await asyncio.sleep(0.05)
+    rest = [asyncio.ensure_future(batcher.submit([i, i])) for i in range(1, 4)]
+    await asyncio.sleep(0.1)
+    gate.set()
+    await asyncio.gather(first, *rest)
+    assert len(observer.waits) == 5  # one per request
+    assert min(observer.waits[2:]) >= 0.05  # the three queued behind the held batch waited for it
+    assert [items for items, _ in observer.runs] == [1, 1, 6]  # one per batch, with its items
+    assert all(seconds >= 0 for _, seconds in observer.runs) and observer.runs[1][1] >= 0.05
+
+
+async def test_a_request_run_alone_is_observed_with_its_size() -> None:
+    observer = _Recorder()
+    batcher = make(lambda items: items, observer=observer)
+    for _ in range(2):
+        assert (await batcher.submit_alone(lambda: "out", size=3, units=12)).outputs == ["out"]
+    assert len(observer.waits) == 2 and max(observer.waits) < 0.05
+    assert [items for items, _ in observer.runs] == [3, 3]
