@@ -145,8 +145,9 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-QUEUED_LINES = 10_000
-"""Most access-log lines waiting for the writer thread; past it new lines are dropped (and counted)."""
+QUEUED_LINES = 2_000
+"""Most access-log lines waiting for the writer thread (about 1.5 KiB each as queued records); past it new lines
+are dropped (and counted)."""
 
 
 class _DroppingQueueHandler(QueueHandler):
