@@ -30,10 +30,8 @@ CLI = [sys.executable, "-m", "cloudeasyml.cli"]
 HEALTH = b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"
 
 
-@pytest.fixture(name="database_url")
-def fx_database_url(tmp_path: Path) -> str:
-    """One SQLite file: these limits are the HTTP layer's, the same whatever the database."""
-    return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+# One SQLite file: these limits are the HTTP layer's, the same whatever the database.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @contextmanager
