@@ -85,8 +85,11 @@ def fx_migrated_url(database_url: str) -> str:
 
 @pytest.fixture(name="artifact_dir", scope="session")
 def fx_artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One artifact store for the session, so each model is exported once."""
-    return tmp_path_factory.mktemp("artifacts")
+    """One artifact store for the session, so each model is exported once; the tiny model's graph is there from
+    the start (built with ``onnx.helper``: serving it needs no torch, tests marked ``export`` export it)."""
+    path = tmp_path_factory.mktemp("artifacts")
+    tiny_model.seed_graph(path)
+    return path
 
 
 def installed_plugins() -> list[object]:

@@ -55,6 +55,7 @@ def fx_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     url = TEMPLATES.sqlite(root / "fuzz.db")
     tenant = asyncio.run(new_tenant(url, "fuzzer"))
     pm = _plugins()
+    tiny_model.seed_graph(root / "art")
     settings_ = Settings(
         database=DatabaseSettings(url=url), runtime=RuntimeSettings(artifact_dir=str(root / "art")), home=str(root)
     )

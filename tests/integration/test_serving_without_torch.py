@@ -50,6 +50,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.export
 def test_exported_model_is_served_where_torch_cannot_be_imported(tmp_path: Path) -> None:
     url = TEMPLATES.sqlite(tmp_path / "db.sqlite")
     key = asyncio.run(new_tenant(url, "no-torch")).key
