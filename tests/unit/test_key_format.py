@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from cloudeasyml.domain.key_format import KEY_ID_PATTERN, generate_key, hash_secret, parse_key, secret_matches
 from cloudeasyml.domain.principal import Principal, validate_scopes
 
@@ -43,7 +45,9 @@ async def test_token_bucket_refills_at_the_limit_rate(monkeypatch) -> None:  # t
     from cloudeasyml.errors import RateLimitedError
 
     now = [1000.0]
-    monkeypatch.setattr(rate_limit.time, "monotonic", lambda: now[0])
+    # The module's own name for ``time`` is replaced, not ``time.monotonic`` itself: the rest of the process (the
+    # event loop, other threads) keeps the real clock.
+    monkeypatch.setattr(rate_limit, "time", SimpleNamespace(monotonic=lambda: now[0]))
     limiter = rate_limit.LocalRateLimiter()
     for _ in range(60):
         await limiter.check("k", 60)
