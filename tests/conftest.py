@@ -56,14 +56,13 @@ def fx_database_url(request: pytest.FixtureRequest, tmp_path: Path, templates: T
         return
     if not POSTGRES_URL:
         pytest.skip("CLOUDEASYML_TEST_POSTGRES_URL is not set")
-    name = f"test_{uuid.uuid4().hex[:12]}"
     if migrated:
-        url = templates.postgres(POSTGRES_URL, name)
+        url = templates.postgres(POSTGRES_URL)
     else:
-        asyncio.run(_admin(POSTGRES_URL, f'CREATE DATABASE "{name}"'))
-        url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+        url = POSTGRES_URL.rsplit("/", 1)[0] + f"/test_{uuid.uuid4().hex[:12]}"
+        asyncio.run(_admin(POSTGRES_URL, f'CREATE DATABASE "{url.rsplit("/", 1)[1]}"'))
     yield url
-    asyncio.run(_admin(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(_admin(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
 
 
 @pytest.fixture(name="redis_url")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import queue
 import shutil
 import sqlite3
 import tempfile
@@ -41,10 +42,15 @@ async def _admin(url: str, *statements: str) -> None:
 class TemplateDatabases:
     """The run's migrated templates, each built on first use; ``close()`` removes them (also at exit)."""
 
-    def __init__(self) -> None:
+    def __init__(self, spares: int = 2) -> None:
         self._lock = threading.Lock()
         self._sqlite: Path | None = None
         self._postgres: tuple[str, str] | None = None  # (server URL to administer from, template name)
+        # PostgreSQL copies of the template made ahead of need by one thread: the server's copy (about half a
+        # second) then overlaps the test before instead of delaying the next one.
+        self._spares: queue.Queue[str] = queue.Queue(maxsize=spares)
+        self._copier: threading.Thread | None = None
+        self._closing = threading.Event()
         atexit.register(self.close)
 
     def sqlite(self, path: Path) -> str:
@@ -52,14 +58,21 @@ class TemplateDatabases:
         shutil.copyfile(self._sqlite_template(), path)
         return f"sqlite+aiosqlite:///{path}"
 
-    def postgres(self, server_url: str, name: str) -> str:
-        """Create database ``name`` on ``server_url``'s server as a copy of the migrated template; returns its URL."""
-        template = self._postgres_template(server_url)
-        asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-        return _database_url(server_url, name)
+    def postgres(self, server_url: str) -> str:
+        """A new database on ``server_url``'s server, a copy of the migrated template; returns its URL (the caller
+        drops it)."""
+        self._postgres_template(server_url)
+        while True:
+            try:
+                return _database_url(server_url, self._spares.get(timeout=1))
+            except queue.Empty:
+                assert self._copier is not None and self._copier.is_alive(), "the template copier stopped"
 
     def close(self) -> None:
-        """Remove the templates (idempotent)."""
+        """Remove the templates and the unused copies (idempotent)."""
+        self._closing.set()
+        if self._copier is not None:
+            self._copier.join(timeout=60)
         with self._lock:
             if self._sqlite is not None:
                 shutil.rmtree(self._sqlite.parent, ignore_errors=True)
@@ -67,7 +80,25 @@ class TemplateDatabases:
             if self._postgres is not None:
                 server_url, template = self._postgres
                 self._postgres = None
-                asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)'))
+                unused = []
+                while not self._spares.empty():
+                    unused.append(self._spares.get_nowait())
+                drops = [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in (*unused, template)]
+                asyncio.run(_admin(server_url, *drops))
+
+    def _copy_ahead(self, server_url: str, template: str) -> None:
+        """Keep the queue of spare copies full until ``close()``."""
+        while not self._closing.is_set():
+            name = f"test_{uuid.uuid4().hex[:12]}"
+            asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+            while True:
+                try:
+                    self._spares.put(name, timeout=0.5)
+                    break
+                except queue.Full:
+                    if self._closing.is_set():
+                        asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                        return
 
     def _sqlite_template(self) -> Path:
         with self._lock:
@@ -95,6 +126,10 @@ class TemplateDatabases:
                     asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)'))
                     raise
                 self._postgres = (server_url, template)
+                self._copier = threading.Thread(
+                    target=self._copy_ahead, args=(server_url, template), name="template-copier", daemon=True
+                )
+                self._copier.start()
             assert self._postgres[0] == server_url, "one PostgreSQL server per test run"
             return self._postgres[1]
 
