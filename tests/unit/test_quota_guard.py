@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -37,7 +38,8 @@ def fx_clock() -> Clock:
 class Guards:
     """Builds guards on the test's database (and Redis, when given); ``close`` closes what it built."""
 
-    def __init__(self, url: str, clock: Clock) -> None:
+    def __init__(self, url: str, clock: Clock, journal_dir: Path) -> None:
+        self._journal_dir = journal_dir
         self._engine = create_engine(url)
         self._sessions = session_factory(self._engine)
         self._clock = clock
@@ -49,7 +51,7 @@ class Guards:
         if redis_url is not None:
             redis = Redis.from_url(redis_url)
             self._redis.append(redis)
-        meter = Meter(self._sessions)
+        meter = Meter(self._sessions, self._journal_dir / f"meter-{len(self._made)}")
         guard = QuotaGuard(self._sessions, meter, redis=redis, clock=self._clock, **options)  # type: ignore[arg-type]
         self._made.append(guard)
         return guard
@@ -63,8 +65,8 @@ class Guards:
 
 
 @pytest.fixture(name="guards")
-async def fx_guards(migrated_url: str, clock: Clock) -> AsyncIterator[Guards]:
-    guards = Guards(migrated_url, clock)
+async def fx_guards(migrated_url: str, clock: Clock, tmp_path: Path) -> AsyncIterator[Guards]:
+    guards = Guards(migrated_url, clock, tmp_path)
     yield guards
     await guards.close()
 
@@ -226,27 +228,27 @@ async def test_a_reservation_of_a_process_that_died_expires_after_its_lease(
 
 
 async def test_redis_starts_a_month_from_the_usage_in_the_database(
-    migrated_url: str, guards: Guards, tenant: NewTenant, redis_url: str
+    migrated_url: str, guards: Guards, tenant: NewTenant, redis_url: str, tmp_path: Path
 ) -> None:
     await _caps(migrated_url, tenant, request_cap=2)
     local = guards.build()  # no Redis: its commits reach only the database (through its meter, below)
     reservation = await local.reserve(tenant.tenant.id)
     assert reservation is not None
     await reservation.commit(Decimal(0))
-    await _record_usage(migrated_url, tenant)
+    await _record_usage(migrated_url, tenant, tmp_path)
     shared = guards.build(redis_url)
     assert await shared.reserve(tenant.tenant.id) is not None  # 1 in the database + this one
     with pytest.raises(RequestCapReachedError):
         await shared.reserve(tenant.tenant.id)
 
 
-async def _record_usage(url: str, tenant: NewTenant) -> None:
+async def _record_usage(url: str, tenant: NewTenant, journal_dir: Path) -> None:
     """One billed request of ``tenant``, written as the meter writes it."""
     from cloudeasyml.db.types import utc_now
     from cloudeasyml.metering.meter import Usage
 
     engine = create_engine(url)
-    meter = Meter(session_factory(engine))
+    meter = Meter(session_factory(engine), journal_dir)
     meter.record(
         Usage(
             request_id=str(uuid.uuid4()),
