@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from logging.config import fileConfig
+from logging.config import dictConfig
 from pathlib import Path
 
 from alembic import context
@@ -14,9 +14,20 @@ from cloudeasyml.db import models  # noqa: F401  (registers the tables on Base.m
 from cloudeasyml.db.base import Base
 from cloudeasyml.settings import load_settings
 
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"generic": {"format": "%(levelname)-5.5s [%(name)s] %(message)s", "datefmt": "%H:%M:%S"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "generic"}},
+    "root": {"level": "WARNING", "handlers": ["console"]},
+    "loggers": {"sqlalchemy.engine": {"level": "WARNING"}, "alembic": {"level": "INFO"}},
+}
+"""Alembic's progress lines ("Running upgrade ...") on stderr, everything else from WARNING. Here rather than in
+``alembic.ini``: an installed wheel has no ini file (``cloudeasyml/migrations_path.py`` builds the config in code)."""
+
 config = context.config
-if config.config_file_name is not None and config.attributes.get("configure_logging", True):
-    fileConfig(config.config_file_name, disable_existing_loggers=False)
+if config.attributes.get("configure_logging", True):
+    dictConfig(LOGGING)
 
 target_metadata = Base.metadata
 

@@ -1,5 +1,6 @@
-"""Fixtures: real SQLite files and (when CLOUDEASYML_TEST_POSTGRES_URL is set) real PostgreSQL databases,
-migrated with Alembic; the real app over ASGI; real exported models in a session-wide artifact store."""
+"""Fixtures: real SQLite files and (when CLOUDEASYML_TEST_POSTGRES_URL is set) real PostgreSQL databases, copied
+from a template that Alembic migrated once per run; the real app over ASGI; real exported models in a session-wide
+artifact store."""
 
 from __future__ import annotations
 
@@ -15,41 +16,53 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from cloudeasyml.app import create_app
-from cloudeasyml.cli.db import upgrade_database
 from cloudeasyml.db.engine import one_transaction
 from cloudeasyml.domain.tenants import NewTenant, create_tenant
 from cloudeasyml.plugins.manager import PluginManager, get_plugin_manager
 from cloudeasyml.settings import DatabaseSettings, RuntimeSettings, Settings
 from tests.support import tiny_model
+from tests.support.template_db import TEMPLATES, TemplateDatabases, plain_dsn
 
 POSTGRES_URL = os.environ.get("CLOUDEASYML_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("CLOUDEASYML_TEST_REDIS_URL")
 
 
-def _plain_dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
 async def _admin(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(_plain_dsn(url))
+    connection = await asyncpg.connect(plain_dsn(url))
     try:
         await connection.execute(statement)
     finally:
         await connection.close()
 
 
+@pytest.fixture(name="templates", scope="session")
+def fx_templates() -> Iterator[TemplateDatabases]:
+    """The run's migrated template databases (built on first use), removed when the run ends."""
+    yield TEMPLATES
+    TEMPLATES.close()
+
+
 @pytest.fixture(name="database_url", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def fx_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database: a SQLite file, or a fresh PostgreSQL database dropped afterwards."""
+def fx_database_url(request: pytest.FixtureRequest, tmp_path: Path, templates: TemplateDatabases) -> Iterator[str]:
+    """The test's own database: a SQLite file, or a PostgreSQL database dropped afterwards.
+
+    Empty, unless the test also asks for ``migrated_url``: then it is made as a copy of the run's migrated template
+    (so a test that asks for both gets one database, at head).
+    """
+    migrated = "migrated_url" in request.fixturenames
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+        path = tmp_path / "test.db"
+        yield templates.sqlite(path) if migrated else f"sqlite+aiosqlite:///{path}"
         return
     if not POSTGRES_URL:
         pytest.skip("CLOUDEASYML_TEST_POSTGRES_URL is not set")
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(POSTGRES_URL, f'CREATE DATABASE "{name}"'))
-    yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    asyncio.run(_admin(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    if migrated:
+        url = templates.postgres(POSTGRES_URL)
+    else:
+        url = POSTGRES_URL.rsplit("/", 1)[0] + f"/test_{uuid.uuid4().hex[:12]}"
+        asyncio.run(_admin(POSTGRES_URL, f'CREATE DATABASE "{url.rsplit("/", 1)[1]}"'))
+    yield url
+    asyncio.run(_admin(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
 
 
 @pytest.fixture(name="redis_url")
@@ -62,15 +75,20 @@ def fx_redis_url() -> str:
 
 @pytest.fixture(name="migrated_url")
 def fx_migrated_url(database_url: str) -> str:
-    """The database, migrated to head with Alembic (as `cloudeasyml db upgrade` does)."""
-    upgrade_database(database_url)
+    """The test's database at head: a copy of the template that `cloudeasyml db upgrade` migrated once this run."""
+    if database_url.startswith("sqlite"):
+        # ``database_url`` made the copy; a module that overrides it must make one too (``TEMPLATES.sqlite``).
+        assert Path(database_url.split(":///", 1)[1]).is_file(), f"{database_url} was not copied from the template"
     return database_url
 
 
 @pytest.fixture(name="artifact_dir", scope="session")
 def fx_artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One artifact store for the session, so each model is exported once."""
-    return tmp_path_factory.mktemp("artifacts")
+    """One artifact store for the session, so each model is exported once; the tiny model's graph is there from
+    the start (built with ``onnx.helper``: serving it needs no torch, tests marked ``export`` export it)."""
+    path = tmp_path_factory.mktemp("artifacts")
+    tiny_model.seed_graph(path)
+    return path
 
 
 def installed_plugins() -> list[object]:

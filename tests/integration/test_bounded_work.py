@@ -60,6 +60,7 @@ def _peak_rss(pid: int) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.export
 def test_the_worst_minilm_request_raises_peak_rss_by_a_bounded_amount(artifact_dir: Path, tmp_path: Path) -> None:
     minilm = pytest.importorskip("cloudeasyml_minilm")
     model = minilm.MiniLMModel()
@@ -125,6 +126,7 @@ def _p99(samples: list[float]) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.export
 def test_another_tenants_health_and_predictions_keep_p99_under_50ms_while_one_sends_the_largest_requests(
     artifact_dir: Path, tmp_path: Path
 ) -> None:

@@ -94,6 +94,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.export
 def test_a_served_housing_prediction_over_real_http(cli_env: dict[str, str], database_url: str) -> None:
     if "postgres" in database_url:
         pytest.skip("one real-server run is enough; PostgreSQL is covered through the ASGI tests")

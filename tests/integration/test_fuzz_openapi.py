@@ -28,12 +28,12 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from cloudeasyml.app import create_app
-from cloudeasyml.cli.db import upgrade_database
 from cloudeasyml.plugins.manager import PluginManager, get_plugin_manager
 from cloudeasyml.settings import DatabaseSettings, RuntimeSettings, Settings
 from tests.conftest import bearer, new_tenant
 from tests.support import tiny_model
 from tests.support.live_server import serve_in_thread
+from tests.support.template_db import TEMPLATES
 
 pytestmark = pytest.mark.fuzz
 
@@ -52,10 +52,10 @@ class Live:
 def fx_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """One real server for the module: SQLite, the tiny model, a tenant with its admin key and a deployment."""
     root: Path = tmp_path_factory.mktemp("fuzz")
-    url = f"sqlite+aiosqlite:///{root / 'fuzz.db'}"
-    upgrade_database(url)
+    url = TEMPLATES.sqlite(root / "fuzz.db")
     tenant = asyncio.run(new_tenant(url, "fuzzer"))
     pm = _plugins()
+    tiny_model.seed_graph(root / "art")
     settings_ = Settings(
         database=DatabaseSettings(url=url), runtime=RuntimeSettings(artifact_dir=str(root / "art")), home=str(root)
     )

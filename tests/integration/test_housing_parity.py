@@ -13,6 +13,7 @@ from tests.conftest import bearer
 housing_model = pytest.importorskip("cloudeasyml_housing.model")
 
 
+@pytest.mark.export
 async def test_http_prediction_equals_torch_within_1e_4(client, tenant: NewTenant) -> None:
     headers = bearer(tenant.key)
     example = (await client.get("/models/housing", headers=headers)).json()["exampleInput"]

@@ -6,7 +6,6 @@ margins are wide because the machine running them may be busy."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -30,10 +29,8 @@ CLI = [sys.executable, "-m", "cloudeasyml.cli"]
 HEALTH = b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"
 
 
-@pytest.fixture(name="database_url")
-def fx_database_url(tmp_path: Path) -> str:
-    """One SQLite file: these limits are the HTTP layer's, the same whatever the database."""
-    return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+# One SQLite file: these limits are the HTTP layer's, the same whatever the database.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @contextmanager
@@ -239,24 +236,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_sigterm_exits_within_the_shutdown_timeout_despite_a_stalled_body(database_url: str, tmp_path: Path) -> None:
+def test_sigterm_exits_within_the_shutdown_timeout_despite_a_stalled_body(
+    migrated_url: str, tenant: NewTenant, tmp_path: Path
+) -> None:
+    # The database and the key come from the fixtures (the CLI's db and tenants commands: test_cli_and_server).
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDEASYML_")}
     env.update(
         CLOUDEASYML_HOME=str(tmp_path / "home"),
-        CLOUDEASYML_DATABASE_URL=database_url,
+        CLOUDEASYML_DATABASE_URL=migrated_url,
         CLOUDEASYML_SERVER__GRACEFUL_SHUTDOWN_SECONDS="2",
         CLOUDEASYML_SERVER__BODY_TIMEOUT_SECONDS="120",  # so that only the shutdown timeout can end the request
     )
-    subprocess.run([*CLI, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=120)
-    created = subprocess.run(
-        [*CLI, "tenants", "create", "stall", "--owner", "s@x.io", "--json"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    key = json.loads(created.stdout)["key"]
+    key = tenant.key
     port = _free_port()
     server = subprocess.Popen(
         [*CLI, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

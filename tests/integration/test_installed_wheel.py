@@ -1,5 +1,6 @@
 """The platform as users get it: a built wheel, installed outside the checkout, migrates a database and reports
-ready with its own ``alembic.ini`` and ``migrations/`` (package data, not files of a checkout)."""
+ready with its own ``migrations/`` (the package ``cloudeasyml.migrations``, not files of a checkout), from a source
+tree that holds no symbolic link."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import sysconfig
 import venv
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,14 +31,19 @@ def test_a_wheel_installed_elsewhere_migrates_and_is_ready(tmp_path: Path) -> No
     # Built from a copy of what the wheel is made of: setuptools writes build/ and *.egg-info into the source tree.
     source = tmp_path / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md", "alembic.ini"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(REPO / name, source / name)
     for name in ("cloudeasyml", "migrations"):
         shutil.copytree(REPO / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    links = [path for path in source.rglob("*") if path.is_symlink()]
+    assert not links, f"a Windows checkout has no symbolic links: {links}"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-w", tmp_path], **run
     )
     wheel = next(tmp_path.glob("cloudeasyml-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    versions = {f"cloudeasyml/migrations/versions/{p.name}" for p in (REPO / "migrations" / "versions").glob("*.py")}
+    assert {"cloudeasyml/migrations/env.py", "cloudeasyml/migrations/script.py.mako", *versions} <= names
     target = tmp_path / "venv"
     venv.create(target, with_pip=False)
     python = target / "bin" / "python"
@@ -45,7 +52,8 @@ def test_a_wheel_installed_elsewhere_migrates_and_is_ready(tmp_path: Path) -> No
     # the editable install's, which maps cloudeasyml to the checkout) are not run there.
     (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", site, wheel], **run)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDEASYML_")}
+    # Nor PYTHONPATH: a developer's shell may point it at the checkout, which would then be imported instead.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDEASYML_") and k != "PYTHONPATH"}
     env["CLOUDEASYML_HOME"] = str(tmp_path / "home")
     outside = tmp_path / "elsewhere"
     outside.mkdir()

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
 from cloudeasyml.app import create_app
+from cloudeasyml.runtime.artifacts import ArtifactStore
+from cloudeasyml.runtime.resolver import ArtifactResolver
 from tests.conftest import bearer
+from tests.support.tiny_model import TinyModel
 
-pytest.importorskip("cloudeasyml_housing")
+HousingModel = pytest.importorskip("cloudeasyml_housing.model").HousingModel
+pytestmark = pytest.mark.export  # housing's graph is exported here
 
 
 async def predict(client, key: str, deployment: dict, inputs: list) -> None:  # type: ignore[no-untyped-def]
@@ -24,8 +29,11 @@ async def predict(client, key: str, deployment: dict, inputs: list) -> None:  # 
 async def test_least_recently_used_model_is_unloaded_past_the_budget_and_reloads(
     settings, plugin_manager, tenant
 ) -> None:
-    # tiny's graph is ~4 kB and housing's ~19 kB: a 0.02 MiB (~21 kB) budget holds one of them, not both.
-    runtime = msgspec.structs.replace(settings.runtime, memory_budget_mb=0.02)
+    # A budget that holds the larger graph (housing's) but not both.
+    resolver = ArtifactResolver(ArtifactStore(Path(settings.runtime.artifact_dir)))
+    sizes = [resolver.ensure(model, model.version).stat().st_size for model in (TinyModel(), HousingModel())]
+    budget = max(sizes) + min(sizes) // 2
+    runtime = msgspec.structs.replace(settings.runtime, memory_budget_mb=budget / 2**20)
     app = create_app(msgspec.structs.replace(settings, runtime=runtime), plugin_manager)
     headers = bearer(tenant.key)
     async with AsyncTestClient(app=app) as client:
@@ -44,5 +52,5 @@ async def test_least_recently_used_model_is_unloaded_past_the_budget_and_reloads
         assert len(registry) == 1  # both tiny deployments went with their session
 
         await predict(client, tenant.key, tiny, [{"x": 3, "y": 4}])  # loads again, evicting housing
-        assert len(registry) == 1 and registry.session_bytes <= 0.02 * 2**20
+        assert len(registry) == 1 and registry.session_bytes <= budget
         assert (await client.get("/health")).json()["modelsLoaded"] == 1

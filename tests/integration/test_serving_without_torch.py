@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from cloudeasyml.cli.db import upgrade_database
 from cloudeasyml.plugins.catalog import build_catalog
 from cloudeasyml.plugins.manager import get_plugin_manager
 from cloudeasyml.runtime.artifacts import ArtifactStore
 from cloudeasyml.runtime.resolver import ArtifactResolver
 from tests.conftest import new_tenant
+from tests.support.template_db import TEMPLATES
 
 pytest.importorskip("cloudeasyml_housing")
 pytest.importorskip("cloudeasyml_sentiment")
@@ -50,9 +50,9 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.export
 def test_exported_model_is_served_where_torch_cannot_be_imported(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
-    upgrade_database(url)
+    url = TEMPLATES.sqlite(tmp_path / "db.sqlite")
     key = asyncio.run(new_tenant(url, "no-torch")).key
     artifacts = tmp_path / "artifacts"
     housing = build_catalog(get_plugin_manager()).get("housing").model

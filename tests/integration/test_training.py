@@ -15,6 +15,7 @@ from tests.conftest import bearer
 pytest.importorskip("cloudeasyml_housing")
 
 
+@pytest.mark.export
 async def test_trained_version_is_deployable_and_the_old_one_keeps_serving(
     client, tenant, database_url: str, artifact_dir: Path
 ) -> None:

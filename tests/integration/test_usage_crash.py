@@ -54,12 +54,16 @@ class Server:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         self.base = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen(
-            [*CLI, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        # Its output goes to a file, not a pipe: one access-log line per request fills a pipe nobody reads until
+        # stop() within a few dozen requests, and the server then blocks on the write (the test hung for ever).
+        self.log = Path(env["CLOUDEASYML_HOME"]).parent / f"server-{port}.log"
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(
+                [*CLI, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + 120
         while True:
-            assert self.process.poll() is None, self.process.communicate()[0]
+            assert self.process.poll() is None, self.log.read_text()
             assert time.monotonic() < deadline, "the server did not start"
             try:
                 if httpx.get(f"{self.base}/health").status_code == 200:
@@ -70,7 +74,8 @@ class Server:
     def stop(self) -> str:
         if self.process.poll() is None:
             self.process.terminate()
-        return self.process.communicate(timeout=60)[0]
+        self.process.wait(timeout=60)
+        return self.log.read_text()
 
 
 @pytest.fixture(name="start_server")

@@ -68,7 +68,7 @@ def artifact_dir_of(app, model: str) -> Path:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("variant", ["int8", "optimized"])
-@pytest.mark.parametrize("model", ["tiny", "housing"])
+@pytest.mark.parametrize("model", ["tiny", pytest.param("housing", marks=pytest.mark.export)])
 async def test_variant_serves_predictions_close_to_float_and_reports_the_change(
     app, client, tenant: NewTenant, model: str, variant: str
 ) -> None:
@@ -107,6 +107,7 @@ async def test_variant_serves_predictions_close_to_float_and_reports_the_change(
         assert report["parityErrorExamples"] <= 1e-5 and report["quantizedWeights"] == 0
 
 
+@pytest.mark.export
 async def test_int8_housing_graph_is_smaller(app, client, tenant: NewTenant) -> None:
     needs("housing")
     report = (await deploy(client, tenant.key, "housing", variant="int8"))["variantReport"]

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import httpx
 
-from cloudeasyml.cli.db import upgrade_database
 from cloudeasyml.db.engine import one_transaction
 from cloudeasyml.domain.tenants import create_tenant
 from cloudeasyml.plugins.model import ModelPlugin
 from cloudeasyml.runtime.artifacts import ArtifactStore
 from cloudeasyml.runtime.resolver import ArtifactResolver
+from tests.support.template_db import TEMPLATES
 
 __all__ = ("ServerProcess", "export_models", "serve_process")
 
@@ -60,8 +60,7 @@ def _free_port() -> int:
 def serve_process(artifact_dir: Path, tmp_path: Path, *, tenants: int = 1) -> Iterator[ServerProcess]:
     """Migrate a SQLite database, create ``tenants`` tenants, and serve until the block ends (one worker; models
     must be exported already: export on load is off, so the server never imports torch)."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'served.db'}"
-    upgrade_database(url)
+    url = TEMPLATES.sqlite(tmp_path / "served.db")
     keys = asyncio.run(_tenants(url, tenants))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDEASYML_")}
     env.update(

@@ -1,4 +1,8 @@
-"""A tiny but real model for the platform's tests: a 2→4→1 MLP with fixed weights, exported like any plugin."""
+"""A tiny but real model for the platform's tests: a 2→4→1 MLP with fixed weights.
+
+Prediction tests serve ``graph()``: the same network written with ``onnx.helper`` (the very nodes, names and opset
+torch's exporter writes for it), placed in the artifact store by ``seed_graph``, so they need neither torch nor an
+export. The tests marked ``export`` export it through torch like any plugin and check the two agree."""
 
 from __future__ import annotations
 
@@ -9,10 +13,15 @@ from typing import Annotated
 
 import msgspec
 import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 
 from cloudeasyml import ModelPlugin, Pricing, ServingConfig, TensorSpec, hookimpl
 
 WEIGHTS = Path(__file__).with_name("tiny_weights.npz")
+OPSET = 18
+"""The opset (and below, the IR version) torch 2.13's exporter writes."""
+IR_VERSION = 10
 
 
 class Point(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -43,6 +52,48 @@ def numpy_forward(weights: Mapping[str, np.ndarray], points: np.ndarray) -> np.n
     """The same network in numpy, to check served predictions independently of torch and onnxruntime."""
     hidden = np.maximum(points @ weights["0.weight"].T + weights["0.bias"], 0)
     return (hidden @ weights["2.weight"].T + weights["2.bias"])[:, 0]
+
+
+def graph(weights: Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto:
+    """The network as an ONNX graph, built without torch: ``Gemm → Relu → Gemm`` over the weights (the shipped ones
+    by default), input ``points`` ``[batch, 2]``, output ``score`` ``[batch, 1]``."""
+    weights = TinyModel().load_weights() if weights is None else weights
+    gemm = {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 1}
+    nodes = [
+        helper.make_node("Gemm", ["points", "0.weight", "0.bias"], ["linear"], **gemm),
+        helper.make_node("Relu", ["linear"], ["relu"]),
+        helper.make_node("Gemm", ["relu", "2.weight", "2.bias"], ["score"], **gemm),
+    ]
+    network = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("points", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 1])],
+        [numpy_helper.from_array(np.asarray(value, dtype=np.float32), name) for name, value in weights.items()],
+    )
+    model = helper.make_model(network, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def seed_graph(artifact_dir: Path, model: TinyModel | None = None) -> Path:
+    """Put ``graph()`` where the artifact store keeps the export of the shipped weights (as ``cloudeasyml export``
+    would have), so that loading the model finds it and never exports; returns its path."""
+    from cloudeasyml.runtime.artifacts import ArtifactStore
+    from cloudeasyml.runtime.resolver import ArtifactResolver
+
+    model = model or TinyModel()
+    resolver = ArtifactResolver(ArtifactStore(artifact_dir))
+    path = resolver.store.onnx_path(model.name, model.version, resolver.weights_digest(model, model.version))
+    if not path.exists():
+        manifest = {"model": model.name, "version": model.version, "weightsSha256": model.weights_digest()}
+
+        def produce(tmp: Path) -> dict[str, str]:
+            onnx.save(graph(model.load_weights()), str(tmp))
+            return {"builtBy": "tests/support/tiny_model.py graph() (onnx.helper), not an export"}
+
+        resolver.store.write_export(path, produce, manifest)
+    return path
 
 
 class TinyModel(ModelPlugin[Point, Score]):
