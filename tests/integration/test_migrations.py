@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import UTC, datetime
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -58,3 +61,121 @@ def test_the_template_the_tests_copy_is_what_alembic_makes(migrated_url: str) ->
     tables, diff = asyncio.run(_inspect(migrated_url))
     assert TABLES <= tables and diff == []
     assert asyncio.run(_revisions(migrated_url)) == set(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+PREVIOUS_RELEASE = "3fa78f7cfddf"
+"""The schema of the release before this one (the initial schema)."""
+
+_metadata = sa.MetaData()
+_tenant = sa.Table(
+    "tenant",
+    _metadata,
+    sa.Column("id", sa.Uuid()),
+    sa.Column("name", sa.String(200)),
+    sa.Column("plan", sa.String(50)),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
+)
+_api_key = sa.Table(
+    "api_key",
+    _metadata,
+    sa.Column("id", sa.String(32)),
+    sa.Column("tenant_id", sa.Uuid()),
+    sa.Column("name", sa.String(200)),
+    sa.Column("secret_hash", sa.String(64)),
+    sa.Column("scopes", sa.JSON()),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
+)
+_usage = sa.Table(
+    "usage_record",
+    _metadata,
+    sa.Column("request_id", sa.String(36)),
+    sa.Column("tenant_id", sa.Uuid()),
+    sa.Column("api_key_id", sa.String(32)),
+    sa.Column("deployment_id", sa.Uuid()),
+    sa.Column("deployment_name", sa.String(100)),
+    sa.Column("model_name", sa.String(100)),
+    sa.Column("model_version", sa.String(100)),
+    sa.Column("items", sa.Integer()),
+    sa.Column("processing_ms", sa.Double()),
+    sa.Column("gpu_ms", sa.Double()),
+    sa.Column("cost", sa.BigInteger()),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
+)
+"""The previous release's tables as it wrote them (its own columns only), to fill a database of that release."""
+
+
+async def _run(url: str, work):  # type: ignore[no-untyped-def]
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            return await connection.run_sync(work)
+    finally:
+        await engine.dispose()
+
+
+def test_a_previous_release_database_with_data_upgrades_and_downgrades_keeping_it(database_url: str) -> None:
+    config = alembic_config(database_url)
+    command.upgrade(config, PREVIOUS_RELEASE)
+    tenant_id, now = uuid.uuid4(), datetime.now(UTC)
+    keys = [
+        {"id": f"sk_{'a' * 16}", "revoked_at": None},
+        {"id": f"sk_{'b' * 16}", "revoked_at": now},
+    ]
+
+    def fill(sync: sa.Connection) -> None:
+        sync.execute(_tenant.insert(), [{"id": tenant_id, "name": "old", "plan": "default", "created_at": now}])
+        sync.execute(
+            _api_key.insert(),
+            [
+                {
+                    **key,
+                    "tenant_id": tenant_id,
+                    "name": "k",
+                    "secret_hash": "0" * 64,
+                    "scopes": ["admin"],
+                    "created_at": now,
+                }
+                for key in keys
+            ],
+        )
+        sync.execute(
+            _usage.insert(),
+            [
+                {
+                    "request_id": str(uuid.uuid4()),
+                    "tenant_id": tenant_id,
+                    "api_key_id": keys[0]["id"],
+                    "deployment_id": uuid.uuid4(),
+                    "deployment_name": "d",
+                    "model_name": "housing",
+                    "model_version": "1.0.0",
+                    "items": 1,
+                    "processing_ms": 1.0,
+                    "gpu_ms": 0.0,
+                    "cost": 12345,
+                    "created_at": now,
+                }
+            ],
+        )
+
+    def read(sync: sa.Connection) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+        columns = {column["name"] for column in inspect(sync).get_columns("api_key")}
+        parent = [sa.column("created_by_key_id")] if "created_by_key_id" in columns else []
+        rows = sync.execute(
+            sa.select(_api_key.c.id, _api_key.c.revoked_at.is_not(None), *parent).order_by(_api_key.c.id)
+        ).all()
+        usage = sync.execute(sa.select(_usage.c.api_key_id, _usage.c.cost)).all()
+        return [tuple(row) for row in rows], [tuple(row) for row in usage]
+
+    asyncio.run(_run(database_url, fill))
+    command.upgrade(config, "head")
+    keys_at_head, usage_at_head = asyncio.run(_run(database_url, read))
+    # Keys made before the hierarchy have no parent, as if the operator made them.
+    assert keys_at_head == [(keys[0]["id"], False, None), (keys[1]["id"], True, None)]
+    assert usage_at_head == [(keys[0]["id"], 12345)]
+    command.downgrade(config, PREVIOUS_RELEASE)
+    keys_after, usage_after = asyncio.run(_run(database_url, read))
+    assert keys_after == [(keys[0]["id"], False), (keys[1]["id"], True)]
+    assert usage_after == usage_at_head
+    command.upgrade(config, "head")
