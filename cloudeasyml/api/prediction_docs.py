@@ -27,35 +27,11 @@ _DESCRIPTION = (
     "input, in order, following the model's `outputSchema`. Each successful request is billed once, for its "
     "share (by inputs) of the processing time of the batch it ran in; a failed request is not billed."
 )
-_ERRORS = {
-    "400": "Malformed JSON",
-    "401": "Missing, unknown, expired or revoked API key",
-    "403": "The key lacks the `predict` scope",
-    "404": "No such deployment for this tenant",
-    "413": "Body larger than the server's limit",
-    "422": "Inputs that do not match the model's input schema (the JSON path is named)",
-    "429": "The key's rate limit is spent (`Retry-After` says when to retry)",
-    "503": "The deployment's queue is full, or its model cannot be loaded (`Retry-After` on overload)",
-    "504": "No result within the deployment's deadline",
-}
 _INPUTS = Schema(
     type=OpenAPIType.ARRAY,
     items=Schema(description="One input, as the model's inputSchema describes it."),
     min_items=1,
     description="The inputs to run; each is one item of a batch.",
-)
-_PROBLEM = OpenAPIMediaType(
-    schema=Schema(
-        type=OpenAPIType.OBJECT,
-        description="RFC 9457 problem details.",
-        properties={
-            "type": Schema(type=OpenAPIType.STRING),
-            "title": Schema(type=OpenAPIType.STRING),
-            "status": Schema(type=OpenAPIType.INTEGER),
-            "detail": Schema(type=OpenAPIType.STRING),
-            "instance": Schema(type=OpenAPIType.STRING),
-        },
-    )
 )
 _ANSWER = Schema(
     type=OpenAPIType.OBJECT,
@@ -77,9 +53,8 @@ _ANSWER = Schema(
 
 def _operation(operation_id: str, summary: str, body: Schema, parameters: list[Parameter] | None) -> Operation:
     answer = {"application/json": OpenAPIMediaType(schema=_ANSWER)}
+    # The problem responses come from ``problem_docs.document_problems``, as for every other operation.
     responses = {"200": OpenAPIResponse(description="Predictions", content=answer)}
-    for status, why in _ERRORS.items():
-        responses[status] = OpenAPIResponse(description=why, content={"application/problem+json": _PROBLEM})
     return Operation(
         tags=["Inference"],
         summary=summary,
