@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import msgspec
 from sqlalchemy import or_, select
@@ -78,11 +79,11 @@ class ApiKeyService:
         rate_limit = request.rate_limit_per_minute
         parent = await self._issuing_key(issuer) if issuer is not None else None
         if parent is not None:
-            expires_at = _bounded_expiry(expires_at, parent.expires_at)
-            rate_limit = _bounded_rate_limit(rate_limit, parent.rate_limit_per_minute)
+            expires_at = _at_most(expires_at, parent.expires_at, _later_expiry)
+            rate_limit = _at_most(rate_limit, parent.rate_limit_per_minute, _higher_rate_limit)
         elif issuer is not None:
             # A principal from a ``cloudeasyml_authenticate`` plugin: no row to point at, but still no more rate.
-            rate_limit = _bounded_rate_limit(rate_limit, issuer.rate_limit_per_minute)
+            rate_limit = _at_most(rate_limit, issuer.rate_limit_per_minute, _higher_rate_limit)
         key_id, secret = generate_key()
         row = ApiKey(
             id=key_id,
@@ -235,26 +236,27 @@ def _utc_expiry(value: datetime | None) -> datetime | None:
         raise InvalidInputError("expiresAt is out of range once converted to UTC - at `$.expiresAt`") from None
 
 
-def _bounded_expiry(requested: datetime | None, parent: datetime | None) -> datetime | None:
-    if parent is None:
+_Limit = TypeVar("_Limit", datetime, int)
+
+
+def _at_most(requested: _Limit | None, limit: _Limit | None, refusal: Callable[[_Limit], str]) -> _Limit | None:
+    """What a child key gets of a bounded property: the issuing key's ``limit`` when it asks for none, what it asks
+    for when that is within the limit; past it, an ``InvalidInputError`` worded by ``refusal(limit)``.
+    """
+    if limit is None:
         return requested
     if requested is None:
-        return parent
-    if requested > parent:
-        raise InvalidInputError(
-            f"expiresAt must not be later than the issuing key's expiry, {parent.isoformat()} - at `$.expiresAt`"
-        )
+        return limit
+    if requested > limit:
+        raise InvalidInputError(refusal(limit))
     return requested
 
 
-def _bounded_rate_limit(requested: int | None, parent: int | None) -> int | None:
-    if parent is None:
-        return requested
-    if requested is None:
-        return parent
-    if requested > parent:
-        raise InvalidInputError(
-            f"rateLimitPerMinute must not exceed the issuing key's limit of {parent} per minute - at "
-            "`$.rateLimitPerMinute`"
-        )
-    return requested
+def _later_expiry(limit: datetime) -> str:
+    return f"expiresAt must not be later than the issuing key's expiry, {limit.isoformat()} - at `$.expiresAt`"
+
+
+def _higher_rate_limit(limit: int) -> str:
+    return (
+        f"rateLimitPerMinute must not exceed the issuing key's limit of {limit} per minute - at `$.rateLimitPerMinute`"
+    )
