@@ -24,6 +24,7 @@ import pytest
 from cloudeasyml.domain.tenants import NewTenant
 from cloudeasyml.settings import ServerSettings
 from tests.support.live_server import serve_in_thread
+from tests.support.server_process import wait_until_healthy
 
 CLI = [sys.executable, "-m", "cloudeasyml.cli"]
 HEALTH = b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"
@@ -253,14 +254,7 @@ def test_sigterm_exits_within_the_shutdown_timeout_despite_a_stalled_body(
         [*CLI, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.1)
+        wait_until_healthy(server, f"http://127.0.0.1:{port}")
         with _connect(f"127.0.0.1:{port}") as sock:
             # One byte of a 1000-byte body, then nothing (issue 10, row 11).
             sock.sendall(

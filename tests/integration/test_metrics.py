@@ -35,7 +35,7 @@ from cloudeasyml.plugins.manager import PluginManager
 from cloudeasyml.settings import DatabaseSettings, LimitsSettings, RuntimeSettings, Settings
 from tests.conftest import bearer
 from tests.support import tiny_model
-from tests.support.server_process import export_models
+from tests.support.server_process import export_models, stop_server, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "cloudeasyml.json"
@@ -274,15 +274,7 @@ def fx_two_processes(artifact_dir: Path, tmp_path: Path) -> Iterator[Servers]:
             servers.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log))
             bases.append(f"http://127.0.0.1:{port}")
         for server, base in zip(servers, bases, strict=True):
-            deadline = time.monotonic() + 60
-            while True:
-                assert server.poll() is None, (tmp_path / "servers.log").read_text()
-                assert time.monotonic() < deadline, "a server did not start"
-                try:
-                    if httpx.get(f"{base}/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+            wait_until_healthy(server, base, tmp_path / "servers.log")
         yield Servers(bases, servers, pair)
     finally:
         for server in servers:
@@ -371,9 +363,5 @@ def test_cloudeasyml_serve_with_two_workers_shares_one_fresh_directory(tmp_path:
                 time.sleep(0.1)
         assert _value(_samples(text), "cloudeasyml_models_installed") >= 0
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
         log.close()

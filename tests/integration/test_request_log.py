@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -21,6 +20,7 @@ from cloudeasyml.domain.request_context import client_request_id
 from cloudeasyml.domain.tenants import NewTenant
 from tests.conftest import bearer, db_session
 from tests.integration.test_predict import deploy
+from tests.support.server_process import wait_until_healthy
 
 
 def _access_lines(text: str) -> list[dict]:
@@ -120,15 +120,8 @@ def test_a_server_whose_log_pipe_nobody_reads_keeps_answering(tmp_path) -> None:
         stderr=subprocess.PIPE,  # never read: it fills after about 64 KiB
     )
     try:
+        wait_until_healthy(server, f"http://127.0.0.1:{port}")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if http.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline and server.poll() is None, "the server did not start"
-                    time.sleep(0.1)
             for _ in range(1500):  # ~500 KiB of log lines
                 assert http.get("/health").status_code == 200
     finally:

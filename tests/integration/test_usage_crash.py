@@ -20,6 +20,8 @@ import httpx
 import psutil
 import pytest
 
+from tests.support.server_process import wait_until_healthy
+
 CLI = [sys.executable, "-m", "cloudeasyml.cli"]
 CONCURRENCY = 16
 
@@ -61,15 +63,7 @@ class Server:
             self.process = subprocess.Popen(
                 [*CLI, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + 120
-        while True:
-            assert self.process.poll() is None, self.log.read_text()
-            assert time.monotonic() < deadline, "the server did not start"
-            try:
-                if httpx.get(f"{self.base}/health").status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_until_healthy(self.process, self.base, self.log, timeout=120)
 
     def stop(self) -> str:
         if self.process.poll() is None:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -23,7 +24,7 @@ from cloudeasyml.runtime.artifacts import ArtifactStore
 from cloudeasyml.runtime.resolver import ArtifactResolver
 from tests.support.template_db import TEMPLATES
 
-__all__ = ("ServerProcess", "export_models", "serve_process")
+__all__ = ("ServerProcess", "export_models", "serve_process", "stop_server", "wait_until_healthy")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,31 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_healthy(
+    server: subprocess.Popen[Any], base: str, log: Path | None = None, timeout: float = 60.0
+) -> None:
+    """Wait until ``base``'s ``/health`` answers 200; fail, with the server's log when given, if the process exits or
+    ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert server.poll() is None, log.read_text() if log is not None else "the server exited"
+        assert time.monotonic() < deadline, "the server did not start"
+        try:
+            if httpx.get(f"{base}/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+
+
+def stop_server(server: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL if the server has not exited within 30 seconds."""
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 @contextmanager
 def serve_process(artifact_dir: Path, tmp_path: Path, *, tenants: int = 1) -> Iterator[ServerProcess]:
     """Migrate a SQLite database, create ``tenants`` tenants, and serve until the block ends (one worker; models
@@ -76,20 +102,8 @@ def serve_process(artifact_dir: Path, tmp_path: Path, *, tenants: int = 1) -> It
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()
-            assert time.monotonic() < deadline, "the server did not start"
-            try:
-                if httpx.get(f"{base}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_until_healthy(server, base, tmp_path / "server.log")
         yield ServerProcess(base, server.pid, keys)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
         log.close()
