@@ -11,7 +11,9 @@ import msgspec
 from cloudeasyml.core.pricing import Pricing
 from cloudeasyml.core.serving import ServingConfig
 from cloudeasyml.core.tensors import TensorSpec
+from cloudeasyml.core.traffic import TrafficRoute
 from cloudeasyml.db.models import ApiKey, Deployment
+from cloudeasyml.domain.deployments import traffic_of
 from cloudeasyml.domain.principal import DEFAULT_KEY_SCOPES
 
 __all__ = (
@@ -90,6 +92,10 @@ class DeploymentCreate(_Wire):
     """Defaults to the shipped version."""
     config: dict[str, Any] | None = None
     """Overrides of the model's serving defaults, e.g. ``{"maxBatchSize": 64}``."""
+    traffic: list[TrafficRoute] | None = None
+    """Several versions at once, e.g. ``[{"modelVersion": "1.0.0", "weight": 90}, {"modelVersion": "1.1.0",
+    "weight": 10}]``: the live weights sum to 100; a ``"mode": "shadow"`` route gets a copy of ``weight`` percent of
+    the requests. The first live route is the deployment's ``modelVersion``. Absent: one version serves all."""
 
 
 class DeploymentRead(_Wire):
@@ -100,6 +106,8 @@ class DeploymentRead(_Wire):
     model_name: str
     model_version: str
     config: ServingConfig
+    traffic: list[TrafficRoute]
+    """The versions that serve it, with their shares; one live route at weight 100 for a single version."""
     status: str
     loaded: bool
     created_at: datetime
@@ -118,6 +126,7 @@ class DeploymentRead(_Wire):
             model_name=row.model_name,
             model_version=row.model_version,
             config=msgspec.convert(row.config, ServingConfig),
+            traffic=list(traffic_of(row)),
             status=row.status,
             loaded=loaded,
             created_at=row.created_at,

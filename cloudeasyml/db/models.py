@@ -82,6 +82,9 @@ class Deployment(Base):
     model_name: Mapped[str] = mapped_column(String(100))
     model_version: Mapped[str] = mapped_column(String(100))
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    traffic: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    """The versions that serve it, with their shares (``TrafficRoute`` as camelCase JSON); None: ``model_version``
+    serves all of it. ``model_version`` is always the first live route's version."""
     status: Mapped[str] = mapped_column(String(20), default="ready")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
 

@@ -14,9 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudeasyml.core.clock import utc_now
 from cloudeasyml.core.serving import ServingConfig
+from cloudeasyml.core.traffic import TrafficRoute, check_traffic, single_route
 from cloudeasyml.db.models import Deployment, Tenant
 from cloudeasyml.errors import ConflictError, InvalidInputError, NotFoundError, TenantLimitReachedError
 from cloudeasyml.plugins.catalog import ModelCatalog
+from cloudeasyml.plugins.model import ModelPlugin
 from cloudeasyml.runtime.registry import DeploymentSpec
 from cloudeasyml.runtime.resolver import ArtifactResolver
 from cloudeasyml.settings import LimitsSettings
@@ -34,6 +36,15 @@ class DeploymentRequest(msgspec.Struct, frozen=True, kw_only=True):
     name: str | None = None
     model_version: str | None = None
     config: dict[str, Any] | None = None
+    traffic: list[TrafficRoute] | None = None
+    """Several versions at once (see ``TrafficRoute``); None: ``model_version`` (or the model's own) serves all."""
+
+
+def traffic_of(row: Deployment) -> tuple[TrafficRoute, ...]:
+    """A deployment row's routes: its stored split, or its one version taking all the traffic."""
+    if not row.traffic:
+        return single_route(row.model_version)
+    return tuple(msgspec.convert(row.traffic, list[TrafficRoute]))
 
 
 def to_spec(row: Deployment) -> DeploymentSpec:
@@ -45,6 +56,7 @@ def to_spec(row: Deployment) -> DeploymentSpec:
         model_name=row.model_name,
         model_version=row.model_version,
         config=msgspec.convert(row.config, ServingConfig),
+        traffic=traffic_of(row),
     )
 
 
@@ -98,7 +110,13 @@ class DeploymentService:
         deployment more than the tenant's plan allows (``TenantLimitReachedError``).
         """
         model = self._catalog.get(request.model_name).model
-        version = request.model_version or model.version
+        traffic = self.check_traffic(model, request.traffic) if request.traffic else None
+        version = traffic[0].model_version if traffic else request.model_version or model.version
+        if traffic and request.model_version and request.model_version != version:
+            raise InvalidInputError(
+                f"modelVersion {request.model_version!r} is not the first live route of `traffic` ({version!r}); "
+                "leave it out or make it equal"
+            )
         self._resolver.check_version(model, version)
         name = request.name or f"{model.name}-{secrets.token_hex(3)}"
         if not DEPLOYMENT_NAME.fullmatch(name):
@@ -111,6 +129,7 @@ class DeploymentService:
             model_name=model.name,
             model_version=version,
             config=msgspec.to_builtins(config),
+            traffic=msgspec.to_builtins(list(traffic)) if traffic and len(traffic) > 1 else None,
             status="ready",
             created_at=utc_now(),
         )
@@ -120,6 +139,18 @@ class DeploymentService:
         except IntegrityError as exc:
             raise ConflictError(f"a deployment named {name!r} already exists") from exc
         return row
+
+    def check_traffic(self, model: ModelPlugin, routes: list[TrafficRoute]) -> tuple[TrafficRoute, ...]:
+        """Validate a split (``core.traffic.check_traffic``'s rules, and every version installed for the model);
+        returns it with the live routes first (the first live route is the deployment's ``model_version``).
+        """
+        try:
+            check_traffic(routes)
+        except ValueError as exc:
+            raise InvalidInputError(f"invalid traffic: {exc}") from exc
+        for route in routes:
+            self._resolver.check_version(model, route.model_version)
+        return tuple(sorted(routes, key=lambda route: route.mode != "live"))
 
     async def _check_room(self) -> None:
         """Refuse a deployment past the tenant's ``max_deployments``. The no-op UPDATE comes first: it takes the

@@ -15,6 +15,7 @@ import msgspec
 import numpy as np
 
 from cloudeasyml.core.serving import Device, ServingConfig
+from cloudeasyml.core.traffic import TrafficRoute
 from cloudeasyml.errors import NotFoundError
 from cloudeasyml.plugins.model import ModelPlugin
 from cloudeasyml.runtime.batcher import Batcher, BatchObserver, BatchResult
@@ -38,6 +39,9 @@ class DeploymentSpec(msgspec.Struct, frozen=True):
     model_name: str
     model_version: str
     config: ServingConfig
+    traffic: tuple[TrafficRoute, ...] = ()
+    """The versions that serve the deployment and their shares; empty (or one live route of ``model_version``): a
+    single-version deployment."""
 
 
 SessionKey = tuple[Path, str, Device, int]

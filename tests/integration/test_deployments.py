@@ -80,3 +80,48 @@ async def test_unknown_routes_and_methods_are_problem_details(client, tenant: Ne
     assert missing.status_code == 404 and missing.headers["content-type"].startswith("application/problem+json")
     wrong = await client.put("/deployments", headers=bearer(tenant.key))
     assert wrong.status_code == 405
+
+
+async def test_traffic_at_creation(client, tenant: NewTenant) -> None:
+    """A split is stored and read back (live routes first); a single version reads as one route at 100."""
+    headers = bearer(tenant.key)
+    split = [
+        {"modelVersion": "1.0.0", "variant": "optimized", "weight": 20, "mode": "shadow"},
+        {"modelVersion": "1.0.0", "weight": 90},
+        {"modelVersion": "1.0.0", "variant": "int8", "weight": 10},
+    ]
+    created = await client.post("/deployments", json={"modelName": "tiny", "traffic": split}, headers=headers)
+    assert created.status_code == 201, created.text
+    traffic = created.json()["traffic"]
+    assert [(r["variant"], r["weight"], r["mode"]) for r in traffic] == [
+        (None, 90, "live"),
+        ("int8", 10, "live"),
+        ("optimized", 20, "shadow"),
+    ]
+    assert (await client.get(f"/deployments/{created.json()['id']}", headers=headers)).json()["traffic"] == traffic
+    single = await client.post("/deployments", json={"modelName": "tiny"}, headers=headers)
+    assert single.json()["traffic"] == [{"modelVersion": "1.0.0", "weight": 100, "variant": None, "mode": "live"}]
+
+
+async def test_invalid_traffic_is_refused_and_nothing_is_written(client, tenant: NewTenant) -> None:
+    headers = bearer(tenant.key)
+    live = {"modelVersion": "1.0.0", "weight": 100}
+    cases = [
+        ([{"modelVersion": "1.0.0", "weight": 90}], 422, "sum to 90"),
+        ([{"modelVersion": "1.0.0", "weight": 30, "mode": "shadow"}], 422, "at least one live"),
+        ([live, {"modelVersion": "1.0.0", "weight": 0, "mode": "shadow", "variant": "int8"}], 422, "1 to 100"),
+        ([live, {"modelVersion": "1.0.0", "weight": 0}], 422, "twice"),
+        ([{"modelVersion": "9.9.9", "weight": 100}], 404, "9.9.9"),
+        ([{"modelVersion": "1.0.0", "weight": 101}], 422, "weight"),
+        ([live] * 9, 422, "1 to 8"),
+        ([{"modelVersion": "1.0.0", "weight": 100, "mode": "canary"}], 422, "mode"),
+    ]
+    for traffic, status, words in cases:
+        response = await client.post("/deployments", json={"modelName": "tiny", "traffic": traffic}, headers=headers)
+        assert response.status_code == status, (traffic, response.text)
+        assert words in response.json()["detail"], (traffic, response.text)
+    mismatch = await client.post(
+        "/deployments", json={"modelName": "tiny", "modelVersion": "2.0.0", "traffic": [live]}, headers=headers
+    )
+    assert mismatch.status_code == 422, mismatch.text
+    assert (await client.get("/deployments", headers=headers)).json() == []

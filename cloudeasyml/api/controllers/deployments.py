@@ -49,7 +49,11 @@ class DeploymentController(Controller):
         """
         row = await deployments.create(
             DeploymentRequest(
-                model_name=data.model_name, name=data.name, model_version=data.model_version, config=data.config
+                model_name=data.model_name,
+                name=data.name,
+                model_version=data.model_version,
+                config=data.config,
+                traffic=data.traffic,
             )
         )
         await db_session.commit()  # the deployment exists before its model loads, and stays if the load fails
