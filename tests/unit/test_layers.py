@@ -74,6 +74,18 @@ def test_every_top_level_module_is_named_by_the_third_party_contracts() -> None:
     assert checked == set(allowed)
 
 
+def test_the_client_contract_forbids_every_other_top_level_module() -> None:
+    # The client must stay importable without the server: a new top-level package is forbidden to it too.
+    children = {
+        path.stem if path.suffix == ".py" else path.name
+        for path in (ROOT / "cloudeasyml").iterdir()
+        if (path.suffix == ".py" and path.stem != "__init__") or (path / "__init__.py").exists()
+    }
+    (contract,) = [c for c in CONTRACTS if c["type"] == "forbidden" and c["source_modules"] == ["cloudeasyml.client"]]
+    forbidden = {m.removeprefix("cloudeasyml.") for m in contract["forbidden_modules"] if m.startswith("cloudeasyml.")}
+    assert forbidden == children - {"client"}
+
+
 # (contract, {file under the copy's root: line appended to it}); each breaks that contract and no other.
 WRONG_IMPORTS = [
     pytest.param(
@@ -105,6 +117,16 @@ WRONG_IMPORTS = [
         _contract("forbidden", "database"),
         {"cloudeasyml/runtime/batcher.py": "import cloudeasyml.db.models"},
         id="runtime-db",
+    ),
+    pytest.param(
+        _contract("forbidden", "Python client"),
+        {"cloudeasyml/client/schemas.py": "import cloudeasyml.core.pricing"},
+        id="client-imports-the-server",
+    ),
+    pytest.param(
+        _contract("forbidden", "Python client"),
+        {"cloudeasyml/client/calls.py": "import sqlalchemy"},
+        id="client-imports-a-server-dependency",
     ),
     pytest.param(
         _contract("forbidden", "Bundled plugins"),
