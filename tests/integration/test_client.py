@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,6 +115,18 @@ async def test_every_method_of_the_async_client(app, tenant: NewTenant) -> None:
             with pytest.raises(NotFoundError) as missing:
                 await client.deployments.delete(deployment.id)
     assert missing.value.status == 404 and str(deployment.id) in missing.value.detail
+
+
+def test_the_readme_tour_runs(app, tenant: NewTenant, capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## Python client\n", 1)[1]
+    tour = section.split("```python\n", 1)[1].split("```", 1)[0]
+    # The tour deploys the housing model; the tests serve the tiny one (its graph needs no export).
+    tour = tour.replace('"housing"', '"tiny"').replace("http://127.0.0.1:8000", "{URL}")
+    with serve_in_thread(app) as address:
+        exec(tour.replace("{URL}", f"http://{address}"), {"KEY": tenant.key})  # our own README, run as written
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("{'score':") and printed[1].startswith("1 ")
 
 
 def _problem_of(error: CloudEasyMLError, status: int) -> None:
