@@ -143,6 +143,25 @@ def test_a_broken_connection_is_retried_for_reads_and_deletes_not_for_prediction
             assert [d.id for d in client.deployments.list()] == [deployment.id]
 
 
+def test_a_read_timeout_is_retried_for_reads_but_a_timed_out_prediction_is_not(app, tenant: NewTenant) -> None:
+    with serve_in_thread(app) as address, Client(f"http://{address}", tenant.key, timeout=TIMEOUT) as setup:
+        deployment = setup.deployments.create("tiny", config={"eagerLoad": True})
+    front = RefusingFront(app, times=1, stall_seconds=1.5, matches=lambda m, p: p in ("/models", "/predict"))
+    with serve_in_thread(front) as address, Client(f"http://{address}", tenant.key, timeout=0.5) as client:
+        assert "tiny" in {m.name for m in client.models.list()}  # the first GET timed out; the retry was answered
+        assert [s.path for s in front.matching()] == ["/models", "/models"]
+
+        front.times = 1
+        with pytest.raises(ConnectionFailedError) as timed_out:
+            client.predict(deployment, [POINT], timeout=0.5)
+        assert "ReadTimeout" in str(timed_out.value)
+        time.sleep(2.0)  # the server finishes the request the client gave up on
+        # The one attempt ran and was billed although the client saw no answer: why predictions are not retried
+        # after a connection error until the server honours Idempotency-Key.
+        assert [s.path for s in front.matching()] == ["/models", "/models", "/predict"]
+        assert client.usage.get().total_requests == 1
+
+
 def test_a_connection_never_made_is_retried_for_every_call() -> None:
     # Nothing listens on the port: each attempt fails before sending, so even a POST is tried max_attempts times.
     policy = RetryPolicy(max_attempts=3, backoff_seconds=0.1, jitter=False)

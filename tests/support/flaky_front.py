@@ -1,13 +1,15 @@
 """Real servers that fail on purpose, in front of the real app: for clients' retry tests.
 
 - ``RefusingFront``: an ASGI app that answers the first N matching requests itself (a status, a problem-details
-  body, a ``Retry-After``), then passes every request to the app behind it; it records what it saw.
+  body, a ``Retry-After``), or holds them before serving them, then passes every request to the app behind it; it
+  records what it saw.
 - ``DroppingProxy``: a TCP proxy that reads the first N requests it is sent and closes their connections without an
   answer (the client sees a broken connection after sending), then forwards connections to the server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -37,6 +39,9 @@ class RefusingFront:
     times: int = 2
     retry_after: str | None = "1"
     matches: Callable[[str, str], bool] = lambda method, path: path != "/health"
+    stall_seconds: float = 0.0
+    """When set, the ``times`` matching requests are not refused: each is received whole, held this long, then served
+    (a slow server: a client whose timeout is shorter gives up while its request still runs)."""
     seen: list[Seen] = field(default_factory=list)
 
     def matching(self) -> list[Seen]:
@@ -53,6 +58,18 @@ class RefusingFront:
             await self.app(scope, receive, send)
             return
         self.times -= 1
+        if self.stall_seconds:
+            # The whole body is received first, as a busy server would have it before it gets to the request.
+            messages = [await receive()]
+            while messages[-1].get("more_body"):
+                messages.append(await receive())
+            await asyncio.sleep(self.stall_seconds)
+
+            async def replay() -> dict[str, Any]:
+                return messages.pop(0) if messages else await receive()
+
+            await self.app(scope, replay, send)
+            return
         while (await receive()).get("more_body"):
             pass
         body = json.dumps(
