@@ -47,6 +47,9 @@ RETRIED_STATUSES = frozenset({429, 503})
 
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 """Transport errors raised before any byte of the request left: retrying cannot repeat its effect."""
+_NEVER_BETTER = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
+"""Transport errors of the client's own making (a URL without http or https, a request it cannot send): the same
+every time."""
 
 
 class Safety(enum.Enum):
@@ -117,6 +120,8 @@ class Attempts:
         return self._next(None)
 
     def _may_repeat(self, error: httpx.TransportError) -> bool:
+        if isinstance(error, _NEVER_BETTER):
+            return False
         if isinstance(error, _NOT_SENT) or self._safety is Safety.IDEMPOTENT:
             return True
         return self._safety is Safety.PREDICTION and RETRY_PREDICTIONS_AFTER_CONNECTION_ERRORS

@@ -61,3 +61,12 @@ def test_an_answer_that_is_not_problem_details_keeps_its_status_and_text() -> No
     assert error.title == "Bad Gateway" and "from the proxy" in error.detail and error.problem == {}
     empty = errors.error_for(503, b"")
     assert isinstance(empty, errors.UnavailableError) and empty.detail == "Service Unavailable"
+
+
+def test_a_url_the_client_cannot_use_fails_at_once_without_retries() -> None:
+    from cloudeasyml.client import Client, ConnectionFailedError, RetryPolicy
+
+    with Client("ftp://127.0.0.1:1", "sk_a.b", retry=RetryPolicy(backoff_seconds=30)) as client:
+        with pytest.raises(ConnectionFailedError) as failed:
+            client.models.list()  # a GET, retried after most connection errors: not after this one
+    assert "UnsupportedProtocol" in str(failed.value)
