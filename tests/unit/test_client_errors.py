@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -67,6 +68,8 @@ def test_a_url_the_client_cannot_use_fails_at_once_without_retries() -> None:
     from cloudeasyml.client import Client, ConnectionFailedError, RetryPolicy
 
     with Client("ftp://127.0.0.1:1", "sk_a.b", retry=RetryPolicy(backoff_seconds=30)) as client:
+        started = time.monotonic()
         with pytest.raises(ConnectionFailedError) as failed:
             client.models.list()  # a GET, retried after most connection errors: not after this one
     assert "UnsupportedProtocol" in str(failed.value)
+    assert time.monotonic() - started < 10  # no 15-30 s backoff was waited
