@@ -94,8 +94,10 @@ def test_all_ok_exits_0_and_reports_every_check(doctor_env: dict) -> None:
     ]
     assert "CUDA" in _of(report, "onnxruntime")[0]["summary"]
     text = _doctor(doctor_env)
-    assert text.exit_code == 0 and "\x1b[" not in text.stdout  # no colour when not a terminal
-    assert "OK   database" in text.stdout and "0 failure(s)" in text.stdout
+    assert text.exit_code == 0 and "\x1b[" not in text.stdout + text.stderr  # no colour or progress off a terminal
+    assert "OK   database" in text.stdout and "0 failure(s)" in text.stdout and "checking" not in text.stderr
+    coloured = CliRunner().invoke(cli, ["doctor"], env=doctor_env, color=True)
+    assert "\x1b[32m\x1b[1mOK  \x1b[0m database" in coloured.stdout
 
 
 def test_an_unreachable_database_fails_without_showing_its_password(doctor_env: dict) -> None:
