@@ -151,3 +151,17 @@ def test_a_wrong_import_breaks_its_contract(tmp_path: Path, contract: str, edits
 
     assert result.returncode != 0, result.stdout
     assert _broken(result.stdout) == {contract}, result.stdout
+
+
+def test_importing_the_client_loads_nothing_of_the_server() -> None:
+    # The contract checks the client's own imports; this checks what importing it loads at run time (the package's
+    # __init__, the plugin authors' API, included): no web framework, database, model runtime or Redis.
+    probe = (
+        "import sys, cloudeasyml.client; "
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules}))); "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('cloudeasyml.'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    roots, ours = (set(line.split()) for line in result.stdout.splitlines())
+    assert not roots & {"litestar", "sqlalchemy", "alembic", "onnxruntime", "redis", "uvicorn", "torch", "asyncpg"}
+    assert {m.split(".")[1] for m in ours} <= {"client", "core", "plugins"}
