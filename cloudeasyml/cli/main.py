@@ -8,6 +8,7 @@ import click
 
 import cloudeasyml
 from cloudeasyml.cli.db import db
+from cloudeasyml.cli.doctor import doctor
 from cloudeasyml.cli.export import export
 from cloudeasyml.cli.plugins import plugins
 from cloudeasyml.cli.serve import serve
@@ -37,3 +38,4 @@ cli.add_command(serve)
 cli.add_command(plugins)
 cli.add_command(export)
 cli.add_command(train)
+cli.add_command(doctor)

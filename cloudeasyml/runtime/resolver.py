@@ -86,6 +86,10 @@ class ArtifactResolver:
             report = self.store.write_export(path, lambda tmp: export_onnx(model, weights, tmp), manifest)
             return path, {**manifest, "export": msgspec.to_builtins(report)}
 
+    def exports_on_load(self) -> bool:
+        """Whether a missing graph would be exported on first use here (allowed, and torch installed)."""
+        return self._export_on_load and _torch_available()
+
     def ensure(self, model: ModelPlugin, version: str) -> Path:
         """The graph to serve: found, or exported now when allowed; else ``ModelNotReadyError`` saying what to do."""
         found = self.find(model, version)

@@ -84,7 +84,7 @@ def test_plugins_list_shows_installed_models_and_their_source(cli_env: dict[str,
 
 def test_help_explains_every_command(cli_env: dict[str, str]) -> None:
     text = run_cli(cli_env, "--help").stdout
-    for command in ("db", "tenants", "serve", "plugins", "export"):
+    for command in ("db", "tenants", "serve", "plugins", "export", "doctor"):
         assert command in text
 
 

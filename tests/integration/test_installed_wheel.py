@@ -4,6 +4,7 @@ tree that holds no symbolic link."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -62,3 +63,12 @@ def test_a_wheel_installed_elsewhere_migrates_and_is_ready(tmp_path: Path) -> No
     assert "database at head" in upgraded.stdout
     ready = subprocess.run([python, "-c", READY], cwd=outside, env=env, **run)
     assert ready.stdout.split()[-2:] == ["200", "ready"], ready.stdout + ready.stderr
+    # `cloudeasyml doctor` finds the wheel's own migration head (whatever else it reports about this bare venv).
+    doctor = subprocess.run([*cli, "doctor", "--json"], cwd=outside, env=env, capture_output=True, text=True)
+    statuses = {check["check"]: check["status"] for check in json.loads(doctor.stdout)["checks"]}
+    assert statuses["database"] == statuses["migrations"] == "OK", doctor.stdout + doctor.stderr
+    # The Python client ships in the same wheel.
+    client = subprocess.run(
+        [python, "-c", "import cloudeasyml.client as c; print(c.__file__)"], cwd=outside, env=env, **run
+    )
+    assert "site-packages" in client.stdout

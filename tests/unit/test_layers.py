@@ -74,6 +74,18 @@ def test_every_top_level_module_is_named_by_the_third_party_contracts() -> None:
     assert checked == set(allowed)
 
 
+def test_the_client_contract_forbids_every_other_top_level_module() -> None:
+    # The client must stay importable without the server: a new top-level package is forbidden to it too.
+    children = {
+        path.stem if path.suffix == ".py" else path.name
+        for path in (ROOT / "cloudeasyml").iterdir()
+        if (path.suffix == ".py" and path.stem != "__init__") or (path / "__init__.py").exists()
+    }
+    (contract,) = [c for c in CONTRACTS if c["type"] == "forbidden" and c["source_modules"] == ["cloudeasyml.client"]]
+    forbidden = {m.removeprefix("cloudeasyml.") for m in contract["forbidden_modules"] if m.startswith("cloudeasyml.")}
+    assert forbidden == children - {"client"}
+
+
 # (contract, {file under the copy's root: line appended to it}); each breaks that contract and no other.
 WRONG_IMPORTS = [
     pytest.param(
@@ -107,6 +119,16 @@ WRONG_IMPORTS = [
         id="runtime-db",
     ),
     pytest.param(
+        _contract("forbidden", "Python client"),
+        {"cloudeasyml/client/schemas.py": "import cloudeasyml.core.pricing"},
+        id="client-imports-the-server",
+    ),
+    pytest.param(
+        _contract("forbidden", "Python client"),
+        {"cloudeasyml/client/calls.py": "import sqlalchemy"},
+        id="client-imports-a-server-dependency",
+    ),
+    pytest.param(
         _contract("forbidden", "Bundled plugins"),
         {"plugin_packages/cloudeasyml-housing/src/cloudeasyml_housing/dataset.py": "import cloudeasyml.core"},
         id="plugin-private-name",
@@ -129,3 +151,17 @@ def test_a_wrong_import_breaks_its_contract(tmp_path: Path, contract: str, edits
 
     assert result.returncode != 0, result.stdout
     assert _broken(result.stdout) == {contract}, result.stdout
+
+
+def test_importing_the_client_loads_nothing_of_the_server() -> None:
+    # The contract checks the client's own imports; this checks what importing it loads at run time (the package's
+    # __init__, the plugin authors' API, included): no web framework, database, model runtime or Redis.
+    probe = (
+        "import sys, cloudeasyml.client; "
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules}))); "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('cloudeasyml.'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    roots, ours = (set(line.split()) for line in result.stdout.splitlines())
+    assert not roots & {"litestar", "sqlalchemy", "alembic", "onnxruntime", "redis", "uvicorn", "torch", "asyncpg"}
+    assert {m.split(".")[1] for m in ours} <= {"client", "core", "plugins"}

@@ -1,0 +1,179 @@
+"""Typed results of the Python client: the API's JSON (camelCase) as msgspec Structs (snake_case).
+
+These mirror the server's wire schemas without importing them (the client imports nothing of the server). They
+ignore fields they do not know, so a newer server's additions never break an older client. Costs and prices are
+exact ``Decimal``; times are aware ``datetime``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+__all__ = (
+    "ApiKey",
+    "ApiKeyCreated",
+    "Deployment",
+    "Model",
+    "ModelLimits",
+    "ModelUsage",
+    "Prediction",
+    "Pricing",
+    "Quota",
+    "ServingConfig",
+    "TensorSpec",
+    "Usage",
+)
+
+
+class Pricing(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """What one request costs: ``per_request`` once, plus ``per_second`` of processing and ``per_gpu_hour``."""
+
+    per_request: Decimal = Decimal(0)
+    per_second: Decimal = Decimal(0)
+    per_gpu_hour: Decimal = Decimal(0)
+
+
+class ServingConfig(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """How a deployment is served (a model's defaults, or a deployment's choice). See the README's Serving part."""
+
+    max_batch_size: int
+    max_batch_delay_ms: float
+    device: str
+    """``auto``, ``cpu`` or ``cuda``."""
+    instances: int
+    intra_op_threads: int
+    max_queue_items: int
+    """Items waiting beyond which requests are refused with 503 (``UnavailableError``)."""
+    timeout_ms: float
+    """Deadline of one request, queueing included; past it a 504 (``UnavailableError``)."""
+    eager_load: bool
+    variant: str
+    """``float``, ``optimized`` or ``int8``."""
+
+
+class ModelLimits(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """What one request to a model may hold."""
+
+    max_items_per_request: int
+    max_batch_items: int
+    max_characters_per_item: int | None = None
+    max_tokens_per_item: int | None = None
+
+
+class TensorSpec(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """One input or output tensor of a model's exported graph."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    dynamic_axes: tuple[str, ...] = ()
+
+
+class Model(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """An installed model (``GET /models``)."""
+
+    name: str
+    version: str
+    versions: list[str]
+    """The shipped version first, then trained ones."""
+    description: str
+    task: str
+    plugin: str
+    source: str
+    input_schema: dict[str, Any]
+    """JSON Schema of one element of a prediction's ``inputs``."""
+    output_schema: dict[str, Any]
+    """JSON Schema of one element of a prediction's ``predictions``."""
+    example_input: Any
+    """A valid input, ready to send."""
+    pricing: Pricing
+    serving: ServingConfig
+    limits: ModelLimits
+    input_tensors: list[TensorSpec] = msgspec.field(default_factory=list)
+    output_tensors: list[TensorSpec] = msgspec.field(default_factory=list)
+
+
+class Deployment(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """A deployment of a model, owned by the caller's tenant."""
+
+    id: uuid.UUID
+    name: str
+    model_name: str
+    model_version: str
+    config: ServingConfig
+    status: str
+    loaded: bool
+    """Whether the answering process holds the model in memory (it loads on first use unless ``eager_load``)."""
+    created_at: datetime
+    variant_report: dict[str, Any] | None = None
+
+
+class Prediction(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """The answer to a prediction: one element of ``predictions`` per input, in order."""
+
+    predictions: list[Any]
+    model_name: str
+    model_version: str
+    deployment_id: uuid.UUID
+    processing_time_ms: float
+    """This request's share of its batch's processing time: what it is billed for."""
+    request_id: str
+
+
+class ApiKey(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """An API key as listed: never its secret."""
+
+    key_id: str
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+    rate_limit_per_minute: int | None = None
+    created_by_key_id: str | None = None
+
+
+class ApiKeyCreated(ApiKey, rename="camel", frozen=True, kw_only=True):
+    """A new key, with the full ``key`` shown this once: store it now."""
+
+    key: str
+
+
+class ModelUsage(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """One model's share of a usage period."""
+
+    requests: int
+    items: int
+    cost: Decimal
+    processing_time_ms: float
+
+
+class Usage(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """The tenant's usage and cost over ``[start, end)``, by model."""
+
+    tenant_id: uuid.UUID
+    start: datetime
+    end: datetime
+    total_cost: Decimal
+    total_requests: int
+    total_items: int
+    by_model: dict[str, ModelUsage]
+
+
+class Quota(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """This month's caps (None: no cap), what has been used of them and what is left."""
+
+    month_start: datetime
+    resets_at: datetime
+    spend_cap: Decimal | None
+    request_cap: int | None
+    spent: Decimal
+    requests: int
+    remaining_spend: Decimal | None
+    remaining_requests: int | None
