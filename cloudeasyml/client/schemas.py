@@ -26,6 +26,7 @@ __all__ = (
     "Quota",
     "ServingConfig",
     "TensorSpec",
+    "TrafficRoute",
     "Usage",
 )
 
@@ -98,6 +99,18 @@ class Model(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     output_tensors: list[TensorSpec] = msgspec.field(default_factory=list)
 
 
+class TrafficRoute(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """One version (and variant) of a deployment's model with its share of the requests."""
+
+    model_version: str
+    weight: int
+    """Live: percent of the deployment's requests; shadow: percent of the requests copied to it."""
+    variant: str | None = None
+    """The graph that serves this route; None: the deployment's ``config.variant``."""
+    mode: str = "live"
+    """``live`` answers requests; ``shadow`` gets copies, after the answer, and never answers."""
+
+
 class Deployment(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     """A deployment of a model, owned by the caller's tenant."""
 
@@ -105,7 +118,10 @@ class Deployment(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     name: str
     model_name: str
     model_version: str
+    """The first live route's version (see ``traffic``)."""
     config: ServingConfig
+    traffic: list[TrafficRoute] = msgspec.field(default_factory=list)
+    """The versions that serve it, with their shares: one live route at weight 100 for a single version."""
     status: str
     loaded: bool
     """Whether the answering process holds the model in memory (it loads on first use unless ``eager_load``)."""

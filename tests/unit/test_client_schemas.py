@@ -22,6 +22,7 @@ SERVER_NAMES = {
     schemas.ServingConfig: "ServingConfig",
     schemas.TensorSpec: "TensorSpec",
     schemas.Deployment: "DeploymentRead",
+    schemas.TrafficRoute: "TrafficRoute",
     schemas.ApiKey: "ApiKeyRead",
     schemas.ApiKeyCreated: "ApiKeyCreated",
     schemas.Usage: "UsageReport",
