@@ -252,6 +252,10 @@ class WebhookSettings(msgspec.Struct, frozen=True):
     """How often each server process looks for keys that expire within ``key_expiring_days`` (``key.expiring``)."""
     key_expiring_days: Annotated[float, msgspec.Meta(gt=0)] = 7.0
     """How long before a key's expiry its ``key.expiring`` event is sent."""
+    retention_days: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    """Events (and their delivery log) older than this are deleted."""
+    max_endpoints: Annotated[int, msgspec.Meta(ge=0)] = 20
+    """Endpoints per tenant; creating one more is refused with 409. 0: no limit."""
     enabled: bool = True
     """Run the dispatcher in this server process. Off, events are still recorded (and delivered by the processes
     where it is on)."""

@@ -14,7 +14,16 @@ from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.base import Base
 from cloudeasyml.db.types import Money, UTCDateTime
 
-__all__ = ("ApiKey", "Deployment", "Tenant", "UsageRecord", "User", "WebhookDelivery", "WebhookEndpoint", "WebhookEvent")
+__all__ = (
+    "ApiKey",
+    "Deployment",
+    "Tenant",
+    "UsageRecord",
+    "User",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
+)
 
 
 class Tenant(Base):
@@ -169,6 +178,9 @@ class WebhookDelivery(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     """When the next attempt is due; while an attempt runs, when its claim lapses (a process that died)."""
+    retry_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    """A failed attempt after this marks the delivery ``failed``: the retry window from the event (or from a manual
+    retry)."""
     last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     response_status: Mapped[int | None]
     latency_ms: Mapped[float | None]
