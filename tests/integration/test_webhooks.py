@@ -83,8 +83,10 @@ async def test_webhooks_need_their_scopes(client, tenant: NewTenant) -> None:
         assert response.status_code == 201, response.text
         return response.json()["key"]
 
-    predict, reader, writer = await key_with(["predict"]), await key_with(["webhooks:read"]), await key_with(
-        ["webhooks:write"]
+    predict, reader, writer = (
+        await key_with(["predict"]),
+        await key_with(["webhooks:read"]),
+        await key_with(["webhooks:write"]),
     )
     assert (await client.get("/webhooks", headers=bearer(predict))).status_code == 403
     assert (await client.get("/webhooks", headers=bearer(reader))).status_code == 200
@@ -129,7 +131,9 @@ async def test_unsafe_urls_are_refused_at_create_and_at_patch(client, tenant: Ne
     created = await _create(client, tenant.key, "http://127.0.0.1:9/hook")
     patched = await client.patch(f"/webhooks/{created['id']}", json={"url": url}, headers=bearer(tenant.key))
     assert patched.status_code == 422
-    assert (await client.get(f"/webhooks/{created['id']}", headers=bearer(tenant.key))).json()["url"].endswith(":9/hook")
+    assert (
+        (await client.get(f"/webhooks/{created['id']}", headers=bearer(tenant.key))).json()["url"].endswith(":9/hook")
+    )
 
 
 async def test_a_test_event_arrives_signed_and_standardwebhooks_verifies_it(client, tenant: NewTenant) -> None:
