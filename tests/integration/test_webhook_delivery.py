@@ -17,8 +17,8 @@ from standardwebhooks.webhooks import Webhook
 from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.engine import create_engine, session_factory
 from cloudeasyml.db.models import ApiKey, Deployment
-from cloudeasyml.domain.deployments import to_spec
 from cloudeasyml.domain.api_keys import ApiKeyService, KeyRequest
+from cloudeasyml.domain.deployments import to_spec
 from cloudeasyml.domain.tenants import NewTenant, set_caps
 from cloudeasyml.domain.webhooks.dispatcher import retry_delay
 from cloudeasyml.domain.webhooks.endpoints import WebhookEndpointService
