@@ -49,6 +49,7 @@ class UrlGuard:
         self._allow_http = settings.allow_http
         self._allowed = tuple(ipaddress.ip_network(network, strict=False) for network in settings.allowed_networks)
         self._resolve = resolve
+        self._resolve_timeout = settings.connect_timeout_seconds
 
     def check_form(self, url: str) -> tuple[str, int]:
         """The URL's host and port; ``UnsafeAddressError`` for a scheme that is not allowed, credentials in the URL
@@ -87,8 +88,12 @@ class UrlGuard:
             found = [str(literal)]
         else:
             try:
-                found = await self._resolve(host, port)
-            except OSError as exc:
+                found = await asyncio.wait_for(self._resolve(host, port), self._resolve_timeout)
+            except TimeoutError:
+                raise UnsafeAddressError(
+                    f"url's host {host!r} did not resolve within {self._resolve_timeout:g} s - at `$.url`"
+                ) from None
+            except (OSError, UnicodeError) as exc:
                 raise UnsafeAddressError(f"url's host {host!r} does not resolve: {exc} - at `$.url`") from None
         if not found:
             raise UnsafeAddressError(f"url's host {host!r} does not resolve - at `$.url`")
