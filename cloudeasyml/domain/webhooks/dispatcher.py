@@ -120,6 +120,7 @@ class WebhookDispatcher:
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._last_scan = -math.inf
+        self._warned_at = -math.inf
         self._told: set[str] = set()
         """``key.expiring`` events this process wrote already (no need to try the insert again)."""
 
@@ -150,8 +151,10 @@ class WebhookDispatcher:
                     self._last_scan = time.monotonic()
                     await self.scan()
                 claimed = await self.run_once()
-            except Exception:  # noqa: BLE001 - the database may be down for a while: keep trying
-                log.exception("delivering webhooks failed; trying again in %s s", settings.poll_interval_seconds)
+            except Exception:  # noqa: BLE001 - the database may be down for a while: keep trying, say so now and then
+                if time.monotonic() - self._warned_at >= 60:
+                    self._warned_at = time.monotonic()
+                    log.exception("delivering webhooks failed; trying again every %s s", settings.poll_interval_seconds)
             if claimed < settings.batch_size and self._wake is not None:  # a full batch: more may be due at once
                 try:
                     await asyncio.wait_for(self._wake.wait(), settings.poll_interval_seconds)
