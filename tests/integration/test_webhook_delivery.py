@@ -295,3 +295,16 @@ def test_webhook_settings_read_lists_from_the_environment() -> None:
     )
     assert settings.webhooks.allowed_networks == ("10.0.0.0/8", "127.0.0.1/32") and settings.webhooks.allow_http
     assert WebhookSettings().allow_http is False and WebhookSettings().allowed_networks == ()
+
+
+async def test_two_dispatchers_claiming_at_once_send_each_attempt_once(migrated_url: str, tenant: NewTenant) -> None:
+    with receiver() as hook:
+        endpoint_id, _ = await _endpoint(migrated_url, tenant, hook.url, ["key.revoked"])
+        sent = {await _test_event(migrated_url, tenant, endpoint_id) for _ in range(30)}
+        small = msgspec.structs.replace(SCHEDULE, batch_size=7)
+        async with own_dispatcher(migrated_url, small) as first, own_dispatcher(migrated_url, small) as second:
+            for _ in range(10):
+                await asyncio.gather(first.run_once(), second.run_once())
+        received = hook.wait_for(30)
+    assert sorted(got.headers["webhook-id"] for got in received) == sorted(sent)
+    assert {row.status for row in await deliveries(migrated_url)} == {"succeeded"}
