@@ -12,8 +12,10 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from litestar.testing import AsyncTestClient
 from standardwebhooks.webhooks import Webhook
 
+from cloudeasyml.app import create_app
 from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.engine import create_engine, session_factory
 from cloudeasyml.db.models import ApiKey, Deployment
@@ -25,7 +27,7 @@ from cloudeasyml.domain.webhooks.endpoints import WebhookEndpointService
 from cloudeasyml.domain.webhooks.notices import Notices
 from cloudeasyml.domain.webhooks.url_guard import UrlGuard
 from cloudeasyml.errors import NotFoundError
-from cloudeasyml.settings import DatabaseSettings, RuntimeSettings, Settings, WebhookSettings
+from cloudeasyml.settings import DatabaseSettings, RedisSettings, RuntimeSettings, Settings, WebhookSettings
 from tests.conftest import bearer, db_session
 from tests.integration.test_predict import deploy
 from tests.support.webhook_receiver import receiver
@@ -308,3 +310,22 @@ async def test_two_dispatchers_claiming_at_once_send_each_attempt_once(migrated_
         received = hook.wait_for(30)
     assert sorted(got.headers["webhook-id"] for got in received) == sorted(sent)
     assert {row.status for row in await deliveries(migrated_url)} == {"succeeded"}
+
+
+async def test_with_redis_counting_the_caps_the_quota_events_are_written_too(
+    migrated_url: str, settings: Settings, plugin_manager, redis_url: str, tenant: NewTenant
+) -> None:
+    shared = msgspec.structs.replace(settings, redis=RedisSettings(url=redis_url))
+    async with db_session(migrated_url) as session:
+        await set_caps(session, tenant.tenant.name, request_cap=5)
+    async with AsyncTestClient(app=create_app(shared, plugin_manager)) as client:
+        deployment = await deploy(client, tenant.key)
+        body = {"deploymentId": deployment["id"], "inputs": [{"x": 1.0, "y": 2.0}]}
+        for _ in range(6):
+            await client.post("/predict", json=body, headers=bearer(tenant.key))
+        for _ in range(200):
+            written = {event["type"] for event in await events(migrated_url) if event["type"].startswith("quota.")}
+            if len(written) == 2:
+                break
+            await asyncio.sleep(0.05)
+    assert written == {"quota.warning", "quota.exceeded"}
