@@ -25,6 +25,7 @@ from cloudeasyml.api.controllers.metrics import MetricsController
 from cloudeasyml.api.controllers.models import ModelController
 from cloudeasyml.api.controllers.usage import UsageController
 from cloudeasyml.api.controllers.v2 import OpenInferenceController
+from cloudeasyml.api.controllers.webhooks import WebhookController
 from cloudeasyml.api.platform_app import PlatformApp
 from cloudeasyml.api.prediction_docs import document_prediction_routes
 from cloudeasyml.api.problem_docs import document_problems
@@ -47,6 +48,7 @@ ROUTES: list[ControllerRouterHandler] = [
     EmbeddingsController,
     MetricsController,
     OpenInferenceController,
+    WebhookController,
 ]
 
 

@@ -18,6 +18,8 @@ from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.inference import InferenceService
 from cloudeasyml.domain.quota import QuotaGuard
 from cloudeasyml.domain.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from cloudeasyml.domain.webhooks.dispatcher import WebhookDispatcher
+from cloudeasyml.domain.webhooks.notices import Notices
 from cloudeasyml.metering.meter import Meter
 from cloudeasyml.metering.metrics import Metrics
 from cloudeasyml.metering.pricing_book import PricingBook
@@ -55,6 +57,10 @@ class Services:
     rate_limiter: RateLimiter
     quota: QuotaGuard
     inference: InferenceService
+    webhooks: WebhookDispatcher
+    """Delivers webhook events (its ``guard`` checks endpoint URLs)."""
+    notices: Notices
+    """Writes the webhook events of model loads and quota crossings."""
     redis: Redis | None = None
     """Shared state across processes (``CLOUDEASYML_REDIS__URL``); None: each process on its own."""
     broadcast: Broadcast | None = None
@@ -62,16 +68,22 @@ class Services:
 
     async def start(self) -> None:
         """Start background work (the meter: replay of journals left by stopped processes, then its writer; the
-        Redis subscriber).
+        Redis subscriber; the webhook dispatcher).
         """
         await self.meter.start()
         if self.broadcast is not None:
             await self.broadcast.start()
         self.metrics.start(self.refresh_gauges)
+        if self.settings.webhooks.enabled:
+            self.webhooks.start()
 
     async def stop(self) -> None:
-        """Drain deployments, write outstanding usage, close the database and Redis."""
+        """Stop delivering webhooks, drain deployments, write outstanding usage and events, close the database and
+        Redis.
+        """
+        await self.webhooks.stop()
         await self.registry.close()
+        await self.notices.close()
         await self.metrics.close()
         await self.quota.close()
         await self.meter.stop()
@@ -150,7 +162,10 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
     budget = memory_budget_bytes(settings, memory_limit_bytes())
     log.debug("memory budget of loaded models: %.0f MiB (0: none)", budget / 2**20)
     metrics = Metrics()
-    registry = ServingRegistry(resolver, memory_budget_bytes=budget, observer_for=metrics.model)
+    notices = Notices(sessions, retry_window_seconds=settings.webhooks.retry_window_seconds)
+    registry = ServingRegistry(
+        resolver, memory_budget_bytes=budget, observer_for=metrics.model, on_load=notices.deployment_loaded
+    )
     cache_seconds = settings.server.key_cache_seconds
     cache_entries = settings.server.cache_entries
     directory = DeploymentDirectory(sessions, catalog, resolver, cache_seconds=cache_seconds, max_entries=cache_entries)
@@ -178,6 +193,7 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         redis=redis,
         reservation_seconds=settings.quota.reservation_seconds,
         max_tenants=cache_entries,
+        on_crossing=notices.quota_crossed,
     )
     return Services(
         settings=settings,
@@ -203,6 +219,8 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
             quota=quota,
             limits=settings.limits,
         ),
+        webhooks=WebhookDispatcher(sessions, settings.webhooks),
+        notices=notices,
         redis=redis,
         broadcast=_broadcast(redis, authenticator, directory, registry) if redis is not None else None,
     )

@@ -22,6 +22,7 @@ __all__ = (
     "ServerSettings",
     "Settings",
     "TenantLimits",
+    "WebhookSettings",
     "load_settings",
 )
 
@@ -216,6 +217,50 @@ class MeteringSettings(msgspec.Struct, frozen=True):
     """How long a reader of usage (``GET /usage``, quota checks) waits for the writer before answering 503."""
 
 
+class WebhookSettings(msgspec.Struct, frozen=True):
+    """Webhook delivery (docs/webhooks.md): where endpoints may point, how long deliveries may take, how often they
+    are retried.
+    """
+
+    allow_http: bool = False
+    """Accept ``http://`` endpoint URLs as well as ``https://`` (for a test or a private network; signatures still
+    authenticate the sender, but the body travels in the clear)."""
+    allowed_networks: tuple[str, ...] = ()
+    """Networks (CIDR, comma-separated in the environment: ``10.0.0.0/8,127.0.0.1/32``) that endpoints may resolve
+    to although they are private, loopback, link-local or otherwise not public. Empty: public addresses only."""
+    connect_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    """How long connecting to an endpoint (DNS, TCP, TLS) may take before the attempt fails."""
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    """How long one attempt may take in all (connect, send, the answer's first 1 KB) before it fails."""
+    poll_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    """How often each server process looks for deliveries that are due."""
+    batch_size: Annotated[int, msgspec.Meta(ge=1)] = 20
+    """Most deliveries one process claims and sends at once."""
+    retry_base_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    """The wait before the second attempt; each later wait doubles, up to ``retry_max_delay_seconds``, less up to
+    ``retry_jitter`` of it at random (so that many deliveries that failed together do not come back together)."""
+    retry_max_delay_seconds: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+    """The longest wait between two attempts."""
+    retry_jitter: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2
+    """The share of each wait taken off at random."""
+    retry_window_seconds: Annotated[float, msgspec.Meta(gt=0)] = 86400.0
+    """How long after the event a delivery is retried; an attempt that fails later marks it ``failed``."""
+    disable_after_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5 * 86400.0
+    """An endpoint whose attempts have all failed for this long is disabled, and the tenant's other endpoints get an
+    ``endpoint.disabled`` event."""
+    scan_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    """How often each server process looks for keys that expire within ``key_expiring_days`` (``key.expiring``)."""
+    key_expiring_days: Annotated[float, msgspec.Meta(gt=0)] = 7.0
+    """How long before a key's expiry its ``key.expiring`` event is sent."""
+    retention_days: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    """Events (and their delivery log) older than this are deleted."""
+    max_endpoints: Annotated[int, msgspec.Meta(ge=0)] = 20
+    """Endpoints per tenant; creating one more is refused with 409. 0: no limit."""
+    enabled: bool = True
+    """Run the dispatcher in this server process. Off, events are still recorded (and delivered by the processes
+    where it is on)."""
+
+
 class Settings(msgspec.Struct, frozen=True):
     """All settings."""
 
@@ -228,6 +273,7 @@ class Settings(msgspec.Struct, frozen=True):
     v2: OpenInferenceSettings = OpenInferenceSettings()
     metering: MeteringSettings = MeteringSettings()
     limits: LimitsSettings = LimitsSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     home: str = ""
     """Data directory for the embedded defaults. Empty means ``~/.cloudeasyml``."""
 
@@ -255,6 +301,9 @@ class Settings(msgspec.Struct, frozen=True):
 # Short aliases users expect from the README and twelve-factor habits.
 _ALIASES = {"CLOUDEASYML_DATABASE_URL": "CLOUDEASYML_DATABASE__URL"}
 
+_LIST_FIELDS = {"blocked", "allowed_networks"}
+"""Settings whose environment value is a comma-separated list."""
+
 _JSON_FIELDS = {("limits", "plans")}
 """Settings whose environment value is a JSON document rather than a scalar."""
 
@@ -280,8 +329,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 
 def _parse(section: str, field: str, value: str) -> object:
-    if field == "blocked":
-        return value.split(",")
+    if field in _LIST_FIELDS:
+        return [part.strip() for part in value.split(",") if part.strip()]
     if (section, field) in _JSON_FIELDS:
         try:
             return msgspec.json.decode(value)

@@ -29,6 +29,7 @@ from cloudeasyml.domain.api_keys import ApiKeyService
 from cloudeasyml.domain.deployments import DeploymentService
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.domain.usage import UsageService
+from cloudeasyml.domain.webhooks.endpoints import WebhookEndpointService
 from cloudeasyml.services import Services
 
 __all__ = (
@@ -42,6 +43,7 @@ __all__ = (
     "provide_services",
     "provide_transaction",
     "provide_usage_service",
+    "provide_webhook_service",
 )
 
 T = TypeVar("T")
@@ -104,6 +106,13 @@ def provide_usage_service(
     return UsageService(db_session, caller.tenant_id, services.meter)
 
 
+def provide_webhook_service(
+    db_session: Injected[AsyncSession], caller: Injected[Principal], services: Injected[Services]
+) -> WebhookEndpointService:
+    """The caller's tenant's webhook endpoints and their delivery logs."""
+    return WebhookEndpointService(db_session, caller.tenant_id, services.webhooks.guard, services.settings.webhooks)
+
+
 def _sync(provider: Any) -> Provide:
     # Cheap, non-blocking builders: run them on the event loop rather than in a worker thread.
     return Provide(provider, sync_to_thread=False)
@@ -116,6 +125,7 @@ MANAGEMENT: dict[str, Provide] = {
     "api_keys": _sync(provide_api_key_service),
     "deployments": _sync(provide_deployment_service),
     "usage": _sync(provide_usage_service),
+    "webhooks": _sync(provide_webhook_service),
 }
 """The dependencies of the management controllers (set on each; Litestar resolves only those a handler names)."""
 

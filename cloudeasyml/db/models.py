@@ -7,14 +7,23 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.base import Base
 from cloudeasyml.db.types import Money, UTCDateTime
 
-__all__ = ("ApiKey", "Deployment", "Tenant", "UsageRecord", "User")
+__all__ = (
+    "ApiKey",
+    "Deployment",
+    "Tenant",
+    "UsageRecord",
+    "User",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
+)
 
 
 class Tenant(Base):
@@ -107,4 +116,79 @@ class UsageRecord(Base):
     processing_ms: Mapped[float]
     gpu_ms: Mapped[float] = mapped_column(default=0.0)
     cost: Mapped[Decimal] = mapped_column(Money)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class WebhookEndpoint(Base):
+    """A URL a tenant asked to receive events at, and the secret that signs them (docs/webhooks.md)."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    events: Mapped[list[str]] = mapped_column(JSON)
+    """The event types it receives."""
+    enabled: Mapped[bool] = mapped_column(default=True)
+    secret: Mapped[str] = mapped_column(String(100))
+    """``whsec_`` + base64 of the signing key. Stored as is: signing needs it (as every Standard Webhooks sender)."""
+    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    """The secret before the last rotation; it signs too until ``previous_secret_expires_at``."""
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_reason: Mapped[str | None] = mapped_column(String(200))
+    """Why the platform disabled it (None: enabled, or disabled by the tenant)."""
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """The first failed attempt since its last successful one (None: the last attempt succeeded)."""
+    # No foreign key: the endpoint outlives nothing of the key, and keys are never deleted alone.
+    created_by_key_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class WebhookEvent(Base):
+    """The outbox: one event, written in the transaction of the change that caused it."""
+
+    __tablename__ = "webhook_event"
+    __table_args__ = (Index("ix_webhook_event_tenant_id_created_at", "tenant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """``msg_`` + 32 hex digits: the ``webhook-id`` of every attempt, random or derived from what the event is about
+    (then writing it twice, from two processes, is one event)."""
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    """The body as sent, JSON text: every attempt signs the same bytes."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class WebhookDelivery(Base):
+    """One event to one endpoint: its attempts so far and the last one's outcome."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id"),
+        Index("ix_webhook_delivery_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_webhook_delivery_endpoint_id_created_at", "endpoint_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_endpoint.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(64), ForeignKey("webhook_event.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    """``pending`` (an attempt is due at ``next_attempt_at``), ``succeeded`` or ``failed`` (given up)."""
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    """When the next attempt is due; while an attempt runs, when its claim lapses (a process that died)."""
+    retry_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    """A failed attempt after this marks the delivery ``failed``: the retry window from the event (or from a manual
+    retry)."""
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    response_status: Mapped[int | None]
+    latency_ms: Mapped[float | None]
+    response_body: Mapped[str | None] = mapped_column(String(1024))
+    """The first 1 KB of the last answer (decoded leniently); nothing more of it is read or kept."""
+    error: Mapped[str | None] = mapped_column(String(500))
+    """Why the last attempt failed, when it got no answer (a refused address, a timeout, ...)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)

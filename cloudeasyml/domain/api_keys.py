@@ -22,6 +22,7 @@ from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.models import ApiKey, Tenant
 from cloudeasyml.domain.key_format import generate_key, hash_secret
 from cloudeasyml.domain.principal import DEFAULT_KEY_SCOPES, Principal, validate_scopes
+from cloudeasyml.domain.webhooks.events import emit, rfc3339
 from cloudeasyml.errors import (
     AuthenticationError,
     ConflictError,
@@ -113,7 +114,8 @@ class ApiKeyService:
     # builtins.list: in this class body, `list` names the method above.
     async def revoke(self, key_id: str, *, actor: Principal | None) -> builtins.list[str]:
         """Revoke one of the tenant's keys and every key it created, transitively, in the caller's transaction
-        (idempotent). Returns the ids to drop from caches: ``key_id`` first, then every key revoked by this call.
+        (idempotent), with a ``key.revoked`` event per key revoked. Returns the ids to drop from caches: ``key_id``
+        first, then every key revoked by this call.
 
         ``actor`` is the key asking (None: the operator, bound by neither rule below). Only a key holding
         ``admin`` may revoke a key holding ``admin`` (``PermissionDeniedError``), and the tenant cannot revoke
@@ -140,6 +142,7 @@ class ApiKeyService:
             for row in pending:
                 row.revoked_at = now
                 revoked.append(row.id)
+                await emit(self._session, self._tenant_id, "key.revoked", _revoked_data(row, key_id, actor))
             # On PostgreSQL this UPDATE waits for any transaction still issuing a child of these keys (it holds
             # their rows FOR SHARE); reading the tree again then finds that child. Later issuers see the revocation.
             await self._session.flush()
@@ -218,6 +221,17 @@ class ApiKeyService:
             f"API key {target.id!r} {which} the tenant's last usable admin key; the last admin key cannot be "
             "revoked through the API"
         )
+
+
+def _revoked_data(row: ApiKey, root_id: str, actor: Principal | None) -> dict[str, str | None]:
+    """The ``data`` of a ``key.revoked`` event."""
+    return {
+        "keyId": row.id,
+        "name": row.name,
+        "revokedAt": rfc3339(row.revoked_at) if row.revoked_at is not None else None,
+        "revokedWith": root_id,
+        "revokedBy": actor.key_id if actor is not None else None,
+    }
 
 
 def _utc_expiry(value: datetime | None) -> datetime | None:

@@ -16,6 +16,7 @@ from cloudeasyml.core.clock import utc_now
 from cloudeasyml.core.serving import ServingConfig
 from cloudeasyml.core.traffic import TrafficRoute, check_traffic, single_route
 from cloudeasyml.db.models import Deployment, Tenant
+from cloudeasyml.domain.webhooks.events import deployment_data, emit
 from cloudeasyml.errors import ConflictError, InvalidInputError, NotFoundError, TenantLimitReachedError
 from cloudeasyml.plugins.catalog import ModelCatalog
 from cloudeasyml.plugins.model import ModelPlugin
@@ -199,8 +200,12 @@ class DeploymentService:
         return row
 
     async def delete(self, deployment_id: uuid.UUID) -> Deployment:
-        """Delete one of the tenant's deployments (its usage records stay)."""
+        """Delete one of the tenant's deployments (its usage records stay), with a ``deployment.deleted`` event in the
+        same transaction.
+        """
         row = await self.get(deployment_id)
+        data = deployment_data(row.id, row.name, row.model_name, row.model_version)
+        await emit(self._session, self._tenant_id, "deployment.deleted", data)
         await self._session.delete(row)
         await self._session.flush()
         return row

@@ -17,6 +17,8 @@ ALL_SCOPES: Final = (
     "keys:read",
     "keys:write",
     "usage:read",
+    "webhooks:read",
+    "webhooks:write",
     "admin",
 )
 """``admin`` grants every scope; ``X:write`` grants ``X:read``."""

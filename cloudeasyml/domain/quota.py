@@ -64,6 +64,8 @@ if TYPE_CHECKING:
     from redis.typing import EncodableT
 
 __all__ = (
+    "WARNING_SHARE",
+    "QuotaCrossing",
     "QuotaGuard",
     "QuotaReport",
     "Reservation",
@@ -170,6 +172,26 @@ return 0
 
 _KEEP_AFTER_MONTH = timedelta(days=1)
 
+WARNING_SHARE = Decimal("0.8")
+"""The share of a cap whose use is told as a ``warning`` crossing."""
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaCrossing:
+    """A tenant has used ``WARNING_SHARE`` of a cap (``level`` ``"warning"``) or all of it (``"exceeded"``: a request
+    was refused, or a billed one reached it), as this process counts it.
+    """
+
+    tenant_id: uuid.UUID
+    level: str
+    cap: str
+    """``"spend"`` or ``"requests"``."""
+    limit: Decimal | int
+    used: Decimal | int
+    """This process's count of the month's use when it noticed (with Redis, its share may lag the shared count)."""
+    month_start: datetime
+    resets_at: datetime
+
 
 def _units(amount: Decimal) -> int:
     return math.floor(amount * _UNITS)
@@ -180,10 +202,20 @@ class Reservation:
     The first of the two counts; later calls do nothing.
     """
 
-    __slots__ = ("_counts", "_done", "_guard", "_hold", "_shared")
+    __slots__ = ("_caps", "_counts", "_done", "_guard", "_hold", "_shared", "_tenant_id")
 
-    def __init__(self, guard: QuotaGuard, counts: _Counts, hold: Decimal, shared: tuple[list[str], str] | None) -> None:
+    def __init__(
+        self,
+        guard: QuotaGuard,
+        counts: _Counts,
+        hold: Decimal,
+        shared: tuple[list[str], str] | None,
+        tenant_id: uuid.UUID | None = None,
+        caps: TenantCaps | None = None,
+    ) -> None:
         self._guard = guard
+        self._tenant_id = tenant_id
+        self._caps = caps
         self._counts = counts
         self._hold = hold
         self._shared = shared
@@ -196,6 +228,8 @@ class Reservation:
         if self._settle():
             self._counts.requests += 1
             self._counts.spent += cost
+            if self._tenant_id is not None and self._caps is not None:
+                self._guard._tell_crossings(self._tenant_id, self._caps, self._counts)
             if self._shared is not None:
                 keys, member = self._shared
                 await self._guard._update_shared(self._guard._commit_script, keys, [member, _units(cost)])
@@ -228,8 +262,13 @@ class QuotaGuard:
         reservation_seconds: float = 900.0,
         max_tenants: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
+        on_crossing: Callable[[QuotaCrossing], None] | None = None,
     ) -> None:
         self._sessions = sessions
+        self._on_crossing = on_crossing
+        self._told: set[tuple[uuid.UUID, str, str, datetime]] = set()
+        """Crossings told already (tenant, level, cap, month): each is told once per process and month."""
+        self._max_told = 4 * max(1, max_tenants)
         self._meter = meter
         self._refresh = refresh_seconds
         self._clock = clock
@@ -266,16 +305,61 @@ class QuotaGuard:
         if counts is None:  # no caps
             return None
         if self._redis is not None:
-            shared = await self._reserve_shared(tenant_id, caps, hold)
+            try:
+                shared = await self._reserve_shared(tenant_id, caps, hold)
+            except (RequestCapReachedError, SpendCapReachedError) as refusal:
+                self._tell_refusal(tenant_id, caps, counts, refusal)
+                raise
             if shared is not None:
-                return Reservation(self, counts, hold, shared)
+                return Reservation(self, counts, hold, shared, tenant_id, caps)
         if caps.request_cap is not None and counts.requests + counts.in_flight >= caps.request_cap:
+            self._tell(tenant_id, caps, "exceeded", "requests", counts.requests)
             raise _request_cap_reached(caps)
         if caps.spend_cap is not None and (
             counts.spent >= caps.spend_cap or counts.spent + counts.held + hold > caps.spend_cap
         ):
+            self._tell(tenant_id, caps, "exceeded", "spend", counts.spent)
             raise _spend_cap_reached(caps)
-        return Reservation(self, counts, hold, None)
+        return Reservation(self, counts, hold, None, tenant_id, caps)
+
+    def _tell_refusal(self, tenant_id: uuid.UUID, caps: TenantCaps, counts: _Counts, refusal: Exception) -> None:
+        if isinstance(refusal, RequestCapReachedError):
+            self._tell(tenant_id, caps, "exceeded", "requests", max(counts.requests, caps.request_cap or 0))
+        else:
+            self._tell(tenant_id, caps, "exceeded", "spend", counts.spent)
+
+    def _tell_crossings(self, tenant_id: uuid.UUID, caps: TenantCaps, counts: _Counts) -> None:
+        """Tell the crossings a billed request made (its counts already include it)."""
+        for cap, limit, used in (
+            ("requests", caps.request_cap, Decimal(counts.requests)),
+            ("spend", caps.spend_cap, counts.spent),
+        ):
+            if limit is None:
+                continue
+            shown = counts.requests if cap == "requests" else counts.spent
+            if used >= limit:
+                self._tell(tenant_id, caps, "exceeded", cap, shown)
+            elif used >= limit * WARNING_SHARE:
+                self._tell(tenant_id, caps, "warning", cap, shown)
+
+    def _tell(self, tenant_id: uuid.UUID, caps: TenantCaps, level: str, cap: str, used: Decimal | int) -> None:
+        """Tell ``on_crossing`` of a crossing, once per process, tenant, level, cap and month."""
+        if self._on_crossing is None:
+            return
+        told = (tenant_id, level, cap, caps.month_start)
+        if told in self._told:
+            return
+        if len(self._told) > self._max_told:  # a bound: forgetting costs one more notice
+            self._told.clear()
+        self._told.add(told)
+        if level == "exceeded":  # reaching a cap at once passes its warning too: tell both, the warning first
+            self._tell(tenant_id, caps, "warning", cap, used)
+        limit = caps.request_cap if cap == "requests" else caps.spend_cap
+        assert limit is not None
+        try:
+            self._on_crossing(QuotaCrossing(tenant_id, level, cap, limit, used, caps.month_start, caps.month_end))
+        except Exception:  # noqa: BLE001 - a notice must never fail the request
+            log.exception("telling a quota crossing failed")
 
     async def caps(self, tenant_id: uuid.UUID) -> TenantCaps:
         """The tenant's caps, never older than the refresh interval (read again before the request if they are;

@@ -128,8 +128,12 @@ class ServingRegistry:
         memory_budget_bytes: int = 0,
         cpus: int | None = None,
         observer_for: Callable[[str], BatchObserver] | None = None,
+        on_load: Callable[[DeploymentSpec, BaseException | None], None] | None = None,
     ) -> None:
         self.resolver = resolver
+        self._on_load = on_load
+        """Told of every load's result: the spec and None when it loaded, or the error it failed with (the app wires
+        it to webhook events; it must not block or raise)."""
         self._observer_for = observer_for
         """The batch observer of a model's deployments, by model name (None: nothing observes)."""
         self._budget = memory_budget_bytes
@@ -182,7 +186,25 @@ class ServingRegistry:
         loaded = self._loaded.get(spec.id)
         if loaded is not None:
             return loaded
-        return await self._loading.run(spec.id, lambda: self._load(spec, model, tenant_cap))
+        return await self._loading.run(spec.id, lambda: self._load_and_tell(spec, model, tenant_cap))
+
+    async def _load_and_tell(self, spec: DeploymentSpec, model: ModelPlugin, tenant_cap: int) -> LoadedDeployment:
+        """``_load``, its result told to ``on_load`` (once per load, however many callers share it)."""
+        try:
+            loaded = await self._load(spec, model, tenant_cap)
+        except Exception as exc:
+            self._tell(spec, exc)
+            raise
+        self._tell(spec, None)
+        return loaded
+
+    def _tell(self, spec: DeploymentSpec, error: BaseException | None) -> None:
+        if self._on_load is None:
+            return
+        try:
+            self._on_load(spec, error)
+        except Exception:  # noqa: BLE001 - an observer's failure is not the load's
+            log.exception("the load observer failed for deployment %s", spec.id)
 
     async def _load(self, spec: DeploymentSpec, model: ModelPlugin, tenant_cap: int) -> LoadedDeployment:
         try:

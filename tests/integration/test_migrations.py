@@ -17,7 +17,16 @@ from cloudeasyml.db.base import Base
 from cloudeasyml.db.engine import create_engine
 from cloudeasyml.migrations_path import alembic_config
 
-TABLES = {"tenant", "app_user", "api_key", "deployment", "usage_record"}
+TABLES = {
+    "tenant",
+    "app_user",
+    "api_key",
+    "deployment",
+    "usage_record",
+    "webhook_endpoint",
+    "webhook_event",
+    "webhook_delivery",
+}
 
 
 async def _revisions(url: str) -> set[str]:

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,7 @@ class ServerProcess:
     base_url: str
     pid: int
     keys: tuple[str, ...]
+    database_url: str = ""
 
 
 def export_models(artifact_dir: Path, *models: ModelPlugin) -> None:
@@ -83,27 +84,45 @@ def stop_server(server: subprocess.Popen[Any]) -> None:
 
 
 @contextmanager
-def serve_process(artifact_dir: Path, tmp_path: Path, *, tenants: int = 1) -> Iterator[ServerProcess]:
+def serve_process(
+    artifact_dir: Path,
+    tmp_path: Path,
+    *,
+    tenants: int = 1,
+    database_url: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[ServerProcess]:
     """Migrate a SQLite database, create ``tenants`` tenants, and serve until the block ends (one worker; models
-    must be exported already: export on load is off, so the server never imports torch)."""
-    url = TEMPLATES.sqlite(tmp_path / "served.db")
-    keys = asyncio.run(_tenants(url, tenants))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDEASYML_")}
-    env.update(
+    must be exported already: export on load is off, so the server never imports torch).
+
+    ``database_url``: serve this database (already migrated, its tenants made by an earlier run) instead; the
+    server's ``keys`` are then empty. ``env``: more ``CLOUDEASYML_*`` settings.
+    """
+    if database_url is None:
+        url = TEMPLATES.sqlite(tmp_path / "served.db")
+        keys = asyncio.run(_tenants(url, tenants))
+    else:
+        url, keys = database_url, ()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDEASYML_")}
+    environment.update(
         CLOUDEASYML_HOME=str(tmp_path / "home"),
         CLOUDEASYML_DATABASE_URL=url,
         CLOUDEASYML_RUNTIME__ARTIFACT_DIR=str(artifact_dir),
         CLOUDEASYML_RUNTIME__EXPORT_ON_LOAD="false",
+        **(env or {}),
     )
     port = _free_port()
-    log = (tmp_path / "server.log").open("w")
+    log = (tmp_path / "server.log").open("a")
     server = subprocess.Popen(
-        [sys.executable, "-m", "cloudeasyml.cli", "serve", "--port", str(port)], env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "cloudeasyml.cli", "serve", "--port", str(port)],
+        env=environment,
+        stdout=log,
+        stderr=log,
     )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(server, base, tmp_path / "server.log")
-        yield ServerProcess(base, server.pid, keys)
+        yield ServerProcess(base, server.pid, keys, url)
     finally:
         stop_server(server)
         log.close()
