@@ -169,6 +169,7 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         key_cache_entries=cache_entries,
         unknown_cache_entries=settings.server.unknown_key_cache_entries,
         external=lambda token: pm.hook.cloudeasyml_authenticate(token=token),
+        external_cache_entries=settings.server.unknown_key_cache_entries,
     )
     redis = _redis(settings)
     quota = QuotaGuard(
