@@ -54,6 +54,10 @@ class ServerSettings(msgspec.Struct, frozen=True):
     workers: int = 1
     max_body_bytes: int = 10 * 1024 * 1024
     """Requests with a larger body get 413."""
+    fast_path: bool = True
+    """Serve ``POST /predict`` ahead of Litestar's router (``cloudeasyml.api.fast_path``), where the app's
+    configuration allows it; false sends it through the router like every other request (same answers, more
+    event-loop CPU per prediction)."""
     key_cache_seconds: float = 5.0
     """How long a verified API key is trusted without a database read. Revocation through this process takes
     effect at once; through another process, within this many seconds. Unknown key ids are remembered as long."""
