@@ -70,6 +70,8 @@ class LoadedDeployment:
         self.variant_report = variant_report
         """What the deployment's variant changes against the float graph (``VariantReport``); None for float."""
         self.last_used = time.monotonic()
+        self._counts_tokens = any(tensor.name == "attention_mask" for tensor in model.input_tensors)
+        """Whether each prediction comes with its input's token count (the attention mask's ones)."""
         config = spec.config
         self.batcher = Batcher(
             self._run_batch,
@@ -92,7 +94,10 @@ class LoadedDeployment:
     def _run_batch(self, items: list[Any]) -> list[Any]:
         arrays = self.model.to_arrays(items)
         outputs = self.session.run(arrays)
-        return list(self.model.from_outputs(outputs))
+        predictions = list(self.model.from_outputs(outputs))
+        if self._counts_tokens:  # (prediction, tokens) pairs: the batcher splits them per request with the outputs
+            return list(zip(predictions, np.asarray(arrays["attention_mask"]).sum(axis=1).tolist(), strict=True))
+        return predictions
 
     async def run_tensors(self, arrays: Mapping[str, np.ndarray], items: int) -> BatchResult:
         """Run raw named tensors (the V2 protocol path), bypassing the plugin's pre/post-processing, by themselves
@@ -104,9 +109,16 @@ class LoadedDeployment:
         return await self.batcher.submit_alone(lambda: self.session.run(arrays), items, elements)
 
     async def predict(self, items: list[Any]) -> BatchResult:
-        """Queue one request's items into the deployment's batcher."""
+        """Queue one request's items into the deployment's batcher; for a model with an ``attention_mask`` input the
+        result holds the inputs' ``tokens`` too.
+        """
         self.last_used = time.monotonic()
-        return await self.batcher.submit(items)
+        result = await self.batcher.submit(items)
+        if not self._counts_tokens:
+            return result
+        outputs = [prediction for prediction, _tokens in result.outputs]
+        tokens = sum(tokens for _prediction, tokens in result.outputs)
+        return msgspec.structs.replace(result, outputs=outputs, tokens=tokens)
 
 
 class ServingRegistry:
