@@ -15,6 +15,7 @@ from cloudeasyml.db.engine import create_engine, session_factory
 from cloudeasyml.domain.authenticator import ApiKeyAuthenticator
 from cloudeasyml.domain.broadcast import DELETED_DEPLOYMENTS, REVOKED_KEYS, Broadcast
 from cloudeasyml.domain.deployment_directory import DeploymentDirectory
+from cloudeasyml.domain.deployment_status import LoadOutcomes
 from cloudeasyml.domain.inference import InferenceService
 from cloudeasyml.domain.quota import QuotaGuard
 from cloudeasyml.domain.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
@@ -150,7 +151,9 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
     budget = memory_budget_bytes(settings, memory_limit_bytes())
     log.debug("memory budget of loaded models: %.0f MiB (0: none)", budget / 2**20)
     metrics = Metrics()
-    registry = ServingRegistry(resolver, memory_budget_bytes=budget, observer_for=metrics.model)
+    registry = ServingRegistry(
+        resolver, memory_budget_bytes=budget, observer_for=metrics.model, on_load=LoadOutcomes(sessions)
+    )
     cache_seconds = settings.server.key_cache_seconds
     cache_entries = settings.server.cache_entries
     directory = DeploymentDirectory(sessions, catalog, resolver, cache_seconds=cache_seconds, max_entries=cache_entries)

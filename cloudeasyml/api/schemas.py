@@ -101,8 +101,12 @@ class DeploymentRead(_Wire):
     model_version: str
     config: ServingConfig
     status: str
+    """``pending`` (not loaded in the answering process), ``loading``, ``ready`` (loaded in the answering process) or
+    ``failed`` (the last load, in any process, failed: see ``statusReason``; the next request tries again)."""
     loaded: bool
     created_at: datetime
+    status_reason: str | None = None
+    """Why the last load failed, with status ``failed``; null otherwise."""
     variant_report: dict[str, Any] | None = None
     """While loaded with ``config.variant`` ``optimized`` or ``int8``: that graph against the float one, on the
     model's example inputs and a random batch: ``parityErrorExamples``/``parityErrorRandom`` (the model's
@@ -110,17 +114,26 @@ class DeploymentRead(_Wire):
     bytes, and CPU load and run times in ms at batch 1 and 32. Null otherwise."""
 
     @classmethod
-    def of(cls, row: Deployment, *, loaded: bool, variant_report: dict[str, Any] | None = None) -> DeploymentRead:
-        """From a row."""
+    def of(
+        cls,
+        row: Deployment,
+        *,
+        loaded: bool,
+        status: str,
+        status_reason: str | None = None,
+        variant_report: dict[str, Any] | None = None,
+    ) -> DeploymentRead:
+        """From a row, with its status as this process sees it."""
         return cls(
             id=row.id,
             name=row.name,
             model_name=row.model_name,
             model_version=row.model_version,
             config=msgspec.convert(row.config, ServingConfig),
-            status=row.status,
+            status=status,
             loaded=loaded,
             created_at=row.created_at,
+            status_reason=status_reason,
             variant_report=variant_report,
         )
 

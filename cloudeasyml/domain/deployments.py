@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cloudeasyml.core.clock import utc_now
 from cloudeasyml.core.serving import ServingConfig
 from cloudeasyml.db.models import Deployment, Tenant
+from cloudeasyml.domain.deployment_status import PENDING
 from cloudeasyml.errors import ConflictError, InvalidInputError, NotFoundError, TenantLimitReachedError
 from cloudeasyml.plugins.catalog import ModelCatalog
 from cloudeasyml.runtime.registry import DeploymentSpec
@@ -111,7 +112,7 @@ class DeploymentService:
             model_name=model.name,
             model_version=version,
             config=msgspec.to_builtins(config),
-            status="ready",
+            status=PENDING,
             created_at=utc_now(),
         )
         self._session.add(row)

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,7 +24,7 @@ from cloudeasyml.runtime.session import OnnxSession, providers_for
 from cloudeasyml.runtime.variants import ensure_variant, open_for_serving
 from cloudeasyml.single_flight import SingleFlight
 
-__all__ = ("DeploymentSpec", "LoadedDeployment", "ServingRegistry", "SessionKey")
+__all__ = ("DeploymentSpec", "LoadOutcome", "LoadedDeployment", "ServingRegistry", "SessionKey")
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,10 @@ class DeploymentSpec(msgspec.Struct, frozen=True):
     model_version: str
     config: ServingConfig
 
+
+LoadOutcome = Callable[[DeploymentSpec, "Exception | None"], Awaitable[None]]
+"""Told once per load (however many callers wait for it) how it ended: None when it loaded, else the error. A load
+stopped because its deployment was deleted is not told."""
 
 SessionKey = tuple[Path, str, Device, int]
 """(artifact path, variant, device, intra-op threads): deployments with equal keys share one session. The device is
@@ -136,8 +140,10 @@ class ServingRegistry:
         memory_budget_bytes: int = 0,
         cpus: int | None = None,
         observer_for: Callable[[str], BatchObserver] | None = None,
+        on_load: LoadOutcome | None = None,
     ) -> None:
         self.resolver = resolver
+        self._on_load = on_load
         self._observer_for = observer_for
         """The batch observer of a model's deployments, by model name (None: nothing observes)."""
         self._budget = memory_budget_bytes
@@ -174,6 +180,10 @@ class ServingRegistry:
         """The deployment if it is loaded already."""
         return self._loaded.get(deployment_id)
 
+    def is_loading(self, deployment_id: uuid.UUID) -> bool:
+        """Whether a load of the deployment is under way in this process."""
+        return deployment_id in self._loading
+
     async def load(self, spec: DeploymentSpec, model: ModelPlugin, *, tenant_cap: int = 0) -> LoadedDeployment:
         """The loaded deployment, loading it (once, however many callers ask at the same time) if needed.
 
@@ -193,6 +203,20 @@ class ServingRegistry:
         return await self._loading.run(spec.id, lambda: self._load(spec, model, tenant_cap))
 
     async def _load(self, spec: DeploymentSpec, model: ModelPlugin, tenant_cap: int) -> LoadedDeployment:
+        """Load once and tell ``on_load`` how it ended (not when the deployment was deleted meanwhile)."""
+        try:
+            loaded = await self._open_deployment(spec, model, tenant_cap)
+        except NotFoundError:
+            raise
+        except Exception as exc:
+            if self._on_load is not None:
+                await self._on_load(spec, exc)
+            raise
+        if self._on_load is not None:
+            await self._on_load(spec, None)
+        return loaded
+
+    async def _open_deployment(self, spec: DeploymentSpec, model: ModelPlugin, tenant_cap: int) -> LoadedDeployment:
         try:
             await self._admit(spec, tenant_cap)
             self._check_wanted(spec)
