@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from cloudeasyml.app import create_app
 from cloudeasyml.domain.tenants import NewTenant, set_caps
@@ -99,6 +100,15 @@ class Served:
     def billed(self) -> int:
         return int(self.http.get("/usage").json()["totalRequests"])
 
+    def refusals(self, cause: str) -> float:
+        """``cloudeasyml_refusals_total{cause}`` as ``/metrics`` reports it."""
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(self.http.get("/metrics").text)
+            for sample in family.samples
+            if sample.name == "cloudeasyml_refusals_total" and sample.labels.get("cause") == cause
+        )
+
     def send(self, protocol: str, *, bad: bool = False) -> httpx.Response:
         _model, send = PROTOCOLS[protocol]
         response = send(self.http, self.deployments[protocol], bad)
@@ -172,19 +182,21 @@ async def _caps(url: str, tenant: NewTenant, **caps: object) -> None:
 
 
 @pytest.mark.parametrize(
-    ("caps", "status", "cause"),
+    ("caps", "status", "cause", "metric"),
     [
-        ({"request_cap": 0}, 429, "request cap (0 per month)"),
-        ({"spend_cap": Decimal("0.0005")}, 402, "spend cap (0.0005 per month)"),  # below each model's fixed price
+        ({"request_cap": 0}, 429, "request cap (0 per month)", "request_cap"),
+        ({"spend_cap": Decimal("0.0005")}, 402, "spend cap (0.0005 per month)", "spend_cap"),  # below the fixed price
     ],
     ids=["request-cap", "spend-cap"],
 )
 def test_a_tenant_past_a_monthly_cap_is_refused_alike_and_not_billed(
-    served, migrated_url: str, tenant: NewTenant, caps: dict, status: int, cause: str
+    served, migrated_url: str, tenant: NewTenant, caps: dict, status: int, cause: str, metric: str
 ) -> None:
     asyncio.run(_caps(migrated_url, tenant, **caps))
     server = served()
+    refused = server.refusals(metric)
     outcomes = server.outcomes()
+    assert server.refusals(metric) - refused == len(PROTOCOLS)  # each counted once, by cause
     for protocol, (got, detail, billed) in outcomes.items():
         assert (got, billed) == (status, 0) and cause in detail, (protocol, outcomes)
         assert _documented(server.app, protocol, status), protocol
@@ -205,7 +217,9 @@ def test_an_invalid_input_is_refused_with_its_path_in_each_dialect_and_not_bille
 
 def test_a_request_past_its_deadline_is_a_504_in_every_protocol_and_not_billed(served) -> None:
     server = served(timeoutMs=0.001)
+    refused = server.refusals("deadline")
     outcomes = server.outcomes()
+    assert server.refusals("deadline") - refused == len(PROTOCOLS)
     for protocol, (status, detail, billed) in outcomes.items():
         assert (status, billed) == (504, 0) and "no result within" in detail, (protocol, outcomes)
         assert _documented(server.app, protocol, status), protocol
