@@ -203,18 +203,15 @@ class ServingRegistry:
         return await self._loading.run(spec.id, lambda: self._load(spec, model, tenant_cap))
 
     async def _load(self, spec: DeploymentSpec, model: ModelPlugin, tenant_cap: int) -> LoadedDeployment:
-        """Load once and tell ``on_load`` how it ended (not when the deployment was deleted meanwhile)."""
+        """Load once; a failure is told to ``on_load`` (not a deletion meanwhile), a success in ``_open_deployment``."""
         try:
-            loaded = await self._open_deployment(spec, model, tenant_cap)
+            return await self._open_deployment(spec, model, tenant_cap)
         except NotFoundError:
             raise
         except Exception as exc:
             if self._on_load is not None:
                 await self._on_load(spec, exc)
             raise
-        if self._on_load is not None:
-            await self._on_load(spec, None)
-        return loaded
 
     async def _open_deployment(self, spec: DeploymentSpec, model: ModelPlugin, tenant_cap: int) -> LoadedDeployment:
         try:
@@ -223,6 +220,9 @@ class ServingRegistry:
             key, report = await self._session_key(spec, model)
             self._check_wanted(spec)
             key, session = await self._session(key, model)
+            if self._on_load is not None:
+                # Told while the load is still admitted, so the tenant's cap counts it until it is in ``_loaded``.
+                await self._on_load(spec, None)
             if spec.id in self._cancelled or spec.id in self._deleted:
                 self._drop_session_if_unused(key)  # opened for a deployment gone meanwhile: free it
                 self._check_wanted(spec)
