@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gc
+import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -26,6 +28,7 @@ from cloudeasyml.api.controllers.models import ModelController
 from cloudeasyml.api.controllers.usage import UsageController
 from cloudeasyml.api.controllers.v2 import OpenInferenceController
 from cloudeasyml.api.controllers.webhooks import WebhookController
+from cloudeasyml.api.fast_path import PredictFastPath, fast_path_blockers
 from cloudeasyml.api.platform_app import PlatformApp
 from cloudeasyml.api.prediction_docs import document_prediction_routes
 from cloudeasyml.api.problem_docs import document_problems
@@ -37,6 +40,8 @@ from cloudeasyml.services import build_services
 from cloudeasyml.settings import Settings, load_settings
 
 __all__ = ("create_app",)
+
+log = logging.getLogger(__name__)
 
 ROUTES: list[ControllerRouterHandler] = [
     HealthController,
@@ -86,8 +91,16 @@ def _freeze_startup_objects() -> None:
         gc.freeze()
 
 
-def create_app(settings: Settings | None = None, plugin_manager: PluginManager | None = None) -> PlatformApp:
-    """Build the app. Tests pass ``settings`` and a ``plugin_manager`` instead of patching the environment."""
+def create_app(
+    settings: Settings | None = None, plugin_manager: PluginManager | None = None, **litestar_options: Any
+) -> PlatformApp:
+    """Build the app. Tests pass ``settings`` and a ``plugin_manager`` instead of patching the environment.
+
+    ``litestar_options`` are Litestar's own (``cors_config``, ``allowed_hosts``, hooks, ``plugins``, ...), for an
+    embedder's needs; ``middleware`` given there runs outside the platform's ``ApiKeyMiddleware``. Any option the
+    ``POST /predict`` fast path is not known to be equivalent to leaves the fast path out (see
+    ``cloudeasyml.api.fast_path``).
+    """
     settings = settings if settings is not None else load_settings()
     services = build_services(settings, plugin_manager)
     configure_access_log(settings.server)
@@ -102,17 +115,24 @@ def create_app(settings: Settings | None = None, plugin_manager: PluginManager |
         finally:
             await services.stop()
 
-    app = PlatformApp(
-        route_handlers=ROUTES,
-        middleware=[ApiKeyMiddleware],
-        exception_handlers=exception_handlers,  # type: ignore[arg-type]
-        state=State({"services": services}),
-        lifespan=[lifespan],
-        openapi_config=_openapi(),
-        request_max_body_size=settings.server.max_body_bytes,
-        request_class=PlatformRequest,
-        debug=False,
-    )
+    options: dict[str, Any] = {
+        "route_handlers": ROUTES,
+        "exception_handlers": exception_handlers,
+        "state": State({"services": services}),
+        "openapi_config": _openapi(),
+        "request_max_body_size": settings.server.max_body_bytes,
+        "request_class": PlatformRequest,
+        "debug": False,
+        **litestar_options,
+    }
+    options["middleware"] = [*litestar_options.get("middleware", ()), ApiKeyMiddleware]
+    options["lifespan"] = [lifespan, *litestar_options.get("lifespan", ())]
+    app = PlatformApp(**options)
     document_prediction_routes(app)
     document_problems(app)
+    app.fast_path_blockers = tuple(fast_path_blockers(app, settings.server))
+    if app.fast_path_blockers:
+        log.info("POST /predict goes through Litestar's router: %s", "; ".join(app.fast_path_blockers))
+    else:
+        app.entry = PredictFastPath(app, app.litestar_entry)
     return app

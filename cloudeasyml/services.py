@@ -15,6 +15,7 @@ from cloudeasyml.db.engine import create_engine, session_factory
 from cloudeasyml.domain.authenticator import ApiKeyAuthenticator
 from cloudeasyml.domain.broadcast import DELETED_DEPLOYMENTS, REVOKED_KEYS, Broadcast
 from cloudeasyml.domain.deployment_directory import DeploymentDirectory
+from cloudeasyml.domain.deployment_status import LoadOutcomes
 from cloudeasyml.domain.inference import InferenceService
 from cloudeasyml.domain.quota import QuotaGuard
 from cloudeasyml.domain.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
@@ -163,9 +164,14 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
     log.debug("memory budget of loaded models: %.0f MiB (0: none)", budget / 2**20)
     metrics = Metrics()
     notices = Notices(sessions, retry_window_seconds=settings.webhooks.retry_window_seconds)
-    registry = ServingRegistry(
-        resolver, memory_budget_bytes=budget, observer_for=metrics.model, on_load=notices.deployment_loaded
-    )
+    load_status = LoadOutcomes(sessions)
+
+    async def on_load(spec: DeploymentSpec, error: Exception | None) -> None:
+        """A load's outcome: stored in the deployment's row (its status), then told to webhooks."""
+        await load_status(spec, error)
+        notices.deployment_loaded(spec, error)
+
+    registry = ServingRegistry(resolver, memory_budget_bytes=budget, observer_for=metrics.model, on_load=on_load)
     cache_seconds = settings.server.key_cache_seconds
     cache_entries = settings.server.cache_entries
     directory = DeploymentDirectory(sessions, catalog, resolver, cache_seconds=cache_seconds, max_entries=cache_entries)
@@ -184,6 +190,7 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         key_cache_entries=cache_entries,
         unknown_cache_entries=settings.server.unknown_key_cache_entries,
         external=lambda token: pm.hook.cloudeasyml_authenticate(token=token),
+        external_cache_entries=settings.server.unknown_key_cache_entries,
     )
     redis = _redis(settings)
     quota = QuotaGuard(

@@ -55,6 +55,10 @@ class ServerSettings(msgspec.Struct, frozen=True):
     workers: int = 1
     max_body_bytes: int = 10 * 1024 * 1024
     """Requests with a larger body get 413."""
+    fast_path: bool = True
+    """Serve ``POST /predict`` ahead of Litestar's router (``cloudeasyml.api.fast_path``), where the app's
+    configuration allows it; false sends it through the router like every other request (same answers, more
+    event-loop CPU per prediction)."""
     key_cache_seconds: float = 5.0
     """How long a verified API key is trusted without a database read. Revocation through this process takes
     effect at once; through another process, within this many seconds. Unknown key ids are remembered as long."""
@@ -85,7 +89,9 @@ class ServerSettings(msgspec.Struct, frozen=True):
     """``json``: one JSON object a line; ``text``: readable lines; ``auto``: text on a terminal, JSON otherwise."""
     unknown_key_cache_entries: int = 10_000
     """Most unknown API key ids remembered per process (least recently used forgotten first, about 200 bytes
-    each), so that repeating an unknown id does not query the database every time. 0 remembers none."""
+    each), so that repeating an unknown id does not query the database every time. 0 remembers none. As many answers
+    of the ``cloudeasyml_authenticate`` plugins (tokens that are not API keys, by their digest) are remembered, for
+    ``key_cache_seconds``."""
     cache_entries: int = 100_000
     """Most entries in each of the process's other caches: verified API keys, deployments (by id and by name),
     tenants' quota caps and, without Redis, per-key rate-limit buckets. Past it the least recently used is

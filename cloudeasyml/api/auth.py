@@ -15,8 +15,11 @@ from cloudeasyml.errors import AuthenticationError, PermissionDeniedError
 
 __all__ = ("PUBLIC_PATHS", "ApiKeyMiddleware", "authenticate_scope", "require", "requires_scope")
 
-PUBLIC_PATHS = (r"^/health", r"^/schema", r"^/v2/health", r"^/metrics\Z")
-"""Paths that answer without a key (probes, docs, Prometheus scraping)."""
+PUBLIC_PATHS = (r"^/health(/ready)?/?\Z", r"^/v2/health/(live|ready)/?\Z", r"^/metrics/?\Z", r"^/schema(/.*)?\Z")
+"""The paths that answer without a key (probes, Prometheus scraping, the API's documentation), whole paths: this list,
+not a flag on the route, is what ``ApiKeyMiddleware`` (and the ``POST /predict`` fast path, which is not public)
+and the OpenAPI document's ``security: []`` go by. ``tests/integration/test_public_routes.py`` walks the app's
+routes and holds every other one to a key."""
 
 _PUBLIC = re.compile("|".join(PUBLIC_PATHS))
 

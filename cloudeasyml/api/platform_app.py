@@ -1,48 +1,49 @@
-"""The platform's application class: Litestar, with ``POST /predict`` served ahead of the router.
+"""The platform's application class: Litestar, with every HTTP request given its id and access-log line first.
 
-``POST /predict`` is the hot path: on a small machine every microsecond of event-loop CPU it costs is taken from
-the models. Litestar's entry for a request (its exception middleware and the wrapped ``send`` it builds, path
-normalisation, route lookup, the route's own exception middleware, the app middleware's public-path check)
-cost about a quarter of the loop's work on a prediction (in-process profile of MiniLM requests). So
-``PlatformApp`` serves exactly ``POST /predict`` itself, with the same parts the route uses:
-
-- the key is authenticated and rate-limited by ``authenticate_scope``, as ``ApiKeyMiddleware`` does;
-- the answer comes from ``prediction``, the route's own handler body;
-- any exception is answered by ``send_problem`` with the app's problem-details handlers.
-
-Before either, ``serve_logged`` gives the request its id (``X-Request-ID``) and, when it ends, its access-log line.
-
-Every other request goes through Litestar unchanged, as do ``/predict`` with another method or under a root
-path. The route stays registered, so the OpenAPI document and those cases behave as before.
+``PlatformApp`` runs each HTTP request through ``serve_logged`` (its id in ``X-Request-ID``, its access-log line and
+request metrics when it ends), then through ``entry``: Litestar itself, or, when ``create_app`` found the app's
+configuration to allow it, the ``POST /predict`` fast path (``cloudeasyml.api.fast_path``) in front of Litestar.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from litestar import Litestar
 from litestar.types import HTTPScope, LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
 
-from cloudeasyml.api.auth import authenticate_scope
-from cloudeasyml.api.controllers.inference import prediction
-from cloudeasyml.api.problems import send_problem
-from cloudeasyml.api.raw_http import send_json
 from cloudeasyml.api.request_log import RequestObserver, serve_logged
 
-__all__ = ("PlatformApp",)
+__all__ = ("HTTPApp", "PlatformApp")
+
+HTTPApp = Callable[[HTTPScope, Receive, Send], Awaitable[None]]
+"""An ASGI app for HTTP requests only."""
 
 
 class PlatformApp(Litestar):
-    """A ``Litestar`` app that answers ``POST /predict`` without going through its router."""
+    """A ``Litestar`` app whose HTTP requests pass through ``serve_logged`` and then ``entry``."""
+
+    entry: HTTPApp
+    """What serves an HTTP request once it has its id: Litestar (the default) or the fast path in front of it."""
+    fast_path_blockers: tuple[str, ...] = ()
+    """Why ``create_app`` left the ``POST /predict`` fast path out (empty: it is in ``entry``)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.entry = self.litestar_entry
 
     async def __call__(
         self, scope: Scope | LifeSpanScope, receive: Receive | LifeSpanReceive, send: Send | LifeSpanSend
     ) -> None:
-        """Give every HTTP request its id and access-log line; serve ``POST /predict`` directly, hand everything
-        else to Litestar.
-        """
+        """Give every HTTP request its id and access-log line, then hand it to ``entry``; other scopes to Litestar."""
         if scope["type"] == "http":
-            await serve_logged(scope, receive, send, self._dispatch, self._observe())  # type: ignore[arg-type]
+            await serve_logged(scope, receive, send, self.entry, self._observe())  # type: ignore[arg-type]
             return
         await super().__call__(scope, receive, send)
+
+    async def litestar_entry(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
+        """Litestar's own entry for an HTTP request (the router, with all of the app's configuration)."""
+        await Litestar.__call__(self, scope, receive, send)
 
     def _observe(self) -> RequestObserver | None:
         """The request metrics' observer, found once (a ``State`` lookup per request costs more)."""
@@ -51,24 +52,3 @@ class PlatformApp(Litestar):
             services = self.state.get("services")
             observe = self.__dict__["_request_observer"] = services.metrics.observe_request if services else None
         return observe
-
-    async def _dispatch(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
-        if (
-            scope["path"] == "/predict"
-            and scope["method"] == "POST"
-            and not self.before_send  # hooks on every answer: leave them to Litestar
-        ):
-            await self._predict(scope, receive, send)
-            return
-        await Litestar.__call__(self, scope, receive, send)
-
-    async def _predict(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
-        scope["app"] = scope["litestar_app"] = self
-        scope["path_template"] = "/predict"  # as Litestar's router sets it
-        try:
-            await authenticate_scope(scope)
-            content = await prediction(scope, receive, None)
-        except Exception as exc:  # noqa: BLE001 - every error is answered, as Litestar's exception middleware does
-            await send_problem(scope, receive, send, exc)
-            return
-        await send_json(send, content)

@@ -177,7 +177,7 @@ exception_handlers = {
 
 async def send_problem(scope: HTTPScope, receive: Receive, send: Send, exc: Exception) -> None:
     """Answer ``exc`` as the app's exception handlers would, for a request served outside Litestar's router (see
-    ``cloudeasyml.api.platform_app``): the handler of the exception's nearest class in ``exception_handlers``.
+    ``cloudeasyml.api.fast_path``): the handler of the exception's nearest class in ``exception_handlers``.
     """
     handler = next(exception_handlers[cls] for cls in type(exc).__mro__ if cls in exception_handlers)
     request: Request[Any, Any, Any] = Request(scope)

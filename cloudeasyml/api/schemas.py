@@ -109,8 +109,12 @@ class DeploymentRead(_Wire):
     traffic: list[TrafficRoute]
     """The versions that serve it, with their shares; one live route at weight 100 for a single version."""
     status: str
+    """``pending`` (not loaded in the answering process), ``loading``, ``ready`` (loaded in the answering process) or
+    ``failed`` (the last load, in any process, failed: see ``statusReason``; the next request tries again)."""
     loaded: bool
     created_at: datetime
+    status_reason: str | None = None
+    """Why the last load failed, with status ``failed``; null otherwise."""
     variant_report: dict[str, Any] | None = None
     """While loaded with ``config.variant`` ``optimized`` or ``int8``: that graph against the float one, on the
     model's example inputs and a random batch: ``parityErrorExamples``/``parityErrorRandom`` (the model's
@@ -118,8 +122,16 @@ class DeploymentRead(_Wire):
     bytes, and CPU load and run times in ms at batch 1 and 32. Null otherwise."""
 
     @classmethod
-    def of(cls, row: Deployment, *, loaded: bool, variant_report: dict[str, Any] | None = None) -> DeploymentRead:
-        """From a row."""
+    def of(
+        cls,
+        row: Deployment,
+        *,
+        loaded: bool,
+        status: str,
+        status_reason: str | None = None,
+        variant_report: dict[str, Any] | None = None,
+    ) -> DeploymentRead:
+        """From a row, with its status as this process sees it."""
         return cls(
             id=row.id,
             name=row.name,
@@ -127,9 +139,10 @@ class DeploymentRead(_Wire):
             model_version=row.model_version,
             config=msgspec.convert(row.config, ServingConfig),
             traffic=list(traffic_of(row)),
-            status=row.status,
+            status=status,
             loaded=loaded,
             created_at=row.created_at,
+            status_reason=status_reason,
             variant_report=variant_report,
         )
 

@@ -94,7 +94,12 @@ class Deployment(Base):
     traffic: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     """The versions that serve it, with their shares (``TrafficRoute`` as camelCase JSON); None: ``model_version``
     serves all of it. ``model_version`` is always the first live route's version."""
-    status: Mapped[str] = mapped_column(String(20), default="ready")
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    """The last load's outcome, shared by every process: ``pending`` (none has failed since the deployment was made
+    or last loaded) or ``failed``. Whether it is loading or loaded is each process's own (see
+    ``cloudeasyml.domain.deployment_status``)."""
+    status_reason: Mapped[str | None] = mapped_column(String(1000), default=None)
+    """Why the last load failed (with ``status`` ``failed``); None otherwise."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
 
 

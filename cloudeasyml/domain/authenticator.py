@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from collections.abc import Callable
@@ -36,6 +37,13 @@ class _CachedKey(msgspec.Struct):
     revoked: bool
 
 
+class _ExternalAnswer(msgspec.Struct, frozen=True):
+    """What the ``cloudeasyml_authenticate`` plugins answered for a token: a principal, or a refusal's detail."""
+
+    principal: Principal | None
+    refusal: str | None = None
+
+
 class ApiKeyAuthenticator:
     """Verifies API keys.
 
@@ -45,6 +53,12 @@ class ApiKeyAuthenticator:
     ``key_cache_entries`` keys are held (least recently used forgotten first). Key ids that do not exist are cached
     too, for as long, at most ``unknown_cache_entries`` of them: a client repeating an unknown id does not reach the
     database each time, and random ids cannot grow memory without bound.
+
+    Tokens not shaped like API keys go to ``external`` (the ``cloudeasyml_authenticate`` hook), whose answers, an
+    accepted principal, "not mine" (None) or a refusal (``AuthenticationError``), are cached for ``cache_seconds``
+    too, at most ``external_cache_entries`` of them, keyed by the token's SHA-256 (the token itself is never held):
+    a client sending its token on every request costs the hook one call per ``cache_seconds``. So a token a plugin
+    accepted stays accepted for up to ``cache_seconds`` after it expires or is revoked at its issuer.
     """
 
     def __init__(
@@ -55,6 +69,7 @@ class ApiKeyAuthenticator:
         key_cache_entries: int = 100_000,
         unknown_cache_entries: int = 10_000,
         external: Callable[[str], Principal | None] | None = None,
+        external_cache_entries: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
@@ -65,6 +80,9 @@ class ApiKeyAuthenticator:
         self._unknown: TTLCache[str, bool] = TTLCache(
             ttl_seconds=cache_seconds, max_entries=unknown_cache_entries, clock=clock
         )
+        self._external_answers: TTLCache[bytes, _ExternalAnswer] = TTLCache(
+            ttl_seconds=cache_seconds, max_entries=external_cache_entries, clock=clock
+        )
         self._loads: SingleFlight[_CachedKey | None] = SingleFlight()
 
     async def authenticate(self, token: str) -> Principal:
@@ -74,10 +92,7 @@ class ApiKeyAuthenticator:
         """
         parsed = parse_key(token)
         if parsed is None:
-            principal = self._external(token) if self._external is not None else None
-            if principal is None:
-                raise AuthenticationError(_BAD_KEY)
-            return principal
+            return self._authenticate_external(token)
         key_id, secret = parsed
         cached = self._cache.get(key_id)
         if cached is None:
@@ -91,6 +106,22 @@ class ApiKeyAuthenticator:
         if cached.expires_at is not None and cached.expires_at <= utc_now():
             raise AuthenticationError("API key has expired")
         return cached.principal
+
+    def _authenticate_external(self, token: str) -> Principal:
+        """The plugins' principal for ``token``, asking them at most once per ``cache_seconds``."""
+        if self._external is None:
+            raise AuthenticationError(_BAD_KEY)
+        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        answer = self._external_answers.get(digest)
+        if answer is None:
+            try:
+                answer = _ExternalAnswer(principal=self._external(token))
+            except AuthenticationError as exc:
+                answer = _ExternalAnswer(principal=None, refusal=exc.detail)
+            self._external_answers.put(digest, answer)
+        if answer.principal is not None:
+            return answer.principal
+        raise AuthenticationError(answer.refusal if answer.refusal is not None else _BAD_KEY)
 
     def forget(self, key_id: str) -> None:
         """Drop a key from the caches so its next use reads the database (after revocation)."""

@@ -16,6 +16,7 @@ from cloudeasyml.core.clock import utc_now
 from cloudeasyml.core.serving import ServingConfig
 from cloudeasyml.core.traffic import TrafficRoute, check_traffic, single_route
 from cloudeasyml.db.models import Deployment, Tenant
+from cloudeasyml.domain.deployment_status import PENDING
 from cloudeasyml.domain.webhooks.events import deployment_data, emit
 from cloudeasyml.errors import ConflictError, InvalidInputError, NotFoundError, TenantLimitReachedError
 from cloudeasyml.plugins.catalog import ModelCatalog
@@ -131,7 +132,7 @@ class DeploymentService:
             model_version=version,
             config=msgspec.to_builtins(config),
             traffic=msgspec.to_builtins(list(traffic)) if traffic and len(traffic) > 1 else None,
-            status="ready",
+            status=PENDING,
             created_at=utc_now(),
         )
         self._session.add(row)

@@ -265,11 +265,24 @@ class InferenceService:
         except RecursionError:
             raise MalformedRequestError(TOO_DEEP) from None
         except msgspec.ValidationError as exc:
-            message = str(exc)
-            if "- at `$" in message:
-                message = message.replace("- at `$", "- at `$.inputs", 1)
-            else:
-                message = f"{message} - at `$.inputs`"
-            raise InvalidInputError(message) from exc
+            raise InvalidInputError(_located(str(exc), "$.inputs")) from exc
         except msgspec.DecodeError as exc:  # e.g. invalid UTF-8 in a string, which the envelope left raw
             raise MalformedRequestError(f"malformed JSON in inputs: {exc}") from exc
+
+    def convert_inputs(self, entry: CatalogEntry, values: list[Any], at: str, *, single: bool = False) -> list[Any]:
+        """Inputs a protocol decoded itself (plain JSON values), checked against the model's input type as
+        ``/predict``'s are; errors name their path from the body's root, ``at`` being where the inputs lie
+        (``$.input`` for OpenAI's body). ``single``: the body held one input at ``at`` rather than a list there.
+        """
+        try:
+            return msgspec.convert(values, entry.inputs_type)
+        except msgspec.ValidationError as exc:
+            message = str(exc).replace("- at `$[0]", "- at `$", 1) if single else str(exc)
+            raise InvalidInputError(_located(message, at)) from exc
+
+
+def _located(message: str, at: str) -> str:
+    """A msgspec message with its path (``- at `$[0].x```) made a path from the body's root (``$.inputs[0].x``)."""
+    if "- at `$" in message:
+        return message.replace("- at `$", f"- at `{at}", 1)
+    return f"{message} - at `{at}`"

@@ -47,7 +47,8 @@ def cloudeasyml_authenticate(token: str) -> Principal | None:
     ``Principal`` wins. Return None for tokens you do not recognise, and raise
     ``cloudeasyml.errors.AuthenticationError`` for tokens you recognise but reject (bad signature,
     expired). Called on the request path for such tokens: keep it fast and synchronous (verify locally,
-    cache keys; never block on the network per request).
+    cache keys; never block on the network per request). The host caches each token's answer (by its digest)
+    for ``server.key_cache_seconds``, so a token is asked about at most once per period and process.
 
     Args:
         token: The bearer token as sent.

@@ -82,6 +82,9 @@ class BatchResult(msgspec.Struct, frozen=True):
     processing_ms: float
     batch_items: int
     """Items of the (largest) batch the request ran in."""
+    tokens: int | None = None
+    """Tokens of the request's inputs as the model's own tokenizer made them (set by the deployment for models that
+    take an ``attention_mask``: its ones), so that nothing tokenizes the inputs a second time to count them."""
 
 
 class _Request:

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,7 +25,7 @@ from cloudeasyml.runtime.session import OnnxSession, providers_for
 from cloudeasyml.runtime.variants import ensure_variant, open_for_serving
 from cloudeasyml.single_flight import SingleFlight
 
-__all__ = ("DeploymentSpec", "LoadedDeployment", "ServingRegistry", "SessionKey")
+__all__ = ("DeploymentSpec", "LoadOutcome", "LoadedDeployment", "ServingRegistry", "SessionKey")
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,10 @@ class DeploymentSpec(msgspec.Struct, frozen=True):
     """The versions that serve the deployment and their shares; empty (or one live route of ``model_version``): a
     single-version deployment."""
 
+
+LoadOutcome = Callable[[DeploymentSpec, "Exception | None"], Awaitable[None]]
+"""Told once per load (however many callers wait for it) how it ended: None when it loaded, else the error. A load
+stopped because its deployment was deleted is not told."""
 
 SessionKey = tuple[Path, str, Device, int]
 """(artifact path, variant, device, intra-op threads): deployments with equal keys share one session. The device is
@@ -74,6 +78,8 @@ class LoadedDeployment:
         self.variant_report = variant_report
         """What the deployment's variant changes against the float graph (``VariantReport``); None for float."""
         self.last_used = time.monotonic()
+        self._counts_tokens = any(tensor.name == "attention_mask" for tensor in model.input_tensors)
+        """Whether each prediction comes with its input's token count (the attention mask's ones)."""
         config = spec.config
         self.batcher = Batcher(
             self._run_batch,
@@ -96,7 +102,10 @@ class LoadedDeployment:
     def _run_batch(self, items: list[Any]) -> list[Any]:
         arrays = self.model.to_arrays(items)
         outputs = self.session.run(arrays)
-        return list(self.model.from_outputs(outputs))
+        predictions = list(self.model.from_outputs(outputs))
+        if self._counts_tokens:  # (prediction, tokens) pairs: the batcher splits them per request with the outputs
+            return list(zip(predictions, np.asarray(arrays["attention_mask"]).sum(axis=1).tolist(), strict=True))
+        return predictions
 
     async def run_tensors(self, arrays: Mapping[str, np.ndarray], items: int) -> BatchResult:
         """Run raw named tensors (the V2 protocol path), bypassing the plugin's pre/post-processing, by themselves
@@ -108,9 +117,16 @@ class LoadedDeployment:
         return await self.batcher.submit_alone(lambda: self.session.run(arrays), items, elements)
 
     async def predict(self, items: list[Any]) -> BatchResult:
-        """Queue one request's items into the deployment's batcher."""
+        """Queue one request's items into the deployment's batcher; for a model with an ``attention_mask`` input the
+        result holds the inputs' ``tokens`` too.
+        """
         self.last_used = time.monotonic()
-        return await self.batcher.submit(items)
+        result = await self.batcher.submit(items)
+        if not self._counts_tokens:
+            return result
+        outputs = [prediction for prediction, _tokens in result.outputs]
+        tokens = sum(tokens for _prediction, tokens in result.outputs)
+        return msgspec.structs.replace(result, outputs=outputs, tokens=tokens)
 
 
 class ServingRegistry:
@@ -128,12 +144,10 @@ class ServingRegistry:
         memory_budget_bytes: int = 0,
         cpus: int | None = None,
         observer_for: Callable[[str], BatchObserver] | None = None,
-        on_load: Callable[[DeploymentSpec, BaseException | None], None] | None = None,
+        on_load: LoadOutcome | None = None,
     ) -> None:
         self.resolver = resolver
         self._on_load = on_load
-        """Told of every load's result: the spec and None when it loaded, or the error it failed with (the app wires
-        it to webhook events; it must not block or raise)."""
         self._observer_for = observer_for
         """The batch observer of a model's deployments, by model name (None: nothing observes)."""
         self._budget = memory_budget_bytes
@@ -170,6 +184,10 @@ class ServingRegistry:
         """The deployment if it is loaded already."""
         return self._loaded.get(deployment_id)
 
+    def is_loading(self, deployment_id: uuid.UUID) -> bool:
+        """Whether a load of the deployment is under way in this process."""
+        return deployment_id in self._loading
+
     async def load(self, spec: DeploymentSpec, model: ModelPlugin, *, tenant_cap: int = 0) -> LoadedDeployment:
         """The loaded deployment, loading it (once, however many callers ask at the same time) if needed.
 
@@ -186,33 +204,29 @@ class ServingRegistry:
         loaded = self._loaded.get(spec.id)
         if loaded is not None:
             return loaded
-        return await self._loading.run(spec.id, lambda: self._load_and_tell(spec, model, tenant_cap))
-
-    async def _load_and_tell(self, spec: DeploymentSpec, model: ModelPlugin, tenant_cap: int) -> LoadedDeployment:
-        """``_load``, its result told to ``on_load`` (once per load, however many callers share it)."""
-        try:
-            loaded = await self._load(spec, model, tenant_cap)
-        except Exception as exc:
-            self._tell(spec, exc)
-            raise
-        self._tell(spec, None)
-        return loaded
-
-    def _tell(self, spec: DeploymentSpec, error: BaseException | None) -> None:
-        if self._on_load is None:
-            return
-        try:
-            self._on_load(spec, error)
-        except Exception:  # noqa: BLE001 - an observer's failure is not the load's
-            log.exception("the load observer failed for deployment %s", spec.id)
+        return await self._loading.run(spec.id, lambda: self._load(spec, model, tenant_cap))
 
     async def _load(self, spec: DeploymentSpec, model: ModelPlugin, tenant_cap: int) -> LoadedDeployment:
+        """Load once; a failure is told to ``on_load`` (not a deletion meanwhile), a success in ``_open_deployment``."""
+        try:
+            return await self._open_deployment(spec, model, tenant_cap)
+        except NotFoundError:
+            raise
+        except Exception as exc:
+            if self._on_load is not None:
+                await self._on_load(spec, exc)
+            raise
+
+    async def _open_deployment(self, spec: DeploymentSpec, model: ModelPlugin, tenant_cap: int) -> LoadedDeployment:
         try:
             await self._admit(spec, tenant_cap)
             self._check_wanted(spec)
             key, report = await self._session_key(spec, model)
             self._check_wanted(spec)
             key, session = await self._session(key, model)
+            if self._on_load is not None:
+                # Told while the load is still admitted, so the tenant's cap counts it until it is in ``_loaded``.
+                await self._on_load(spec, None)
             if spec.id in self._cancelled or spec.id in self._deleted:
                 self._drop_session_if_unused(key)  # opened for a deployment gone meanwhile: free it
                 self._check_wanted(spec)

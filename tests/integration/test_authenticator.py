@@ -148,3 +148,39 @@ async def test_verified_keys_are_cached_for_their_period_and_within_the_bound(mi
         assert counted.statements == 5
     finally:
         await counted.engine.dispose()
+
+
+async def test_plugin_answers_are_asked_again_after_the_cache_period_and_bounded(migrated_url: str) -> None:
+    """The ``cloudeasyml_authenticate`` hook, through pluggy, behind the authenticator's cache."""
+    from cloudeasyml.plugins.manager import get_plugin_manager
+    from tests.integration.test_hooks import CountingJwtAuth
+
+    plugin = CountingJwtAuth()
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(plugin, name="counting-jwt-auth")
+    clock = Clock()
+    engine = create_engine(migrated_url)
+    authenticator = ApiKeyAuthenticator(
+        session_factory(engine),
+        cache_seconds=5.0,
+        external=lambda token: pm.hook.cloudeasyml_authenticate(token=token),
+        external_cache_entries=2,
+        clock=clock,
+    )
+    try:
+        for _ in range(3):
+            with pytest.raises(AuthenticationError):
+                await authenticator.authenticate("opaque-token")
+        assert plugin.asked == ["opaque-token"]
+        clock.now += 5.01
+        with pytest.raises(AuthenticationError):
+            await authenticator.authenticate("opaque-token")
+        assert plugin.asked == ["opaque-token"] * 2
+        for token in ("other-1", "other-2"):  # two more tokens push the first out of a cache of two
+            with pytest.raises(AuthenticationError):
+                await authenticator.authenticate(token)
+        with pytest.raises(AuthenticationError):
+            await authenticator.authenticate("opaque-token")
+        assert plugin.asked.count("opaque-token") == 3
+    finally:
+        await engine.dispose()

@@ -14,7 +14,7 @@ async def test_deployment_lifecycle(client, tenant: NewTenant) -> None:
     assert created.status_code == 201, created.text
     body = created.json()
     assert body["name"] == "scorer" and body["modelName"] == "tiny" and body["modelVersion"] == "1.0.0"
-    assert body["status"] == "ready" and body["config"]["maxBatchSize"] == 8
+    assert body["status"] == "pending" and body["config"]["maxBatchSize"] == 8
     assert body["config"]["device"] == "auto"  # the model's default, kept
     listed = (await client.get("/deployments", headers=headers)).json()
     assert [d["id"] for d in listed] == [body["id"]]
@@ -31,6 +31,7 @@ async def test_generated_name_and_eager_load(client, tenant: NewTenant) -> None:
     )
     assert response.status_code == 201
     assert response.json()["name"].startswith("tiny-") and response.json()["loaded"] is True
+    assert response.json()["status"] == "ready"
     health = (await client.get("/health")).json()
     assert health["modelsLoaded"] == 1
 

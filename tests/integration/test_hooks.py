@@ -8,7 +8,9 @@ from decimal import Decimal
 import pytest
 from litestar.testing import AsyncTestClient
 
+from cloudeasyml import hookimpl
 from cloudeasyml.app import create_app
+from cloudeasyml.domain.principal import Principal
 from cloudeasyml.domain.tenants import create_tenant
 from tests.conftest import bearer, db_session
 from tests.support.example_plugins import JwtAuth, TierPricing, make_jwt
@@ -79,3 +81,37 @@ async def test_hook_cloudeasyml_adjust_pricing_bills_a_plan_differently(hooked_c
     assert enterprise_cost - Decimal("0.25") * Decimal(str(enterprise_ms)) / 1000 == pytest.approx(
         Decimal("0.0015"), abs=Decimal("0.000001")
     )
+
+
+class CountingJwtAuth(JwtAuth):
+    """The example JWT plugin, counting the tokens the host asks it about."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    @hookimpl
+    def cloudeasyml_authenticate(self, token: str) -> Principal | None:
+        self.asked.append(token)
+        return super().cloudeasyml_authenticate(token)
+
+
+async def test_hook_cloudeasyml_authenticate_answers_are_cached_accepted_or_refused(
+    settings, plugin_manager, tenant
+) -> None:
+    plugin = CountingJwtAuth()
+    plugin_manager.register(plugin, name="counting-jwt-auth")
+    app = create_app(settings, plugin_manager)
+    claims = {"sub": "a", "tenant": str(tenant.tenant.id), "scope": "predict", "exp": time.time() + 60}
+    good = make_jwt(claims)
+    forged = make_jwt(claims, b"another-key")
+    async with AsyncTestClient(app=app) as client:
+        for token, status in ((good, 200), (forged, 401), ("not-a-token", 401)):
+            for _ in range(4):
+                assert (await client.get("/models", headers=bearer(token))).status_code == status
+        detail = (await client.get("/models", headers=bearer(forged))).json()["detail"]
+    assert detail == "invalid token signature"  # a cached refusal keeps the plugin's words
+    # One call per token, whether the plugin accepted it, refused it or did not recognise it.
+    assert plugin.asked == [good, forged, "not-a-token"]
+    # The cache holds digests, never the tokens.
+    cache = app.state.services.authenticator._external_answers._entries
+    assert len(cache) == 3 and not any(isinstance(key, str) or good.encode() in key for key in cache)

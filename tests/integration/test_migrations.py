@@ -188,3 +188,57 @@ def test_a_previous_release_database_with_data_upgrades_and_downgrades_keeping_i
     assert keys_after == [(keys[0]["id"], False), (keys[1]["id"], True)]
     assert usage_after == usage_at_head
     command.upgrade(config, "head")
+
+
+STATUS_REVISION = "5c1d8e2f7a3b"
+"""The revision that made ``deployment.status`` the last load's outcome and added ``status_reason``."""
+
+_deployment = sa.Table(
+    "deployment",
+    _metadata,
+    sa.Column("id", sa.Uuid()),
+    sa.Column("tenant_id", sa.Uuid()),
+    sa.Column("name", sa.String(100)),
+    sa.Column("model_name", sa.String(100)),
+    sa.Column("model_version", sa.String(100)),
+    sa.Column("config", sa.JSON()),
+    sa.Column("status", sa.String(20)),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
+)
+
+
+def test_deployments_stored_ready_become_pending_and_go_back_on_downgrade(database_url: str) -> None:
+    config = alembic_config(database_url)
+    before = ScriptDirectory.from_config(config).get_revision(STATUS_REVISION).down_revision
+    command.upgrade(config, str(before))
+    tenant_id, deployment_id, now = uuid.uuid4(), uuid.uuid4(), datetime.now(UTC)
+
+    def fill(sync: sa.Connection) -> None:
+        sync.execute(_tenant.insert(), [{"id": tenant_id, "name": "old", "plan": "default", "created_at": now}])
+        sync.execute(
+            _deployment.insert(),
+            [
+                {
+                    "id": deployment_id,
+                    "tenant_id": tenant_id,
+                    "name": "d",
+                    "model_name": "housing",
+                    "model_version": "1.0.0",
+                    "config": {},
+                    "status": "ready",  # what every release before this one stored
+                    "created_at": now,
+                }
+            ],
+        )
+
+    def read(sync: sa.Connection) -> list[tuple[object, ...]]:
+        columns = {column["name"] for column in inspect(sync).get_columns("deployment")}
+        reason = [sa.column("status_reason")] if "status_reason" in columns else []
+        return [tuple(row) for row in sync.execute(sa.select(_deployment.c.name, _deployment.c.status, *reason))]
+
+    asyncio.run(_run(database_url, fill))
+    command.upgrade(config, STATUS_REVISION)
+    assert asyncio.run(_run(database_url, read)) == [("d", "pending", None)]
+    command.downgrade(config, str(before))
+    assert asyncio.run(_run(database_url, read)) == [("d", "ready")]
+    command.upgrade(config, "head")

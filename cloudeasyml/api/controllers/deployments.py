@@ -13,6 +13,7 @@ from cloudeasyml.api.auth import requires_scope
 from cloudeasyml.api.deps import MANAGEMENT, WRITES, Injected
 from cloudeasyml.api.schemas import DeploymentCreate, DeploymentRead
 from cloudeasyml.db.models import Deployment
+from cloudeasyml.domain.deployment_status import status_of
 from cloudeasyml.domain.deployments import DeploymentRequest, DeploymentService, to_spec
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.services import Services
@@ -23,7 +24,8 @@ __all__ = ("DeploymentController",)
 def _read(services: Services, row: Deployment) -> DeploymentRead:
     loaded = services.registry.get_loaded(row.id)
     report = loaded.variant_report if loaded is not None else None
-    return DeploymentRead.of(row, loaded=loaded is not None, variant_report=report)
+    status, reason = status_of(row, services.registry)
+    return DeploymentRead.of(row, loaded=loaded is not None, status=status, status_reason=reason, variant_report=report)
 
 
 class DeploymentController(Controller):

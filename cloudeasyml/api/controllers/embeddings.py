@@ -7,7 +7,6 @@ authenticated, batched and billed like ``/predict``. Errors are problem details 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
@@ -70,12 +69,9 @@ def _encode(vector: Any, encoding: str) -> list[float] | str:
     return vector
 
 
-def _token_count(model: Any, inputs: list[str]) -> int:
-    """Tokens as the model's own tokenizer counts them (the attention mask), else whitespace words."""
-    names = {spec.name for spec in model.input_tensors}
-    if "attention_mask" in names:
-        return int(model.to_arrays(inputs)["attention_mask"].sum())
-    return sum(len(text.split()) for text in inputs)
+def _token_count(tokens: int | None, inputs: list[str]) -> int:
+    """Tokens as the model's own tokenizer counted them when it ran (the attention mask), else whitespace words."""
+    return tokens if tokens is not None else sum(len(text.split()) for text in inputs)
 
 
 class EmbeddingsController(Controller):
@@ -104,14 +100,11 @@ class EmbeddingsController(Controller):
         entry = services.inference.entry_for(spec)
         if entry.model.task != "embedding":
             raise InvalidInputError(f"deployment {spec.name!r} serves a {entry.model.task} model, not embeddings")
+        single = isinstance(body.input, str)
         texts = [body.input] if isinstance(body.input, str) else body.input
-        try:
-            inputs = msgspec.convert(texts, entry.inputs_type)
-        except msgspec.ValidationError as exc:
-            raise InvalidInputError(f"input: {exc}") from exc
+        inputs = services.inference.convert_inputs(entry, texts, "$.input", single=single)
         served = await services.inference.infer(request.user, spec, entry, inputs, request_context(request.scope))
-        # Tokenising every input again takes milliseconds for long texts: not on the event loop.
-        tokens = await asyncio.to_thread(_token_count, entry.model, inputs)
+        tokens = _token_count(served.result.tokens, inputs)  # counted by the run, which tokenized them once
         payload = {
             "object": "list",
             "data": [

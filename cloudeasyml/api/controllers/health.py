@@ -22,7 +22,7 @@ class HealthController(Controller):
     path = "/health"
     tags = ["Health"]
 
-    @get("/", summary="Liveness", exclude_from_auth=True)
+    @get("/", summary="Liveness")
     async def live(self, request: Request[Any, Any, Any]) -> Health:
         """The process is up."""
         services: Services = request.app.state.services
@@ -33,7 +33,7 @@ class HealthController(Controller):
             models_installed=len(services.catalog),
         )
 
-    @get("/ready", summary="Readiness", exclude_from_auth=True)
+    @get("/ready", summary="Readiness")
     async def ready(self, request: Request[Any, Any, Any]) -> Response[Any]:
         """Ready only when the database answers and its schema is at the migrations' head."""
         services: Services = request.app.state.services

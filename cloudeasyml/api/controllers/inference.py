@@ -1,8 +1,9 @@
 """Predictions: ``POST /predict`` and ``POST /deployments/{id}/predict`` (scope ``predict``).
 
-``POST /predict`` is the platform's hot path. ``cloudeasyml.api.platform_app.PlatformApp`` serves it ahead of
-Litestar's router, with ``prediction`` below; the route here answers what it leaves to Litestar (other methods,
-a root path) and carries the OpenAPI operation. The route is a Litestar ASGI route handler rather than a
+``POST /predict`` is the platform's hot path. ``cloudeasyml.api.fast_path.PredictFastPath`` serves it ahead of
+Litestar's router where the app's configuration allows, with ``prediction`` below; the route here answers what it
+leaves to Litestar (other methods, a root path, any app where the fast path is off) and carries the OpenAPI
+operation. The route is a Litestar ASGI route handler rather than a
 ``@post`` handler: no ``Request``, parameter model or ``Response`` is built per call (that machinery cost about
 60 µs of event-loop CPU per request). The body is read raw (the model's own types decode it), the scope is
 checked inline and the encoded answer is sent as is. Litestar documents only ``@post``-style handlers, so
@@ -47,8 +48,8 @@ async def prediction(scope: HTTPScope, receive: Receive, deployment_id: uuid.UUI
 async def predict(scope: Scope, receive: Receive, send: Send) -> None:
     """Run the deployment named by ``deploymentId`` in the body.
 
-    ``PlatformApp`` serves ``POST /predict`` ahead of the router; this route answers the requests it leaves to
-    Litestar (other methods, a root path) and carries the endpoint's OpenAPI operation.
+    The fast path (``cloudeasyml.api.fast_path``) serves ``POST /predict`` ahead of the router when it is on; this
+    route answers the requests it leaves to Litestar and carries the endpoint's OpenAPI operation.
     """
     http = cast(HTTPScope, scope)  # the route is HTTP-only
     if http["method"] != "POST":

@@ -24,7 +24,7 @@ class MetricsController(Controller):
     path = "/metrics"
     tags = ["Health"]
 
-    @get("/", summary="Prometheus metrics", exclude_from_auth=True, include_in_schema=True, media_type=_TEXT_FORMAT)
+    @get("/", summary="Prometheus metrics", include_in_schema=True, media_type=_TEXT_FORMAT)
     async def metrics(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Request latency by route and status; queue wait, batch size and inference time by model; predictions,
         items, processing time and billed cost by model; refusals by cause; errors by status; loaded deployments and

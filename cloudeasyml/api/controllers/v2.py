@@ -176,12 +176,12 @@ class OpenInferenceController(Controller):
         """Name, version and the protocol extensions this server supports."""
         return ServerMetadata(name="cloudeasyml", version=cloudeasyml.__version__, extensions=EXTENSIONS)
 
-    @get("/health/live", summary="Server liveness", exclude_from_auth=True)
+    @get("/health/live", summary="Server liveness")
     async def live(self) -> Live:
         """The process is up (no key needed)."""
         return Live(live=True)
 
-    @get("/health/ready", summary="Server readiness", exclude_from_auth=True)
+    @get("/health/ready", summary="Server readiness")
     async def ready(self, request: Request[Any, Any, Any]) -> Response[Any]:
         """Ready when the database answers at the current schema (no key needed); models load on first use."""
         services: Services = request.app.state.services
