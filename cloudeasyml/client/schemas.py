@@ -123,9 +123,12 @@ class Deployment(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     traffic: list[TrafficRoute] = msgspec.field(default_factory=list)
     """The versions that serve it, with their shares: one live route at weight 100 for a single version."""
     status: str
+    """``pending`` (not loaded in the answering process), ``loading``, ``ready`` or ``failed`` (``status_reason``)."""
     loaded: bool
     """Whether the answering process holds the model in memory (it loads on first use unless ``eager_load``)."""
     created_at: datetime
+    status_reason: str | None = None
+    """Why the last load failed, with status ``failed``."""
     variant_report: dict[str, Any] | None = None
 
 

@@ -300,19 +300,24 @@ class ServingRegistry:
         tenant_id = spec.tenant_id
         while tenant_cap:
             admitted = [i for i, t in self._admitted.items() if t == tenant_id]
-            idle = [
-                d for d in self._loaded.values() if d.spec.tenant_id == tenant_id and d.spec.id not in self._loading
-            ]
-            if len(admitted) + len(idle) < tenant_cap:
+            # A load that has just finished is in ``_loaded`` while its flight is still in ``_loading`` (the flight
+            # forgets it in a callback, a turn of the loop later): it counts, but cannot be unloaded yet (unloading
+            # waits for its flight), so it is waited for like an admitted one.
+            mine = [d.spec.id for d in self._loaded.values() if d.spec.tenant_id == tenant_id]
+            mine = [i for i in mine if i not in self._admitted]
+            if len(admitted) + len(mine) < tenant_cap:
                 break
+            idle = [self._loaded[i] for i in mine if i not in self._loading]
             if idle:
                 oldest = min(idle, key=lambda d: d.last_used)
                 log.info("tenant %s has %d deployments loaded: unloading %s", tenant_id, tenant_cap, oldest.spec.name)
                 await self.unload(oldest.spec.id)
                 continue
-            flights = [f for f in map(self._loading.in_flight, admitted) if f is not None]
+            flights = [f for f in map(self._loading.in_flight, admitted + mine) if f is not None]
             if flights:
                 await asyncio.wait(flights, return_when=asyncio.FIRST_COMPLETED)
+            else:  # the flights counted have ended and are being forgotten: let their callbacks run
+                await asyncio.sleep(0)
         self._admitted[spec.id] = tenant_id
 
     async def _evict_over_budget(self, keep: SessionKey) -> None:

@@ -90,6 +90,10 @@ class Notices:
         self._written[event_id] = None
 
     async def close(self) -> None:
-        """Wait for the events still being written."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Wait for the events still being written (those started on this loop: a load run on another loop, as a
+        test may do, is that loop's to finish).
+        """
+        loop = asyncio.get_running_loop()
+        tasks = [task for task in self._tasks if task.get_loop() is loop]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
