@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import uuid
 from bisect import bisect_right
 
 from cloudeasyml.runtime.registry import DeploymentSpec
@@ -34,21 +35,26 @@ def needs_routing(spec: DeploymentSpec) -> bool:
     return len(traffic) > 1 or (len(traffic) == 1 and traffic[0].variant is not None)
 
 
-def sticky_bucket(spec: DeploymentSpec, routing_key: str) -> int:
-    """The bucket (0 to ``BUCKETS - 1``) of ``routing_key`` in ``spec``'s deployment: blake2b keyed by the
-    deployment id, so one key lands independently in different deployments.
+def sticky_bucket(deployment_id: uuid.UUID, routing_key: str) -> int:
+    """The bucket (0 to ``BUCKETS - 1``) of ``routing_key`` in a deployment: blake2b of the deployment id and the
+    key, so one key lands independently in different deployments.
     """
-    digest = hashlib.blake2b(routing_key.encode("utf-8", "surrogateescape"), digest_size=8, key=spec.id.bytes)
-    return int.from_bytes(digest.digest(), "big") % BUCKETS
+    return _bucket(deployment_id.bytes, routing_key)
+
+
+def _bucket(salt: bytes, routing_key: str) -> int:
+    digest = hashlib.blake2b(salt + routing_key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
 
 
 class RoutePlan:
     """One deployment spec's routes, ready to pick from."""
 
-    __slots__ = ("_bounds", "_single", "live", "shadows", "spec")
+    __slots__ = ("_bounds", "_salt", "_single", "live", "shadows", "spec")
 
     def __init__(self, spec: DeploymentSpec) -> None:
         self.spec = spec
+        self._salt = spec.id.bytes
         live = [route for route in spec.traffic if route.mode == "live" and route.weight > 0]
         self.live = tuple(spec.for_route(route) for route in live)
         """The live routes' specs, in the split's order."""
@@ -67,12 +73,13 @@ class RoutePlan:
         """The live route's spec that serves a request: by ``routing_key``'s bucket if given, else at random."""
         if self._single is not None:
             return self._single
-        bucket = sticky_bucket(self.spec, routing_key) if routing_key is not None else random.randrange(BUCKETS)
+        # random() and a product: a third of randrange's cost, the same uniform buckets.
+        bucket = _bucket(self._salt, routing_key) if routing_key is not None else int(random.random() * BUCKETS)
         return self.live[bisect_right(self._bounds, bucket)]
 
     def copies(self) -> list[DeploymentSpec]:
         """The shadow routes that get a copy of this request (each with its own probability)."""
-        return [spec for spec, share in self.shadows if random.randrange(BUCKETS) < share]
+        return [spec for spec, share in self.shadows if random.random() * BUCKETS < share]
 
 
 class Router:

@@ -197,8 +197,8 @@ class ServingRegistry:
         """The unit if it is loaded already: by spec (its ``unit``) or unit key. A bare deployment id gives the
         deployment's first loaded unit (for status pages; the data plane always asks by spec).
         """
-        if isinstance(unit, DeploymentSpec):
-            return self._loaded.get(unit.unit)
+        if isinstance(unit, DeploymentSpec):  # the data plane's lookup, once per request: no property call
+            return self._loaded.get((unit.id, unit.model_version, unit.config))
         if isinstance(unit, uuid.UUID):
             return next((loaded for key, loaded in self._loaded.items() if key[0] == unit), None)
         return self._loaded.get(unit)

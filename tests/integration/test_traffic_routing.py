@@ -81,7 +81,7 @@ def key_for(deployment: dict, version: str) -> str:
         config=ServingConfig(),
     )
     first = version == "1.0.0"
-    return next(k for k in (f"user-{i}" for i in range(1000)) if (sticky_bucket(spec, k) < BUCKETS // 2) == first)
+    return next(k for k in (f"user-{i}" for i in range(1000)) if (sticky_bucket(spec.id, k) < BUCKETS // 2) == first)
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -305,3 +305,32 @@ async def test_shadow_copies_are_shed_while_the_live_queue_is_above_its_fraction
     await on_app_loop(client, scenario)
     text = services.metrics.render().decode()
     assert metric(text, "cloudeasyml_shadow_copies_total", outcome="shed") == 1
+
+
+@pytest.mark.slow  # MiniLM's optimised graph is made on first use (about 100 s on a busy 2-core machine)
+async def test_embeddings_obey_the_split_and_name_the_variant(
+    settings: Settings, plugin_manager: Any, tenant: NewTenant, database_url: str
+) -> None:
+    """``/v1/embeddings`` has no place for a version in its body (``model`` is the deployment): the headers say it."""
+    minilm = pytest.importorskip("cloudeasyml_minilm")
+    if "postgres" in database_url:
+        pytest.skip("the protocol adds no persistence of its own: SQLite is enough")
+    plugin_manager.register(minilm, name="minilm")
+    app = create_app(settings, plugin_manager)
+    split = [{"modelVersion": "1.0.0", "weight": 50}, {"modelVersion": "1.0.0", "weight": 50, "variant": "optimized"}]
+    async with AsyncTestClient(app=app) as client:
+        body = {"modelName": "minilm", "name": "embed", "traffic": split}
+        created = await client.post("/deployments", json=body, headers=bearer(tenant.key))
+        assert created.status_code == 201, created.text
+        deployment = created.json()
+        for second, variant in ((False, None), (True, "optimized")):
+            key = key_for(deployment, "2.0.0" if second else "1.0.0")
+            answer = await client.post(
+                "/v1/embeddings",
+                json={"model": "embed", "input": "A man is eating food."},
+                headers={**bearer(tenant.key), "X-Routing-Key": key},
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["x-model-version"] == deployment["modelVersion"]
+            assert answer.headers.get("x-model-variant") == variant
+            assert answer.json()["model"] == "embed"
