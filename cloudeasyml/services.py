@@ -79,10 +79,11 @@ class Services:
             self.webhooks.start()
 
     async def stop(self) -> None:
-        """Stop delivering webhooks, drain deployments, write outstanding usage and events, close the database and
-        Redis.
+        """Stop delivering webhooks, cancel shadow copies, drain deployments, write outstanding usage and events, close
+        the database and Redis.
         """
         await self.webhooks.stop()
+        await self.inference.shadows.close()
         await self.registry.close()
         await self.notices.close()
         await self.metrics.close()
