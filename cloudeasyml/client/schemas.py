@@ -28,6 +28,7 @@ __all__ = (
     "TensorSpec",
     "TrafficRoute",
     "Usage",
+    "VersionUsage",
 )
 
 
@@ -173,6 +174,18 @@ class ModelUsage(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     processing_time_ms: float
 
 
+class VersionUsage(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """One model version's share of a period, online or shadow."""
+
+    model_name: str
+    model_version: str
+    kind: str
+    requests: int
+    items: int
+    cost: Decimal
+    processing_time_ms: float
+
+
 class Usage(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     """The tenant's usage and cost over ``[start, end)``, by model."""
 
@@ -183,6 +196,10 @@ class Usage(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     total_requests: int
     total_items: int
     by_model: dict[str, ModelUsage]
+    shadow: ModelUsage | None = None
+    """Shadow copies' usage (billed compute, not requests); None when there were none."""
+    by_version: list[VersionUsage] | None = None
+    """Each model version's usage, online and shadow apart (asked for with ``groupBy=version``)."""
 
 
 class Quota(msgspec.Struct, rename="camel", frozen=True, kw_only=True):

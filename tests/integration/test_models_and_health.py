@@ -95,8 +95,8 @@ async def test_metrics_count_predictions_and_errors_in_prometheus_format(client,
     response = await client.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     text = response.text
-    assert 'cloudeasyml_predictions_total{model="tiny"} 3' in text
-    assert 'cloudeasyml_prediction_items_total{model="tiny"} 6' in text
+    assert 'cloudeasyml_predictions_total{model="tiny",version="1.0.0"} 3.0' in text
+    assert 'cloudeasyml_prediction_items_total{model="tiny",version="1.0.0"} 6.0' in text
     assert 'cloudeasyml_http_errors_total{status="422"} 1' in text
     assert "cloudeasyml_deployments_loaded 1" in text
     assert "# TYPE cloudeasyml_predictions_total counter" in text
