@@ -76,14 +76,31 @@ class DeploymentDirectory:
         return self._remember(to_spec(row))
 
     def forget(self, tenant_id: uuid.UUID, deployment_id: uuid.UUID, name: str) -> None:
-        """Drop a deployment (after it was deleted)."""
+        """Drop a deployment (after it was deleted, or changed in another process)."""
         self._by_id.discard((tenant_id, deployment_id))
         self._by_name.discard((tenant_id, name))
+
+    def remember(self, spec: DeploymentSpec) -> None:
+        """Serve ``spec`` from the cache from now on (a deployment's new revision, just stored)."""
+        self._remember(spec)
+
+    async def read(self, tenant_id: uuid.UUID, deployment_id: uuid.UUID) -> DeploymentSpec:
+        """A deployment as the database has it now, not cached (``NotFoundError`` if it is gone): for a change told
+        by another process, warmed before ``remember`` serves it.
+        """
+        async with self._sessions() as session:
+            row = await self._service(session, tenant_id).get(deployment_id)
+        return to_spec(row)
 
     def _service(self, session: AsyncSession, tenant_id: uuid.UUID) -> DeploymentService:
         return DeploymentService(session, tenant_id, self._catalog, self._resolver)
 
     def _remember(self, spec: DeploymentSpec) -> DeploymentSpec:
+        # A read that began before a change was stored may end after the new revision was cached: it must not put
+        # the old revision back (it would serve, and load the old units again, until the entry expires).
+        cached = self._by_id.get((spec.tenant_id, spec.id))
+        if cached is not None and cached.revision > spec.revision:
+            return cached
         self._by_id.put((spec.tenant_id, spec.id), spec)
         self._by_name.put((spec.tenant_id, spec.name), spec)
         return spec
