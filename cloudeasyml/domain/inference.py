@@ -184,11 +184,12 @@ class InferenceService:
         context.items = items
         reservation = await self.admit(principal, spec, entry)
         try:
-            loaded = await self.load(spec, entry, plan=principal.plan)
             try:
+                loaded = await self.load(spec, entry, plan=principal.plan)
                 result = await run(loaded)
             except DeploymentUnloadedError:
-                # Evicted for memory (or deleted) between lookup and queueing: if it still exists, load it again.
+                # Evicted for memory (or deleted) between lookup and queueing, or replaced by a new revision (whose
+                # switch retired the unit this request looked up before it): if it still exists, look it up again.
                 spec = await self._directory.by_id(principal, spec.id)
                 loaded = await self.load(spec, entry, plan=principal.plan)
                 result = await run(loaded)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from cloudeasyml.domain.tenants import NewTenant
+from cloudeasyml.errors import DeploymentUnloadedError
 from tests.conftest import bearer
 from tests.support import tiny_model
 
@@ -263,3 +264,20 @@ async def test_a_change_through_one_process_switches_the_others_through_redis(
             await asyncio.sleep(0.02)
         assert [unit.spec.model_version for unit in units] == [NEW]  # warmed in b, the old version unloaded there
         assert (await _predict(b, key, created["id"]))["modelVersion"] == NEW
+
+
+async def test_a_request_that_looked_up_the_old_revision_is_not_served_by_reloading_it(
+    client, app, tenant: NewTenant
+) -> None:
+    key = tenant.key
+    created = await _create(client, key)
+    await _predict(client, key, created["id"])
+    services = app.state.services
+    [old] = services.registry.units_of(uuid.UUID(created["id"]))
+    patched = await client.patch(f"/deployments/{created['id']}", json={"modelVersion": NEW}, headers=bearer(key))
+    assert patched.status_code == 200
+    # A request that read the deployment before the switch asks for the old unit: it is turned back (and the data
+    # plane looks the deployment up again) instead of loading the old version for good.
+    with pytest.raises(DeploymentUnloadedError):
+        await services.registry.load(old.spec, old.model)
+    assert [unit.spec.model_version for unit in services.registry.units_of(old.spec.id)] == [NEW]
