@@ -10,9 +10,14 @@ from typing import Any
 
 import pytest
 
+from cloudeasyml.domain.deployments import DeploymentRequest, DeploymentService
+from cloudeasyml.domain.revisions import DeploymentChange, RevisionService
 from cloudeasyml.domain.tenants import NewTenant
-from cloudeasyml.errors import DeploymentUnloadedError
-from tests.conftest import bearer
+from cloudeasyml.errors import ConflictError, DeploymentUnloadedError
+from cloudeasyml.plugins.catalog import build_catalog
+from cloudeasyml.runtime.artifacts import ArtifactStore
+from cloudeasyml.runtime.resolver import ArtifactResolver
+from tests.conftest import bearer, db_session
 from tests.support import tiny_model
 
 NEW = "1.1.0"
@@ -281,3 +286,46 @@ async def test_a_request_that_looked_up_the_old_revision_is_not_served_by_reload
     with pytest.raises(DeploymentUnloadedError):
         await services.registry.load(old.spec, old.model)
     assert [unit.spec.model_version for unit in services.registry.units_of(old.spec.id)] == [NEW]
+
+
+async def test_a_change_planned_against_a_revision_that_moved_on_is_a_conflict(
+    migrated_url: str, tenant: NewTenant, plugin_manager, artifact_dir: Path
+) -> None:
+    catalog = build_catalog(plugin_manager)
+    resolver = ArtifactResolver(ArtifactStore(artifact_dir))
+    tenant_id = tenant.tenant.id
+    async with db_session(migrated_url) as session:
+        row = await DeploymentService(session, tenant_id, catalog, resolver).create(
+            DeploymentRequest(model_name="tiny"), created_by_key_id=tenant.key_id
+        )
+    async with db_session(migrated_url) as session:
+        revisions = RevisionService(session, tenant_id, DeploymentService(session, tenant_id, catalog, resolver))
+        # Two callers plan against revision 1 (as two PATCHes read at once); the first to store wins.
+        first = await revisions.plan_update(row.id, DeploymentChange(config={"maxBatchSize": 4}))
+        second = await revisions.plan_update(row.id, DeploymentChange(model_version=NEW))
+        assert first is not None and second is not None and first.base == second.base == 1
+        assert (await revisions.apply(first, tenant.key_id)).revision == 2
+        with pytest.raises(ConflictError, match="changed meanwhile"):
+            await revisions.apply(second, tenant.key_id)
+    async with db_session(migrated_url) as session:
+        revisions = RevisionService(session, tenant_id, DeploymentService(session, tenant_id, catalog, resolver))
+        assert [summary.row.number for summary in await revisions.list(row.id)] == [1, 2]
+
+
+async def test_concurrent_changes_make_one_revision_each_or_a_conflict(client, tenant: NewTenant) -> None:
+    key = tenant.key
+    created = await _create(client, key)
+    url = f"/deployments/{created['id']}"
+    answers = await asyncio.gather(
+        *(client.patch(url, json={"config": {"maxBatchSize": size}}, headers=bearer(key)) for size in range(2, 8))
+    )
+    statuses = [answer.status_code for answer in answers]
+    assert set(statuses) <= {200, 409} and 200 in statuses, [answer.text for answer in answers]
+    history = await _revisions(client, key, created["id"])
+    # Every change that answered 200 is one revision, numbered without a gap, each diffed against the one before.
+    assert [r["number"] for r in history] == list(range(1, statuses.count(200) + 2))
+    for before, after in zip(history, history[1:], strict=False):
+        change = after["changes"]["config"]["maxBatchSize"]
+        assert change == {"from": before["config"]["maxBatchSize"], "to": after["config"]["maxBatchSize"]}
+    final = (await client.get(url, headers=bearer(key))).json()
+    assert (final["revision"], final["config"]) == (history[-1]["number"], history[-1]["config"])
