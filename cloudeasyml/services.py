@@ -193,6 +193,7 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         max_tenants=cache_entries,
     )
     rollout = Rollout(registry, directory, catalog, settings.limits)
+    directory.watch(_changed_unseen(rollout))
     return Services(
         settings=settings,
         plugin_manager=pm,
@@ -238,6 +239,20 @@ def _broadcast(
             CHANGED_DEPLOYMENTS: _changed_elsewhere(directory, rollout),
         },
     )
+
+
+def _changed_unseen(rollout: Rollout) -> Callable[[DeploymentSpec], None]:
+    """Applies a change a lookup found on its own (made by another process, not told through Redis): drain and
+    unload, in the background, the units the new revision does not use (its own load on the next request).
+    """
+    retiring: set[asyncio.Task[None]] = set()
+
+    def apply(spec: DeploymentSpec) -> None:
+        task = asyncio.get_running_loop().create_task(rollout.retire_unused(spec))
+        retiring.add(task)
+        task.add_done_callback(retiring.discard)
+
+    return apply
 
 
 def _changed_elsewhere(directory: DeploymentDirectory, rollout: Rollout) -> Callable[[str], None]:

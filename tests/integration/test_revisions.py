@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from cloudeasyml.domain.deployments import DeploymentRequest, DeploymentService
@@ -17,6 +18,7 @@ from cloudeasyml.errors import ConflictError, DeploymentUnloadedError
 from cloudeasyml.plugins.catalog import build_catalog
 from cloudeasyml.runtime.artifacts import ArtifactStore
 from cloudeasyml.runtime.resolver import ArtifactResolver
+from cloudeasyml.settings import ServerSettings
 from tests.conftest import bearer, db_session
 from tests.support import tiny_model
 
@@ -329,3 +331,26 @@ async def test_concurrent_changes_make_one_revision_each_or_a_conflict(client, t
         assert change == {"from": before["config"]["maxBatchSize"], "to": after["config"]["maxBatchSize"]}
     final = (await client.get(url, headers=bearer(key))).json()
     assert (final["revision"], final["config"]) == (history[-1]["number"], history[-1]["config"])
+
+
+async def test_without_redis_another_process_switches_when_its_lookup_expires(
+    settings, plugin_manager, tenant: NewTenant
+) -> None:
+    from tests.integration.test_shared_state import two_processes
+
+    key = tenant.key
+    short = msgspec.structs.replace(settings, server=ServerSettings(key_cache_seconds=0.3))
+    async with two_processes(short, plugin_manager) as (a, b):
+        created = await _create(a, key)
+        assert (await _predict(b, key, created["id"]))["modelVersion"] == "1.0.0"  # loaded in b
+        patched = await a.patch(f"/deployments/{created['id']}", json={"modelVersion": NEW}, headers=bearer(key))
+        assert patched.status_code == 200, patched.text
+        await asyncio.sleep(0.4)  # b's lookup expires; b was told nothing
+        assert (await _predict(b, key, created["id"]))["modelVersion"] == NEW
+        registry = b.app.state.services.registry
+        for _ in range(200):  # the old version drains and unloads in the background
+            versions = [unit.spec.model_version for unit in registry.units_of(uuid.UUID(created["id"]))]
+            if versions == [NEW]:
+                break
+            await asyncio.sleep(0.02)
+        assert versions == [NEW]
