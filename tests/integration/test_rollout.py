@@ -86,7 +86,6 @@ def _expected(version: str) -> float:
     return BASE + (SHIFT if version == NEW else 0.0)
 
 
-@pytest.mark.slow
 def test_clients_see_no_failure_across_version_changes_and_every_answer_names_its_version(
     app, migrated_url: str
 ) -> None:
