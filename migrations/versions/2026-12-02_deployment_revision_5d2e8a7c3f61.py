@@ -1,7 +1,7 @@
 """deployment_revision: every state a deployment was in; deployment.revision: the one it is in now.
 
 Revision ID: 5d2e8a7c3f61
-Revises: c41f7a2e9b13
+Revises: d5a8e3f1c702
 Create Date: 2026-12-02 01:00:00.000000+00:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "5d2e8a7c3f61"
-down_revision: str | None = "c41f7a2e9b13"
+down_revision: str | None = "d5a8e3f1c702"  # wt-routing's usage_record.kind, merged into this branch
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -70,6 +70,7 @@ class Clients:
                 sent = time.monotonic()
                 response = http.post(f"/deployments/{deployment_id}/predict", json={"inputs": [POINT]})
                 body = response.json()
+                body["header"] = response.headers.get("x-model-version")
                 with self._lock:
                     self.answers.append((sent, time.monotonic(), response.status_code, body))
 
@@ -99,7 +100,10 @@ def test_clients_see_no_failure_across_version_changes_and_every_answer_names_it
             ("PATCH", url, {"modelVersion": NEW}),
             ("PATCH", url, {"variant": "int8"}),
             ("POST", f"{url}/rollback", {}),
-            ("PATCH", url, {"modelVersion": "1.0.0"}),
+            ("PATCH", url, {"traffic": [{"modelVersion": "1.0.0", "weight": 90}, {"modelVersion": NEW, "weight": 10}]}),
+            ("POST", f"{url}/abort", {"modelVersion": NEW}),
+            ("PATCH", url, {"traffic": [{"modelVersion": "1.0.0", "weight": 50}, {"modelVersion": NEW, "weight": 50}]}),
+            ("POST", f"{url}/promote", {"modelVersion": "1.0.0"}),
             ("PATCH", url, {"config": {"maxBatchSize": 4}}),
         ]
         switches: list[tuple[float, float, set[str]]] = []
@@ -121,6 +125,7 @@ def test_clients_see_no_failure_across_version_changes_and_every_answer_names_it
     for _sent, _done, _status, body in answers:
         # The version an answer names is the one that computed it (int8 moves the score by far less than SHIFT).
         assert body["predictions"][0]["score"] == pytest.approx(_expected(body["modelVersion"]), abs=1.0), body
+        assert body["header"] == body["modelVersion"]  # X-Model-Version says the same
     for index, (_sent, answered, live) in enumerate(switches):
         # Requests sent once a change has answered, and answered before the next change was asked for, are served
         # by the new revision's versions.
