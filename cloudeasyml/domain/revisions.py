@@ -81,8 +81,8 @@ class RevisionSummary(msgspec.Struct, frozen=True, kw_only=True):
 
     row: DeploymentRevision
     requests: int
-    """Usage records of the deployment from this revision's ``created_at`` to the next one's (to now for the
-    current revision), as written to the database."""
+    """Usage records of the deployment's answered requests (shadow copies not counted) from this revision's
+    ``created_at`` to the next one's (to now for the current revision), as written to the database."""
 
 
 def _state(model_version: str, config: ServingConfig, traffic: tuple[TrafficRoute, ...]) -> dict[str, Any]:
@@ -289,6 +289,7 @@ class RevisionService:
             .where(
                 UsageRecord.tenant_id == self._tenant_id,
                 UsageRecord.deployment_id == row.id,
+                UsageRecord.kind == "online",  # requests answered; shadow copies are no requests
                 UsageRecord.created_at >= revision.created_at,
                 (following.created_at.is_(None)) | (UsageRecord.created_at < until),
             )

@@ -212,6 +212,19 @@ async def test_requests_are_counted_by_the_revision_that_served_them(client, ten
     for _ in range(2):
         assert (await _predict(client, key, created["id"]))["modelVersion"] == NEW
     assert await _counts_become(client, key, created["id"], [3, 2]) == [3, 2]
+    # A shadow copy of every request is metered (as shadow usage), but it is no request of the revision's.
+    shadow = [{"modelVersion": NEW, "weight": 100}, {"modelVersion": "1.0.0", "weight": 100, "mode": "shadow"}]
+    patched = await client.patch(f"/deployments/{created['id']}", json={"traffic": shadow}, headers=bearer(key))
+    assert patched.status_code == 200, patched.text
+    for _ in range(2):
+        assert (await _predict(client, key, created["id"]))["modelVersion"] == NEW
+    for _ in range(200):  # the copies run after the answers: wait until they are written too
+        usage = (await client.get("/usage", headers=bearer(key))).json()
+        if usage["shadow"] is not None and usage["shadow"]["requests"] == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert usage["shadow"]["requests"] == 2
+    assert await _counts_become(client, key, created["id"], [3, 2, 2]) == [3, 2, 2]
 
 
 async def test_a_loaded_deployment_switches_warm_and_unloads_the_old_version(client, app, tenant: NewTenant) -> None:
