@@ -189,8 +189,9 @@ class RevisionRead(_Wire):
     """The API key that made it (null: made before revisions existed)."""
     created_at: datetime
     requests: int
-    """Requests billed to the deployment from ``createdAt`` until the next revision (now, for the current one), as
-    written to the database (usage reaches it within the meter's flush interval)."""
+    """Answered requests billed to the deployment from ``createdAt`` until the next revision (now, for the current
+    one), shadow copies not counted, as written to the database (usage reaches it within the meter's flush
+    interval)."""
     current: bool
 
     @classmethod
