@@ -22,6 +22,7 @@ __all__ = (
     "RateLimitedError",
     "RequestCapReachedError",
     "RetryLaterError",
+    "RolloutFailedError",
     "SpendCapReachedError",
     "TenantLimitReachedError",
     "UsageJournalError",
@@ -130,6 +131,12 @@ class ModelNotReadyError(CloudEasyMLError):
     """The model cannot be served right now (no artifact and no way to export it, or still loading)."""
 
     title = "Service Unavailable"
+
+
+class RolloutFailedError(ModelNotReadyError):
+    """A deployment's new revision could not be loaded or warmed: no revision was made, the old one still serves."""
+
+    title = "Rollout Failed"
 
 
 class DeploymentUnloadedError(ModelNotReadyError):

@@ -13,14 +13,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cloudeasyml.db.engine import create_engine, session_factory
 from cloudeasyml.domain.authenticator import ApiKeyAuthenticator
-from cloudeasyml.domain.broadcast import DELETED_DEPLOYMENTS, REVOKED_KEYS, Broadcast
+from cloudeasyml.domain.broadcast import CHANGED_DEPLOYMENTS, DELETED_DEPLOYMENTS, REVOKED_KEYS, Broadcast
 from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.deployment_status import LoadOutcomes
 from cloudeasyml.domain.inference import InferenceService
 from cloudeasyml.domain.quota import QuotaGuard
 from cloudeasyml.domain.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from cloudeasyml.domain.rollout import Rollout
 from cloudeasyml.domain.webhooks.dispatcher import WebhookDispatcher
 from cloudeasyml.domain.webhooks.notices import Notices
+from cloudeasyml.errors import NotFoundError, RolloutFailedError
 from cloudeasyml.metering.meter import Meter
 from cloudeasyml.metering.metrics import Metrics
 from cloudeasyml.metering.pricing_book import PricingBook
@@ -62,10 +64,12 @@ class Services:
     """Delivers webhook events (its ``guard`` checks endpoint URLs)."""
     notices: Notices
     """Writes the webhook events of model loads and quota crossings."""
+    rollout: Rollout
+    """Moves serving from a deployment's revision to the next (warm, switch, drain)."""
     redis: Redis | None = None
     """Shared state across processes (``CLOUDEASYML_REDIS__URL``); None: each process on its own."""
     broadcast: Broadcast | None = None
-    """Revocations and deletions told to every process through Redis; None without Redis."""
+    """Revocations, deletions and changes told to every process through Redis; None without Redis."""
 
     async def start(self) -> None:
         """Start background work (the meter: replay of journals left by stopped processes, then its writer; the
@@ -128,6 +132,15 @@ class Services:
         if self.broadcast is not None:
             await self.broadcast.publish(DELETED_DEPLOYMENTS, f"{spec.tenant_id} {spec.id} {spec.name}")
         await self.registry.unload(spec.id, deleted=True)
+
+    async def deployment_changed(self, spec: DeploymentSpec, *, plan: str) -> None:
+        """Serve a deployment's new revision (``spec``, stored and committed; its units warmed by
+        ``rollout.prepare``): here at once, the old units draining, and in every other process through Redis, each
+        warming the new units it needs first (``plan``: the tenant's, for its cap of loaded units).
+        """
+        await self.rollout.switch(spec)
+        if self.broadcast is not None:
+            await self.broadcast.publish(CHANGED_DEPLOYMENTS, f"{spec.tenant_id} {spec.id} {plan} {spec.name}")
 
 
 def memory_budget_bytes(settings: Settings, memory_limit: int | None) -> int:
@@ -203,6 +216,8 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         max_tenants=cache_entries,
         on_crossing=notices.quota_crossed,
     )
+    rollout = Rollout(registry, directory, catalog, settings.limits)
+    directory.watch(_changed_unseen(rollout))
     return Services(
         settings=settings,
         plugin_manager=pm,
@@ -229,18 +244,68 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         ),
         webhooks=WebhookDispatcher(sessions, settings.webhooks),
         notices=notices,
+        rollout=rollout,
         redis=redis,
-        broadcast=_broadcast(redis, authenticator, directory, registry) if redis is not None else None,
+        broadcast=_broadcast(redis, authenticator, directory, registry, rollout) if redis is not None else None,
     )
 
 
 def _broadcast(
-    redis: Redis, authenticator: ApiKeyAuthenticator, directory: DeploymentDirectory, registry: ServingRegistry
+    redis: Redis,
+    authenticator: ApiKeyAuthenticator,
+    directory: DeploymentDirectory,
+    registry: ServingRegistry,
+    rollout: Rollout,
 ) -> Broadcast:
     return Broadcast(
         redis,
-        {REVOKED_KEYS: authenticator.forget, DELETED_DEPLOYMENTS: _deleted_elsewhere(directory, registry)},
+        {
+            REVOKED_KEYS: authenticator.forget,
+            DELETED_DEPLOYMENTS: _deleted_elsewhere(directory, registry),
+            CHANGED_DEPLOYMENTS: _changed_elsewhere(directory, rollout),
+        },
     )
+
+
+def _changed_unseen(rollout: Rollout) -> Callable[[DeploymentSpec], None]:
+    """Applies a change a lookup found on its own (made by another process, not told through Redis): drain and
+    unload, in the background, the units the new revision does not use (its own load on the next request).
+    """
+    retiring: set[asyncio.Task[None]] = set()
+
+    def apply(spec: DeploymentSpec) -> None:
+        task = asyncio.get_running_loop().create_task(rollout.retire_unused(spec))
+        retiring.add(task)
+        task.add_done_callback(retiring.discard)
+
+    return apply
+
+
+def _changed_elsewhere(directory: DeploymentDirectory, rollout: Rollout) -> Callable[[str], None]:
+    """Applies a change told through Redis, in the background: read the deployment's new revision, warm its units
+    if the deployment is loaded here, then serve it and drain the old units. Idempotent: the process that made the
+    change hears it too, and finds everything done already.
+    """
+    switching: set[asyncio.Task[None]] = set()
+
+    async def switch(tenant_id: uuid.UUID, deployment_id: uuid.UUID, plan: str) -> None:
+        try:
+            spec = await directory.read(tenant_id, deployment_id)
+        except NotFoundError:
+            return  # deleted meanwhile: the deletion's own message unloads it
+        try:
+            await rollout.prepare(spec, plan=plan)
+        except RolloutFailedError as exc:  # stored already: serve it anyway, loading on the first request
+            log.warning("%s", exc.detail)
+        await rollout.switch(spec)
+
+    def apply(message: str) -> None:
+        tenant_id, deployment_id, plan, _name = message.split(" ", 3)
+        task = asyncio.get_running_loop().create_task(switch(uuid.UUID(tenant_id), uuid.UUID(deployment_id), plan))
+        switching.add(task)
+        task.add_done_callback(switching.discard)
+
+    return apply
 
 
 def _deleted_elsewhere(directory: DeploymentDirectory, registry: ServingRegistry) -> Callable[[str], None]:

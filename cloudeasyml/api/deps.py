@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cloudeasyml.domain.api_keys import ApiKeyService
 from cloudeasyml.domain.deployments import DeploymentService
 from cloudeasyml.domain.principal import Principal
+from cloudeasyml.domain.revisions import RevisionService
 from cloudeasyml.domain.usage import UsageService
 from cloudeasyml.domain.webhooks.endpoints import WebhookEndpointService
 from cloudeasyml.services import Services
@@ -40,6 +41,7 @@ __all__ = (
     "provide_caller",
     "provide_db_session",
     "provide_deployment_service",
+    "provide_revision_service",
     "provide_services",
     "provide_transaction",
     "provide_usage_service",
@@ -99,6 +101,13 @@ def provide_deployment_service(
     )
 
 
+def provide_revision_service(
+    db_session: Injected[AsyncSession], caller: Injected[Principal], deployments: Injected[DeploymentService]
+) -> RevisionService:
+    """The caller's tenant's deployment revisions."""
+    return RevisionService(db_session, caller.tenant_id, deployments)
+
+
 def provide_usage_service(
     db_session: Injected[AsyncSession], caller: Injected[Principal], services: Injected[Services]
 ) -> UsageService:
@@ -124,6 +133,7 @@ MANAGEMENT: dict[str, Provide] = {
     "db_session": Provide(provide_db_session),
     "api_keys": _sync(provide_api_key_service),
     "deployments": _sync(provide_deployment_service),
+    "revisions": _sync(provide_revision_service),
     "usage": _sync(provide_usage_service),
     "webhooks": _sync(provide_webhook_service),
 }

@@ -24,6 +24,8 @@ _PUBLIC = re.compile("|".join(PUBLIC_PATHS))
 _NO_SCOPE = {("GET", "/v2"), ("GET", "/models"), ("GET", "/models/{name}")}
 """Authenticated operations that any valid key may call."""
 _INFERENCE = re.compile(r"^/(predict|deployments/\{deployment_id\}/predict|v1/embeddings|v2/models/.*/infer)\Z")
+_REVISION = re.compile(r"^/deployments/\{deployment_id\}(/rollback|/promote|/abort)?\Z")
+"""Operations that make a revision (with ``PATCH`` on the deployment itself)."""
 _OWN_ERROR_MEMBER = re.compile(r"^/(v2|v1)/")
 """Protocols whose every bad request is a 400 (V2, OpenAI): the app turns their 422s into 400s."""
 
@@ -33,11 +35,12 @@ _WHY = {
     402: "The tenant's monthly spend cap is reached (`Retry-After`)",
     403: "The key lacks the scope this operation needs",
     404: "No such resource for this tenant",
-    409: "A deployment of that name exists",
+    409: "A deployment of that name exists, or the deployment changed meanwhile (read it again and retry)",
     413: "Body larger than the server's limit",
     422: "Valid JSON whose content is invalid; the detail names the field",
     429: "The key's rate limit or the tenant's monthly request cap is spent (`Retry-After`)",
-    503: "Not ready, overloaded, or the model or the database cannot be used now (`Retry-After` on overload)",
+    503: "Not ready, overloaded, or the model or the database cannot be used now (`Retry-After` on overload); for a "
+    "change to a deployment: the new revision did not load, none was made",
     504: "No result within the deployment's deadline",
 }
 
@@ -142,6 +145,8 @@ def _statuses(method: str, path: str, operation: Operation) -> set[int]:
         statuses |= {402, 404, 504}
     if (method, path) == ("POST", "/deployments"):
         statuses |= {404, 409}  # an unknown model or version; a duplicate name
+    if _REVISION.match(path) and method in ("PATCH", "POST"):
+        statuses |= {404, 409, 422}  # an unknown version or revision; a concurrent change; an invalid change
     if _OWN_ERROR_MEMBER.match(path) and 422 in statuses:
         statuses = (statuses - {422}) | {400}
     return statuses

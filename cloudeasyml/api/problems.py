@@ -28,6 +28,7 @@ from cloudeasyml.errors import (
     RateLimitedError,
     RequestCapReachedError,
     RetryLaterError,
+    RolloutFailedError,
     SpendCapReachedError,
     TenantLimitReachedError,
     UsageJournalError,
@@ -52,6 +53,7 @@ STATUS_BY_ERROR: dict[type[CloudEasyMLError], int] = {
     SpendCapReachedError: 402,
     OverloadedError: 503,
     ModelNotReadyError: 503,
+    RolloutFailedError: 503,  # the new revision did not load; nothing changed, the old one serves
     ExportError: 503,  # the model cannot be made servable here; the detail says why
     DeadlineExceededError: 504,
     DatabaseUnavailableError: 503,  # down, locked or timing out: never a 500 (see handle_unexpected)

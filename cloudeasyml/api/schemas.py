@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -15,6 +15,7 @@ from cloudeasyml.core.traffic import TrafficRoute
 from cloudeasyml.db.models import ApiKey, Deployment
 from cloudeasyml.domain.deployments import traffic_of
 from cloudeasyml.domain.principal import DEFAULT_KEY_SCOPES
+from cloudeasyml.domain.revisions import RevisionSummary
 
 __all__ = (
     "ApiKeyCreate",
@@ -22,12 +23,17 @@ __all__ = (
     "ApiKeyRead",
     "DeploymentCreate",
     "DeploymentRead",
+    "DeploymentUpdate",
+    "RevisionRead",
+    "RollbackRequest",
+    "RouteChoice",
     "Health",
     "ModelLimits",
     "ModelRead",
 )
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Variant = Literal["float", "optimized", "int8"]
 
 
 class _Wire(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
@@ -113,6 +119,8 @@ class DeploymentRead(_Wire):
     ``failed`` (the last load, in any process, failed: see ``statusReason``; the next request tries again)."""
     loaded: bool
     created_at: datetime
+    revision: int
+    """The revision it is at (1 at creation; each ``PATCH``, rollback, promote or abort adds one)."""
     status_reason: str | None = None
     """Why the last load failed, with status ``failed``; null otherwise."""
     variant_report: dict[str, Any] | None = None
@@ -142,8 +150,78 @@ class DeploymentRead(_Wire):
             status=status,
             loaded=loaded,
             created_at=row.created_at,
+            revision=row.revision,
             status_reason=status_reason,
             variant_report=variant_report,
+        )
+
+
+class DeploymentUpdate(_Wire):
+    """Body of ``PATCH /deployments/{id}``: what to change (absent fields stay). A change makes a new revision,
+    loaded and warmed before it takes traffic; a body that changes nothing makes none.
+    """
+
+    model_version: Name | None = None
+    """Serve this version alone (a split is dropped); with ``traffic``, its first live version."""
+    variant: Variant | None = None
+    """Short for ``config.variant``."""
+    config: dict[str, Any] | None = None
+    """Overrides merged onto the current config, validated as at creation, e.g. ``{"maxBatchSize": 64}``."""
+    traffic: list[TrafficRoute] | None = None
+    """A whole new split (as at creation), e.g. a 10 % canary: ``[{"modelVersion": "1.0.0", "weight": 90},
+    {"modelVersion": "1.1.0", "weight": 10}]``."""
+
+
+class RollbackRequest(_Wire):
+    """Body of ``POST /deployments/{id}/rollback`` (optional)."""
+
+    revision: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """The revision to go back to; absent: the one before the current."""
+
+
+class RouteChoice(_Wire):
+    """Body of ``POST /deployments/{id}/promote`` and ``/abort``: one route of the deployment's traffic."""
+
+    model_version: Name
+    variant: Variant | None = None
+    """Needed only when the deployment serves that version as several variants."""
+
+
+class RevisionRead(_Wire):
+    """One revision of a deployment: the state it was in from ``createdAt`` until the next revision."""
+
+    number: int
+    action: Literal["create", "update", "rollback", "promote", "abort"]
+    model_version: str
+    config: ServingConfig
+    traffic: list[TrafficRoute]
+    changes: dict[str, Any]
+    """What differs from the revision before: ``{"modelVersion"|"traffic": {"from", "to"}}`` and
+    ``{"config": {field: {"from", "to"}}}``; empty for revision 1."""
+    created_by_key_id: str | None
+    """The API key that made it (null: made before revisions existed)."""
+    created_at: datetime
+    requests: int
+    """Answered requests billed to the deployment from ``createdAt`` until the next revision (now, for the current
+    one), shadow copies not counted, as written to the database (usage reaches it within the meter's flush
+    interval)."""
+    current: bool
+
+    @classmethod
+    def of(cls, summary: RevisionSummary, *, current: int) -> RevisionRead:
+        """From a stored revision and its request count."""
+        row = summary.row
+        return cls(
+            number=row.number,
+            action=row.action,  # type: ignore[arg-type]
+            model_version=row.model_version,
+            config=msgspec.convert(row.config, ServingConfig),
+            traffic=list(traffic_of(row)),
+            changes=row.changes,
+            created_by_key_id=row.created_by_key_id,
+            created_at=row.created_at,
+            requests=summary.requests,
+            current=row.number == current,
         )
 
 

@@ -8,6 +8,7 @@ import click
 
 import cloudeasyml
 from cloudeasyml.cli.db import db
+from cloudeasyml.cli.deployments import deployments
 from cloudeasyml.cli.doctor import doctor
 from cloudeasyml.cli.export import export
 from cloudeasyml.cli.plugins import plugins
@@ -34,6 +35,7 @@ def cli(verbose: bool) -> None:
 
 cli.add_command(db)
 cli.add_command(tenants)
+cli.add_command(deployments)
 cli.add_command(serve)
 cli.add_command(plugins)
 cli.add_command(export)

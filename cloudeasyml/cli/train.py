@@ -89,3 +89,4 @@ def train(
         f"  parity       {trained.export.get('parityErrorRandom')} (tolerance {trained.export.get('parityTolerance')})"
     )
     click.echo(f'deploy it: POST /deployments {{"modelName": "{trained.model}", "modelVersion": "{trained.version}"}}')
+    click.echo(f"or roll a deployment to it: cloudeasyml deployments update NAME --model-version {trained.version}")

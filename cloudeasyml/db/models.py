@@ -17,6 +17,7 @@ from cloudeasyml.db.types import Money, UTCDateTime
 __all__ = (
     "ApiKey",
     "Deployment",
+    "DeploymentRevision",
     "Tenant",
     "UsageRecord",
     "User",
@@ -100,6 +101,38 @@ class Deployment(Base):
     ``cloudeasyml.domain.deployment_status``)."""
     status_reason: Mapped[str | None] = mapped_column(String(1000), default=None)
     """Why the last load failed (with ``status`` ``failed``); None otherwise."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    revision: Mapped[int] = mapped_column(default=1)
+    """The number of the ``DeploymentRevision`` the row holds now (1 at creation; each change adds one)."""
+
+
+class DeploymentRevision(Base):
+    """One state a deployment was in: its version, config and traffic from ``created_at`` until the next revision.
+
+    Written with every change (``PATCH``, rollback, promote, abort) and at creation (number 1), in the transaction
+    that changes the deployment row; never updated. Deleted with its deployment.
+    """
+
+    __tablename__ = "deployment_revision"
+    __table_args__ = (UniqueConstraint("deployment_id", "number"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    deployment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("deployment.id", ondelete="CASCADE"))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int]
+    """1, 2, ... per deployment."""
+    model_version: Mapped[str] = mapped_column(String(100))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    traffic: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    """As ``Deployment.traffic``: None when ``model_version`` serves all of it."""
+    changes: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """What changed from the revision before: ``{field: {"from": old, "to": new}}`` over ``modelVersion``,
+    ``config`` (its changed fields only) and ``traffic``; empty for revision 1."""
+    action: Mapped[str] = mapped_column(String(20))
+    """``create``, ``update``, ``rollback``, ``promote`` or ``abort``."""
+    created_by_key_id: Mapped[str | None] = mapped_column(String(32))
+    """The API key that made the change (None: before revisions existed, or the operator). No foreign key: the
+    history names a key as it was."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
 
 

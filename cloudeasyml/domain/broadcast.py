@@ -8,7 +8,10 @@ subscribed process applies it within milliseconds instead of when its cache expi
 - ``cloudeasyml:revoked-keys`` carries a revoked key's id: the key is dropped from the key cache;
 - ``cloudeasyml:deleted-deployments`` carries ``<tenant id> <deployment id> <name>``: the deployment is dropped
   from the lookup cache, and drained and unloaded if it was loaded (other processes would otherwise go on
-  serving, and billing, a deleted deployment until their cache expired).
+  serving, and billing, a deleted deployment until their cache expired);
+- ``cloudeasyml:changed-deployments`` carries ``<tenant id> <deployment id> <plan> <name>``: the deployment has a new
+  revision; each process reads it, warms its units if the deployment is loaded there, serves it and drains the
+  old units (``domain.rollout``).
 
 A lost connection is retried every second; meanwhile the caches' expiry still bounds how long a change takes.
 """
@@ -25,12 +28,13 @@ from cloudeasyml.background import cancel_and_wait
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ("DELETED_DEPLOYMENTS", "REVOKED_KEYS", "Broadcast")
+__all__ = ("CHANGED_DEPLOYMENTS", "DELETED_DEPLOYMENTS", "REVOKED_KEYS", "Broadcast")
 
 log = logging.getLogger(__name__)
 
 REVOKED_KEYS = "cloudeasyml:revoked-keys"
 DELETED_DEPLOYMENTS = "cloudeasyml:deleted-deployments"
+CHANGED_DEPLOYMENTS = "cloudeasyml:changed-deployments"
 RETRY_SECONDS = 1.0
 
 

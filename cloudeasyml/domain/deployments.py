@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cloudeasyml.core.clock import utc_now
 from cloudeasyml.core.serving import ServingConfig
 from cloudeasyml.core.traffic import TrafficRoute, check_traffic, single_route
-from cloudeasyml.db.models import Deployment, Tenant
+from cloudeasyml.db.models import Deployment, DeploymentRevision, Tenant
 from cloudeasyml.domain.deployment_status import PENDING
 from cloudeasyml.domain.webhooks.events import deployment_data, emit
 from cloudeasyml.errors import ConflictError, InvalidInputError, NotFoundError, TenantLimitReachedError
@@ -25,7 +25,15 @@ from cloudeasyml.runtime.registry import DeploymentSpec
 from cloudeasyml.runtime.resolver import ArtifactResolver
 from cloudeasyml.settings import LimitsSettings
 
-__all__ = ("DeploymentRequest", "DeploymentService", "to_spec")
+__all__ = (
+    "DeploymentRequest",
+    "DeploymentService",
+    "first_revision",
+    "merge_config",
+    "stored_traffic",
+    "to_spec",
+    "traffic_of",
+)
 
 DEPLOYMENT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 """A whole name (``fullmatch``: ``$`` would let a final newline through)."""
@@ -42,11 +50,36 @@ class DeploymentRequest(msgspec.Struct, frozen=True, kw_only=True):
     """Several versions at once (see ``TrafficRoute``); None: ``model_version`` (or the model's own) serves all."""
 
 
-def traffic_of(row: Deployment) -> tuple[TrafficRoute, ...]:
-    """A deployment row's routes: its stored split, or its one version taking all the traffic."""
+def traffic_of(row: Deployment | DeploymentRevision) -> tuple[TrafficRoute, ...]:
+    """A deployment row's (or revision's) routes: its stored split, or its one version taking all the traffic."""
     if not row.traffic:
         return single_route(row.model_version)
     return tuple(msgspec.convert(row.traffic, list[TrafficRoute]))
+
+
+def stored_traffic(routes: tuple[TrafficRoute, ...]) -> list[dict[str, Any]] | None:
+    """The ``traffic`` column's value for a split: None when one version serves all of it live (whatever the
+    variant, the deployment's ``config.variant``), else the routes as camelCase JSON.
+    """
+    if routes == single_route(routes[0].model_version):
+        return None
+    return msgspec.to_builtins(list(routes))
+
+
+def first_revision(row: Deployment, created_by_key_id: str | None) -> DeploymentRevision:
+    """Revision 1 of a deployment just created: equal to its row."""
+    return DeploymentRevision(
+        deployment_id=row.id,
+        tenant_id=row.tenant_id,
+        number=1,
+        model_version=row.model_version,
+        config=row.config,
+        traffic=row.traffic,
+        changes={},
+        action="create",
+        created_by_key_id=created_by_key_id,
+        created_at=row.created_at,
+    )
 
 
 def to_spec(row: Deployment) -> DeploymentSpec:
@@ -59,6 +92,7 @@ def to_spec(row: Deployment) -> DeploymentSpec:
         model_version=row.model_version,
         config=msgspec.convert(row.config, ServingConfig),
         traffic=traffic_of(row),
+        revision=row.revision,
     )
 
 
@@ -107,9 +141,10 @@ class DeploymentService:
         self._resolver = resolver
         self._limits = limits
 
-    async def create(self, request: DeploymentRequest) -> Deployment:
-        """Validate the model, version, name and config, then insert; a duplicate name is a conflict, and so is one
-        deployment more than the tenant's plan allows (``TenantLimitReachedError``).
+    async def create(self, request: DeploymentRequest, *, created_by_key_id: str | None = None) -> Deployment:
+        """Validate the model, version, name and config, then insert it with its revision 1 (made by
+        ``created_by_key_id``); a duplicate name is a conflict, and so is one deployment more than the tenant's plan
+        allows (``TenantLimitReachedError``).
         """
         model = self._catalog.get(request.model_name).model
         traffic = self.check_traffic(model, request.traffic) if request.traffic else None
@@ -131,16 +166,27 @@ class DeploymentService:
             model_name=model.name,
             model_version=version,
             config=msgspec.to_builtins(config),
-            traffic=msgspec.to_builtins(list(traffic)) if traffic and len(traffic) > 1 else None,
+            traffic=stored_traffic(traffic) if traffic else None,
             status=PENDING,
             created_at=utc_now(),
+            revision=1,
         )
         self._session.add(row)
         try:
             await self._session.flush()
         except IntegrityError as exc:
             raise ConflictError(f"a deployment named {name!r} already exists") from exc
+        self._session.add(first_revision(row, created_by_key_id))
+        await self._session.flush()
         return row
+
+    def model_of(self, row: Deployment) -> ModelPlugin:
+        """The deployment's installed model (``ModelNotFoundError`` if it was uninstalled since)."""
+        return self._catalog.get(row.model_name).model
+
+    def check_version(self, model: ModelPlugin, version: str) -> None:
+        """``ModelNotFoundError`` unless ``version`` of ``model`` is installed (shipped or trained)."""
+        self._resolver.check_version(model, version)
 
     def check_traffic(self, model: ModelPlugin, routes: list[TrafficRoute]) -> tuple[TrafficRoute, ...]:
         """Validate a split (``core.traffic.check_traffic``'s rules, and every version installed for the model);

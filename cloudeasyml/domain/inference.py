@@ -205,11 +205,12 @@ class InferenceService:
         # Admission prices the request by the version that serves it. A shadow copy is no request of the tenant's.
         reservation = await self.admit(principal, spec, entry) if live else None
         try:
-            loaded = await self.load(spec, entry, plan=principal.plan)
             try:
+                loaded = await self.load(spec, entry, plan=principal.plan)
                 result = await run(loaded)
             except DeploymentUnloadedError:
-                # Evicted for memory (or deleted) between lookup and queueing: if it still exists, load it again
+                # Evicted for memory (or deleted) between lookup and queueing, or replaced by a new revision (whose
+                # switch retired the unit this request looked up before it): if it still exists, look it up again
                 # (a live request on the route its key or the dice give now; a shadow copy on its own route).
                 current = await self._directory.by_id(principal, spec.id)
                 if live:

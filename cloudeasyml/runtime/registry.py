@@ -16,7 +16,7 @@ import numpy as np
 
 from cloudeasyml.core.serving import Device, ServingConfig
 from cloudeasyml.core.traffic import TrafficRoute
-from cloudeasyml.errors import NotFoundError
+from cloudeasyml.errors import DeploymentUnloadedError, NotFoundError
 from cloudeasyml.plugins.model import ModelPlugin
 from cloudeasyml.runtime.batcher import Batcher, BatchObserver, BatchResult
 from cloudeasyml.runtime.config import available_cpus, served_instances, session_threads
@@ -42,6 +42,8 @@ class DeploymentSpec(msgspec.Struct, frozen=True):
     traffic: tuple[TrafficRoute, ...] = ()
     """The versions that serve the deployment and their shares; empty (or one live route of ``model_version``): a
     single-version deployment."""
+    revision: int = 0
+    """The deployment's revision (``deployment.revision``): a cache keeps the newest it has seen of a deployment."""
 
     @property
     def unit(self) -> UnitKey:
@@ -188,6 +190,10 @@ class ServingRegistry:
         """Loads in flight whose unit was unloaded (its deployment deleted) meanwhile: dropped when they finish."""
         self._deleted: dict[uuid.UUID, None] = {}
         """Ids of deleted deployments, oldest first (at most ``_TOMBSTONES``): a late ``load`` of one is refused."""
+        self._retired: dict[UnitKey, None] = {}
+        """Units a newer revision of their deployment no longer uses, oldest first (at most ``_TOMBSTONES``): a late
+        ``load`` of one (by a request that looked the deployment up before the change) is turned back with
+        ``DeploymentUnloadedError``, so that the request looks the deployment up again instead of loading it."""
 
     def __len__(self) -> int:
         """Loaded units."""
@@ -240,6 +246,8 @@ class ServingRegistry:
         if spec.id in self._deleted:
             raise NotFoundError(f"deployment {spec.id} not found")
         key = spec.unit
+        if key in self._retired:
+            raise DeploymentUnloadedError(f"{spec.name} {spec.model_version}: replaced by a newer revision")
         loaded = self._loaded.get(key)
         if loaded is not None:
             return loaded
@@ -388,6 +396,16 @@ class ServingRegistry:
     def _drop_session_if_unused(self, key: SessionKey) -> None:
         if all(other.session_key != key for other in self._loaded.values()):
             self._sessions.pop(key, None)
+
+    def retire(self, unit: UnitKey) -> None:
+        """Refuse loads of ``unit`` from now on (its deployment's new revision does not use it): see ``_retired``."""
+        self._retired[unit] = None
+        if len(self._retired) > _TOMBSTONES:
+            del self._retired[next(iter(self._retired))]
+
+    def revive(self, unit: UnitKey) -> None:
+        """Allow loads of a retired unit again (a later revision, e.g. a rollback, uses it once more)."""
+        self._retired.pop(unit, None)
 
     async def unload(self, deployment_id: uuid.UUID, *, deleted: bool = False) -> None:
         """Unload every unit of a deployment (``unload_unit``), those still loading included. ``deleted``: the

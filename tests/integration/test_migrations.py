@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -22,6 +23,7 @@ TABLES = {
     "app_user",
     "api_key",
     "deployment",
+    "deployment_revision",
     "usage_record",
     "webhook_endpoint",
     "webhook_event",
@@ -111,7 +113,31 @@ _usage = sa.Table(
     sa.Column("cost", sa.BigInteger()),
     sa.Column("created_at", sa.DateTime(timezone=True)),
 )
+_deployment = sa.Table(
+    "deployment",
+    _metadata,
+    sa.Column("id", sa.Uuid()),
+    sa.Column("tenant_id", sa.Uuid()),
+    sa.Column("name", sa.String(100)),
+    sa.Column("model_name", sa.String(100)),
+    sa.Column("model_version", sa.String(100)),
+    sa.Column("config", sa.JSON()),
+    sa.Column("status", sa.String(20)),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
+)
 """The previous release's tables as it wrote them (its own columns only), to fill a database of that release."""
+
+
+def _json(value: object) -> object:
+    """A JSON column read through plain SQL: text on SQLite, decoded already on PostgreSQL."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _utc(value: object) -> datetime:
+    """A timestamp read through plain SQL: text on SQLite, a datetime on PostgreSQL."""
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    assert isinstance(when, datetime)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 async def _run(url: str, work):  # type: ignore[no-untyped-def]
@@ -127,6 +153,8 @@ def test_a_previous_release_database_with_data_upgrades_and_downgrades_keeping_i
     config = alembic_config(database_url)
     command.upgrade(config, PREVIOUS_RELEASE)
     tenant_id, now = uuid.uuid4(), datetime.now(UTC)
+    deployment_id, created = uuid.uuid4(), datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    serving = {"maxBatchSize": 16, "variant": "float"}
     keys = [
         {"id": f"sk_{'a' * 16}", "revoked_at": None},
         {"id": f"sk_{'b' * 16}", "revoked_at": now},
@@ -146,6 +174,21 @@ def test_a_previous_release_database_with_data_upgrades_and_downgrades_keeping_i
                     "created_at": now,
                 }
                 for key in keys
+            ],
+        )
+        sync.execute(
+            _deployment.insert(),
+            [
+                {
+                    "id": deployment_id,
+                    "tenant_id": tenant_id,
+                    "name": "d",
+                    "model_name": "housing",
+                    "model_version": "1.0.0",
+                    "config": serving,
+                    "status": "ready",
+                    "created_at": created,
+                }
             ],
         )
         sync.execute(
@@ -177,9 +220,26 @@ def test_a_previous_release_database_with_data_upgrades_and_downgrades_keeping_i
         usage = sync.execute(sa.select(_usage.c.api_key_id, _usage.c.cost)).all()
         return [tuple(row) for row in rows], [tuple(row) for row in usage]
 
+    def revisions(sync: sa.Connection) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+        current = sync.execute(sa.text("SELECT id, model_version, revision FROM deployment")).all()
+        history = sync.execute(
+            sa.text(
+                "SELECT deployment_id, tenant_id, number, model_version, config, traffic, changes, action, "
+                "created_by_key_id, created_at FROM deployment_revision"
+            )
+        ).all()
+        return [tuple(row) for row in current], [tuple(row) for row in history]
+
     asyncio.run(_run(database_url, fill))
     command.upgrade(config, "head")
     keys_at_head, usage_at_head = asyncio.run(_run(database_url, read))
+    # The existing deployment became a single-version deployment at revision 1, equal to its row.
+    current, history = asyncio.run(_run(database_url, revisions))
+    assert [(uuid.UUID(str(i)), v, n) for i, v, n in current] == [(deployment_id, "1.0.0", 1)]
+    [(dep, tenant, number, version, stored, traffic, changes, action, by, at)] = history
+    assert (uuid.UUID(str(dep)), uuid.UUID(str(tenant)), number, version) == (deployment_id, tenant_id, 1, "1.0.0")
+    assert (_json(stored), _json(traffic), _json(changes), action, by) == (serving, None, {}, "create", None)
+    assert _utc(at) == created
     # Keys made before the hierarchy have no parent, as if the operator made them.
     assert keys_at_head == [(keys[0]["id"], False, None), (keys[1]["id"], True, None)]
     assert usage_at_head == [(keys[0]["id"], 12345)]
@@ -187,6 +247,7 @@ def test_a_previous_release_database_with_data_upgrades_and_downgrades_keeping_i
     keys_after, usage_after = asyncio.run(_run(database_url, read))
     assert keys_after == [(keys[0]["id"], False), (keys[1]["id"], True)]
     assert usage_after == usage_at_head
+    assert asyncio.run(_run(database_url, lambda sync: sync.execute(sa.select(_deployment.c.name)).all())) == [("d",)]
     command.upgrade(config, "head")
 
 

@@ -96,6 +96,27 @@ def seed_graph(artifact_dir: Path, model: TinyModel | None = None) -> Path:
     return path
 
 
+def seed_version(artifact_dir: Path, version: str, shift: float) -> dict[str, np.ndarray]:
+    """Store a trained version of the tiny model, as ``cloudeasyml train`` would (its weights in the artifact store,
+    the shipped ones with ``shift`` added to the output bias, so its scores are the shipped version's plus
+    ``shift``), with its graph beside them; returns the weights. Nothing happens if the version exists."""
+    from cloudeasyml.core.digest import file_digest
+    from cloudeasyml.runtime.artifacts import ArtifactStore
+
+    model = TinyModel()
+    store = ArtifactStore(artifact_dir)
+    weights = {name: value.copy() for name, value in model.load_weights().items()}
+    weights["2.bias"] = (weights["2.bias"] + shift).astype(np.float32)
+    path = store.trained_weights_path(model.name, version)
+    if not path.exists():
+        store.save_trained_weights(model.name, version, weights)
+    onnx_path = store.onnx_path(model.name, version, file_digest(path))
+    if not onnx_path.exists():
+        manifest = {"model": model.name, "version": version, "weightsSha256": file_digest(path)}
+        store.write_export(onnx_path, lambda tmp: onnx.save(graph(weights), str(tmp)), manifest)
+    return weights
+
+
 class TinyModel(ModelPlugin[Point, Score]):
     """Scores a point: a two-layer perceptron."""
 
