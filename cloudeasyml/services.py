@@ -20,6 +20,7 @@ from cloudeasyml.domain.quota import QuotaGuard
 from cloudeasyml.domain.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from cloudeasyml.metering.meter import Meter
 from cloudeasyml.metering.metrics import Metrics
+from cloudeasyml.metering.outcomes import OutcomeRecorder
 from cloudeasyml.metering.pricing_book import PricingBook
 from cloudeasyml.plugins.catalog import ModelCatalog, build_catalog
 from cloudeasyml.plugins.manager import PluginManager, get_plugin_manager
@@ -55,6 +56,8 @@ class Services:
     rate_limiter: RateLimiter
     quota: QuotaGuard
     inference: InferenceService
+    outcomes: OutcomeRecorder
+    """What each version of a split answered (the experiment report's material), written behind the answers."""
     redis: Redis | None = None
     """Shared state across processes (``CLOUDEASYML_REDIS__URL``); None: each process on its own."""
     broadcast: Broadcast | None = None
@@ -65,6 +68,7 @@ class Services:
         Redis subscriber).
         """
         await self.meter.start()
+        await self.outcomes.start()
         if self.broadcast is not None:
             await self.broadcast.start()
         self.metrics.start(self.refresh_gauges)
@@ -75,6 +79,7 @@ class Services:
         await self.metrics.close()
         await self.quota.close()
         await self.meter.stop()
+        await self.outcomes.stop()
         if self.broadcast is not None:
             await self.broadcast.stop()
         if self.redis is not None:
@@ -171,6 +176,7 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         external=lambda token: pm.hook.cloudeasyml_authenticate(token=token),
     )
     redis = _redis(settings)
+    outcomes = OutcomeRecorder(sessions, settings.outcomes)
     quota = QuotaGuard(
         sessions,
         meter,
@@ -202,7 +208,9 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
             metrics=metrics,
             quota=quota,
             limits=settings.limits,
+            outcomes=outcomes,
         ),
+        outcomes=outcomes,
         redis=redis,
         broadcast=_broadcast(redis, authenticator, directory, registry) if redis is not None else None,
     )

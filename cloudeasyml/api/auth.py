@@ -13,7 +13,14 @@ from litestar.types import ASGIApp, Guard, Receive, Scope, Send
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.errors import AuthenticationError, PermissionDeniedError
 
-__all__ = ("PUBLIC_PATHS", "ApiKeyMiddleware", "authenticate_scope", "require", "requires_scope")
+__all__ = (
+    "PUBLIC_PATHS",
+    "ApiKeyMiddleware",
+    "authenticate_scope",
+    "require",
+    "requires_any_scope",
+    "requires_scope",
+)
 
 PUBLIC_PATHS = (r"^/health", r"^/schema", r"^/v2/health", r"^/metrics\Z")
 """Paths that answer without a key (probes, docs, Prometheus scraping)."""
@@ -78,5 +85,15 @@ def requires_scope(scope: str) -> Guard:
 
     async def guard(connection: ASGIConnection[Any, Principal, Any, Any], _handler: BaseRouteHandler) -> None:
         require(connection.user, scope)
+
+    return guard
+
+
+def requires_any_scope(*scopes: str) -> Guard:
+    """A guard that lets through callers whose key holds one of ``scopes`` (403 naming them otherwise)."""
+
+    async def guard(connection: ASGIConnection[Any, Principal, Any, Any], _handler: BaseRouteHandler) -> None:
+        if not any(connection.user.has_scope(scope) for scope in scopes):
+            raise PermissionDeniedError(f"this API key lacks the {' or '.join(map(repr, scopes))} scope")
 
     return guard

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -24,6 +25,7 @@ from cloudeasyml.errors import (
 )
 from cloudeasyml.metering.meter import Meter, Usage
 from cloudeasyml.metering.metrics import Metrics
+from cloudeasyml.metering.outcomes import OutcomeRecord, OutcomeRecorder
 from cloudeasyml.metering.pricing_book import PricingBook
 from cloudeasyml.plugins.catalog import CatalogEntry, ModelCatalog
 from cloudeasyml.plugins.model import ModelPlugin
@@ -100,8 +102,10 @@ class InferenceService:
         metrics: Metrics,
         quota: QuotaGuard,
         limits: LimitsSettings | None = None,
+        outcomes: OutcomeRecorder | None = None,
     ) -> None:
         self._catalog = catalog
+        self._outcomes = outcomes
         self._limits = limits if limits is not None else LimitsSettings()
         self._quota = quota
         self._metrics = metrics
@@ -183,6 +187,12 @@ class InferenceService:
         context.model_version = spec.model_version
         context.items = items
         reservation = await self.admit(principal, spec, entry)
+        # Outcomes only where versions are compared: a single-version deployment pays one length check.
+        observed = self._outcomes is not None and (
+            len(spec.traffic) > 1 or getattr(context, "mode", "live") == "shadow"
+        )
+        started = time.perf_counter()
+        loaded: LoadedDeployment | None = None
         try:
             loaded = await self.load(spec, entry, plan=principal.plan)
             try:
@@ -193,13 +203,47 @@ class InferenceService:
                 loaded = await self.load(spec, entry, plan=principal.plan)
                 result = await run(loaded)
             cost = self.bill(principal, loaded, result, items, context.request_id)
-        except BaseException:
+        except BaseException as exc:
             if reservation is not None:
                 await reservation.release()
+            if observed and isinstance(exc, Exception):  # a failed run counts against its version (not a cancel)
+                self.record_outcome(context, loaded, items, started, None, type(exc).__name__)
             raise
         if reservation is not None:
             await reservation.commit(cost)
+        if observed:
+            self.record_outcome(context, loaded, items, started, result.outputs, None)
         return result, context.request_id
+
+    def record_outcome(
+        self,
+        context: RequestContext,
+        loaded: LoadedDeployment | None,
+        items: int,
+        started: float,
+        outputs: list[Any] | None,
+        error: str | None,
+    ) -> None:
+        """Queue what the version that ran (``loaded.spec``: the route's version and variant) answered, or the error
+        it failed with, for the experiment report; the recorder writes it behind the answer.
+        """
+        assert self._outcomes is not None and context.tenant_id is not None and context.deployment_id is not None
+        self._outcomes.record(
+            OutcomeRecord(
+                request_id=context.request_id,
+                tenant_id=context.tenant_id,
+                deployment_id=context.deployment_id,
+                model_version=loaded.spec.model_version if loaded is not None else context.model_version or "",
+                variant=loaded.spec.config.variant if loaded is not None else getattr(context, "variant", None),
+                mode=getattr(context, "mode", "live"),
+                shadow_of=getattr(context, "shadow_of", None),
+                items=items,
+                outputs=outputs,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                error=error,
+                created_at=utc_now(),
+            )
+        )
 
     async def admit(self, principal: Principal, spec: DeploymentSpec, entry: CatalogEntry) -> Reservation | None:
         """Reserve the request's place under its tenant's monthly caps, holding the model's minimum cost against
