@@ -39,6 +39,10 @@ class SingleFlight(Generic[T]):
         """The load in flight for ``key``, or None; awaiting it (shielded) waits for its end without starting one."""
         return self._flights.get(key)
 
+    def keys(self) -> list[Hashable]:
+        """The keys of the loads in flight."""
+        return list(self._flights)
+
     def __contains__(self, key: Hashable) -> bool:
         """Whether a load for ``key`` is in flight."""
         return key in self._flights

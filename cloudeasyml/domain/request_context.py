@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 import uuid
 
+from cloudeasyml.core.traffic import RouteMode
+
 __all__ = ("CLIENT_REQUEST_ID", "RequestContext", "client_request_id")
 
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
@@ -26,8 +28,12 @@ class RequestContext:
         "items",
         "model_name",
         "model_version",
+        "mode",
         "request_id",
+        "routing_key",
+        "shadow_of",
         "tenant_id",
+        "variant",
     )
 
     def __init__(self, request_id: str | None = None, client_request_id: str | None = None) -> None:
@@ -39,6 +45,16 @@ class RequestContext:
         self.deployment_id: uuid.UUID | None = None
         self.model_name: str | None = None
         self.model_version: str | None = None
+        """The version that served the request (the route the data plane picked), not the deployment's first."""
+        self.variant: str | None = None
+        """The graph variant that served it (``float``, ``optimized``, ``int8``)."""
+        self.mode: RouteMode = "live"
+        """``live``: the request answers its client; ``shadow``: a copy of a live request run on a shadow route after
+        the live answer was sent (never returned; ``shadow_of`` names the live request)."""
+        self.shadow_of: str | None = None
+        """For a shadow copy: the ``request_id`` of the live request it copies."""
+        self.routing_key: str | None = None
+        """The client's ``X-Routing-Key``: requests with one key keep one live version while the weights stay."""
         self.items = 0
 
 

@@ -25,7 +25,7 @@ from cloudeasyml.runtime.session import OnnxSession, providers_for
 from cloudeasyml.runtime.variants import ensure_variant, open_for_serving
 from cloudeasyml.single_flight import SingleFlight
 
-__all__ = ("DeploymentSpec", "LoadedDeployment", "ServingRegistry", "SessionKey")
+__all__ = ("DeploymentSpec", "LoadedDeployment", "ServingRegistry", "SessionKey", "UnitKey")
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,27 @@ class DeploymentSpec(msgspec.Struct, frozen=True):
     traffic: tuple[TrafficRoute, ...] = ()
     """The versions that serve the deployment and their shares; empty (or one live route of ``model_version``): a
     single-version deployment."""
+
+    @property
+    def unit(self) -> UnitKey:
+        """The serving unit this spec loads: (deployment id, model version, serving config incl. variant)."""
+        return (self.id, self.model_version, self.config)
+
+    def for_route(self, route: TrafficRoute) -> DeploymentSpec:
+        """The spec of one route of this deployment: its ``model_version`` the route's, its ``config.variant`` the
+        route's variant when set, and ``traffic`` that route alone. A route equal to the deployment's own version
+        and variant gives the same serving unit as the deployment (one loaded unit serves both).
+        """
+        config = self.config
+        if route.variant is not None and route.variant != config.variant:
+            config = msgspec.structs.replace(config, variant=route.variant)
+        return msgspec.structs.replace(self, model_version=route.model_version, config=config, traffic=(route,))
+
+
+UnitKey = tuple[uuid.UUID, str, ServingConfig]
+"""(deployment id, model version, serving config incl. variant): what the registry loads and unloads. A deployment
+with a traffic split holds one unit per route it has served; units of one artifact and variant still share one
+session (``SessionKey``)."""
 
 
 SessionKey = tuple[Path, str, Device, int]
@@ -68,6 +89,10 @@ class LoadedDeployment:
         observer: BatchObserver | None = None,
     ) -> None:
         self.spec = spec
+        """The unit's spec as served (``model_version`` and ``config.variant`` are the route's; ``config.instances``
+        clamped to the CPUs)."""
+        self.unit: UnitKey = spec.unit
+        """The key the unit is loaded under (set by the registry: the spec asked for, before clamping)."""
         self.model = model
         self.session = session
         self.session_key = session_key
@@ -114,11 +139,12 @@ class LoadedDeployment:
 
 
 class ServingRegistry:
-    """Loads deployments lazily and shares sessions by ``SessionKey``. When the sessions' estimated memory (their
-    artifacts' size) passes ``memory_budget_bytes``, the least recently used ones are unloaded, after their in-flight
-    requests drain; their deployments load again on their next request. A tenant holds at most ``tenant_cap``
-    deployments (given with each load) loaded or loading at once; loading one more unloads the tenant's least recently
-    used one first, never another tenant's.
+    """Loads serving units lazily and shares sessions by ``SessionKey``. A unit is one version (and serving config,
+    variant included) of one deployment (``UnitKey``): a deployment with a traffic split holds one per route it
+    serves. When the sessions' estimated memory (their artifacts' size) passes ``memory_budget_bytes``, the least
+    recently used ones are unloaded, after their in-flight requests drain; their units load again on their next
+    request. A tenant holds at most ``tenant_cap`` units (given with each load) loaded or loading at once; loading one
+    more unloads the tenant's least recently used one first, never another tenant's.
     """
 
     def __init__(
@@ -134,18 +160,19 @@ class ServingRegistry:
         """The batch observer of a model's deployments, by model name (None: nothing observes)."""
         self._budget = memory_budget_bytes
         self._cpus = cpus or available_cpus()
-        self._loaded: dict[uuid.UUID, LoadedDeployment] = {}
+        self._loaded: dict[UnitKey, LoadedDeployment] = {}
         self._sessions: dict[SessionKey, tuple[OnnxSession, int]] = {}
         self._loading: SingleFlight[LoadedDeployment] = SingleFlight()
         self._opening: SingleFlight[tuple[SessionKey, tuple[OnnxSession, int]]] = SingleFlight()
-        self._admitted: dict[uuid.UUID, uuid.UUID] = {}
-        """Loads past their tenant's cap check and not finished: deployment id -> tenant id."""
-        self._cancelled: set[uuid.UUID] = set()
-        """Loads in flight whose deployment was unloaded (deleted) meanwhile: dropped when they finish."""
+        self._admitted: dict[UnitKey, uuid.UUID] = {}
+        """Loads past their tenant's cap check and not finished: unit -> tenant id."""
+        self._cancelled: set[UnitKey] = set()
+        """Loads in flight whose unit was unloaded (its deployment deleted) meanwhile: dropped when they finish."""
         self._deleted: dict[uuid.UUID, None] = {}
         """Ids of deleted deployments, oldest first (at most ``_TOMBSTONES``): a late ``load`` of one is refused."""
 
     def __len__(self) -> int:
+        """Loaded units."""
         return len(self._loaded)
 
     @property
@@ -155,44 +182,57 @@ class ServingRegistry:
 
     @property
     def session_count(self) -> int:
-        """Open sessions (deployments of one artifact share one)."""
+        """Open sessions (units of one artifact and variant share one)."""
         return len(self._sessions)
 
     def loaded(self) -> list[LoadedDeployment]:
-        """Every loaded deployment."""
+        """Every loaded unit."""
         return list(self._loaded.values())
 
-    def get_loaded(self, deployment_id: uuid.UUID) -> LoadedDeployment | None:
-        """The deployment if it is loaded already."""
-        return self._loaded.get(deployment_id)
+    def units_of(self, deployment_id: uuid.UUID) -> list[LoadedDeployment]:
+        """The loaded units of one deployment, in the order they loaded."""
+        return [loaded for key, loaded in self._loaded.items() if key[0] == deployment_id]
+
+    def get_loaded(self, unit: DeploymentSpec | UnitKey | uuid.UUID) -> LoadedDeployment | None:
+        """The unit if it is loaded already: by spec (its ``unit``) or unit key. A bare deployment id gives the
+        deployment's first loaded unit (for status pages; the data plane always asks by spec).
+        """
+        if isinstance(unit, DeploymentSpec):
+            return self._loaded.get(unit.unit)
+        if isinstance(unit, uuid.UUID):
+            return next((loaded for key, loaded in self._loaded.items() if key[0] == unit), None)
+        return self._loaded.get(unit)
 
     async def load(self, spec: DeploymentSpec, model: ModelPlugin, *, tenant_cap: int = 0) -> LoadedDeployment:
-        """The loaded deployment, loading it (once, however many callers ask at the same time) if needed.
+        """The loaded unit of ``spec`` (``spec.unit``), loading it (once, however many callers ask at the same time)
+        if needed.
 
         Args:
-            spec: The deployment.
+            spec: The deployment, or one route of it (``DeploymentSpec.for_route``).
             model: Its model plugin.
-            tenant_cap: Most deployments of ``spec.tenant_id`` loaded or loading at once (0: no cap).
+            tenant_cap: Most units of ``spec.tenant_id`` loaded or loading at once (0: no cap).
 
         Raises:
             NotFoundError: The deployment was deleted (before or while it loaded).
         """
         if spec.id in self._deleted:
             raise NotFoundError(f"deployment {spec.id} not found")
-        loaded = self._loaded.get(spec.id)
+        key = spec.unit
+        loaded = self._loaded.get(key)
         if loaded is not None:
             return loaded
-        return await self._loading.run(spec.id, lambda: self._load(spec, model, tenant_cap))
+        return await self._loading.run(key, lambda: self._load(spec, model, tenant_cap))
 
     async def _load(self, spec: DeploymentSpec, model: ModelPlugin, tenant_cap: int) -> LoadedDeployment:
+        unit = spec.unit
         try:
             await self._admit(spec, tenant_cap)
             self._check_wanted(spec)
             key, report = await self._session_key(spec, model)
             self._check_wanted(spec)
             key, session = await self._session(key, model)
-            if spec.id in self._cancelled or spec.id in self._deleted:
-                self._drop_session_if_unused(key)  # opened for a deployment gone meanwhile: free it
+            if unit in self._cancelled or spec.id in self._deleted:
+                self._drop_session_if_unused(key)  # opened for a unit gone meanwhile: free it
                 self._check_wanted(spec)
             config = spec.config
             if not session.on_gpu:
@@ -201,23 +241,25 @@ class ServingRegistry:
             loaded = LoadedDeployment(
                 msgspec.structs.replace(spec, config=config), model, session, key, report, observer=observer
             )
-            self._loaded[spec.id] = loaded
+            loaded.unit = unit
+            self._loaded[unit] = loaded
         finally:
-            self._admitted.pop(spec.id, None)
-            self._cancelled.discard(spec.id)
+            self._admitted.pop(unit, None)
+            self._cancelled.discard(unit)
         log.info(
-            "loaded deployment %s (%s %s) on %s",
+            "loaded deployment %s (%s %s, %s) on %s",
             spec.name,
             spec.model_name,
             spec.model_version,
+            spec.config.variant,
             loaded.session.providers[0],
         )
         await self._evict_over_budget(keep=key)
         return loaded
 
     def _check_wanted(self, spec: DeploymentSpec) -> None:
-        """Stop a load whose deployment was deleted (or unloaded) since it started."""
-        if spec.id in self._cancelled or spec.id in self._deleted:
+        """Stop a load whose unit was unloaded (or deployment deleted) since it started."""
+        if spec.unit in self._cancelled or spec.id in self._deleted:
             raise NotFoundError(f"deployment {spec.id} not found")
 
     async def _session_key(self, spec: DeploymentSpec, model: ModelPlugin) -> tuple[SessionKey, dict[str, Any] | None]:
@@ -257,27 +299,31 @@ class ServingRegistry:
         return key, self._sessions.setdefault(key, (session, path.stat().st_size))
 
     async def _admit(self, spec: DeploymentSpec, tenant_cap: int) -> None:
-        """Wait for room under the tenant's cap: unload the tenant's least recently used loaded deployment while its
-        loaded and admitted ones would pass the cap; when only loads in flight fill it, wait for one to finish.
+        """Wait for room under the tenant's cap of units: unload the tenant's least recently used loaded unit while
+        its loaded and admitted ones would pass the cap; when only loads in flight fill it, wait for one to finish.
         Only loads already admitted are waited for, so two loads never wait for each other.
         """
         tenant_id = spec.tenant_id
         while tenant_cap:
-            admitted = [i for i, t in self._admitted.items() if t == tenant_id]
-            idle = [
-                d for d in self._loaded.values() if d.spec.tenant_id == tenant_id and d.spec.id not in self._loading
-            ]
+            admitted = [k for k, t in self._admitted.items() if t == tenant_id]
+            idle = [d for d in self._loaded.values() if d.spec.tenant_id == tenant_id and d.unit not in self._loading]
             if len(admitted) + len(idle) < tenant_cap:
                 break
             if idle:
                 oldest = min(idle, key=lambda d: d.last_used)
-                log.info("tenant %s has %d deployments loaded: unloading %s", tenant_id, tenant_cap, oldest.spec.name)
-                await self.unload(oldest.spec.id)
+                log.info(
+                    "tenant %s has %d units loaded: unloading %s (%s)",
+                    tenant_id,
+                    tenant_cap,
+                    oldest.spec.name,
+                    oldest.spec.model_version,
+                )
+                await self.unload_unit(oldest.unit)
                 continue
             flights = [f for f in map(self._loading.in_flight, admitted) if f is not None]
             if flights:
                 await asyncio.wait(flights, return_when=asyncio.FIRST_COMPLETED)
-        self._admitted[spec.id] = tenant_id
+        self._admitted[spec.unit] = tenant_id
 
     async def _evict_over_budget(self, keep: SessionKey) -> None:
         if not self._budget:
@@ -289,39 +335,49 @@ class ServingRegistry:
         for key in sorted((k for k in self._sessions if k != keep), key=last_used):
             if self.session_bytes <= self._budget:
                 return
-            users = [d.spec.id for d in self._loaded.values() if d.session_key == key]
-            if any(deployment_id in self._loading for deployment_id in users):
+            users = [d.unit for d in self._loaded.values() if d.session_key == key]
+            if any(unit in self._loading for unit in users):
                 continue  # still finishing its load (its own eviction pass): unloading it here could wait on us
             log.info("memory budget exceeded: unloading %s", key[0])
-            for deployment_id in users:
-                await self.unload(deployment_id)
+            for unit in users:
+                await self.unload_unit(unit)
 
     def _drop_session_if_unused(self, key: SessionKey) -> None:
         if all(other.session_key != key for other in self._loaded.values()):
             self._sessions.pop(key, None)
 
     async def unload(self, deployment_id: uuid.UUID, *, deleted: bool = False) -> None:
-        """Drain the deployment's in-flight requests, then drop it (and its session if nothing else uses it). A
-        deployment still loading is dropped when its load finishes (its callers get ``NotFoundError``), and this
-        waits for that. ``deleted``: the deployment is gone for good; a later ``load`` of it is refused.
+        """Unload every unit of a deployment (``unload_unit``), those still loading included. ``deleted``: the
+        deployment is gone for good; a later ``load`` of it is refused.
         """
         if deleted:
             self._deleted[deployment_id] = None
             if len(self._deleted) > _TOMBSTONES:
                 del self._deleted[next(iter(self._deleted))]
-        flight = self._loading.in_flight(deployment_id)
+        # Loads in flight (a flight may not be admitted yet: it waits for the tenant's cap) and loaded units. After a
+        # deletion no new load starts (``load`` checks the tombstone before starting a flight), so one pass is all.
+        units = [cast(UnitKey, k) for k in self._loading.keys() if cast(UnitKey, k)[0] == deployment_id]
+        units += [k for k in self._loaded if k[0] == deployment_id]
+        for unit in dict.fromkeys(units):
+            await self.unload_unit(unit)
+
+    async def unload_unit(self, unit: UnitKey) -> None:
+        """Drain the unit's in-flight requests, then drop it (and its session if nothing else uses it). A unit still
+        loading is dropped when its load finishes (its callers get ``NotFoundError``), and this waits for that.
+        """
+        flight = self._loading.in_flight(unit)
         if flight is not None:
-            self._cancelled.add(deployment_id)
+            self._cancelled.add(unit)
             with contextlib.suppress(Exception):
                 await asyncio.shield(flight)
-            self._cancelled.discard(deployment_id)
-        loaded = self._loaded.pop(deployment_id, None)
+            self._cancelled.discard(unit)
+        loaded = self._loaded.pop(unit, None)
         if loaded is None:
             return
         await loaded.batcher.drain()
         self._drop_session_if_unused(loaded.session_key)
 
     async def close(self) -> None:
-        """Drain and drop every deployment (and those still loading, once loaded)."""
-        for deployment_id in [*self._loaded, *self._admitted]:
-            await self.unload(deployment_id)
+        """Drain and drop every unit (and those still loading, once loaded)."""
+        for unit in [*self._loaded, *self._admitted]:
+            await self.unload_unit(unit)

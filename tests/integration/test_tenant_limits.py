@@ -60,7 +60,7 @@ def live_sessions() -> int:
 def assert_no_trace(registry: ServingRegistry, deployment_id: uuid.UUID) -> None:
     assert registry.get_loaded(deployment_id) is None and len(registry) == 0
     assert registry._sessions == {} and registry.session_bytes == 0
-    assert deployment_id not in registry._loading and not registry._admitted and not registry._cancelled
+    assert not registry._loading.keys() and not registry._admitted and not registry._cancelled
 
 
 async def test_deployments_past_the_plans_cap_are_refused_even_when_created_at_once(
@@ -185,7 +185,7 @@ async def test_a_deployment_deleted_while_loading_is_unloaded_when_the_load_fini
     sessions_before = live_sessions()
     spec = tiny_spec()
     loading = asyncio.create_task(registry.load(spec, model))
-    while spec.id not in registry._loading:
+    while spec.unit not in registry._loading:
         await asyncio.sleep(0)
     await registry.unload(spec.id, deleted=True)  # returns once the load has finished and been dropped
     assert loading.done()
@@ -217,13 +217,13 @@ async def test_deleting_a_deployment_while_its_first_request_loads_it_leaves_not
         export_lock.acquire()
         try:
             racing = asyncio.create_task(predict(client, tenant.key, deployment["id"]))
-            while deployment_id not in registry._loading:
+            while not any(unit[0] == deployment_id for unit in registry._loading.keys()):
                 assert not racing.done(), racing.result().text
                 await asyncio.sleep(0.01)
             deleting = asyncio.create_task(
                 client.delete(f"/deployments/{deployment['id']}", headers=bearer(tenant.key))
             )
-            while deployment_id not in registry._cancelled:
+            while not any(unit[0] == deployment_id for unit in registry._cancelled):
                 assert not deleting.done(), deleting.result().text
                 await asyncio.sleep(0.01)
             shutil.copytree(exported.parents[2], fresh / exported.parents[2].name)
