@@ -188,9 +188,7 @@ class InferenceService:
         context.items = items
         reservation = await self.admit(principal, spec, entry)
         # Outcomes only where versions are compared: a single-version deployment pays one length check.
-        observed = self._outcomes is not None and (
-            len(spec.traffic) > 1 or getattr(context, "mode", "live") == "shadow"
-        )
+        observed = self._outcomes is not None and (len(spec.traffic) > 1 or context.mode == "shadow")
         started = time.perf_counter()
         loaded: LoadedDeployment | None = None
         try:
@@ -234,9 +232,9 @@ class InferenceService:
                 tenant_id=context.tenant_id,
                 deployment_id=context.deployment_id,
                 model_version=loaded.spec.model_version if loaded is not None else context.model_version or "",
-                variant=loaded.spec.config.variant if loaded is not None else getattr(context, "variant", None),
-                mode=getattr(context, "mode", "live"),
-                shadow_of=getattr(context, "shadow_of", None),
+                variant=loaded.spec.config.variant if loaded is not None else context.variant,
+                mode=context.mode,
+                shadow_of=context.shadow_of,
                 items=items,
                 outputs=outputs,
                 latency_ms=(time.perf_counter() - started) * 1000,
