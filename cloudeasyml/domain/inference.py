@@ -181,14 +181,15 @@ class InferenceService:
         """
         if context is None:
             context = RequestContext()
+        # Outcomes only where versions are compared (the deployment's split, before a route is picked, or a shadow
+        # copy): a single-version deployment pays one length check.
+        observed = self._outcomes is not None and (len(spec.traffic) > 1 or context.mode == "shadow")
         context.tenant_id = principal.tenant_id
         context.deployment_id = spec.id
         context.model_name = spec.model_name
         context.model_version = spec.model_version
         context.items = items
         reservation = await self.admit(principal, spec, entry)
-        # Outcomes only where versions are compared: a single-version deployment pays one length check.
-        observed = self._outcomes is not None and (len(spec.traffic) > 1 or context.mode == "shadow")
         started = time.perf_counter()
         loaded: LoadedDeployment | None = None
         try:
