@@ -163,7 +163,7 @@ def _ops_cost() -> float:
     from cloudeasyml.metering.metrics import Metrics
 
     metrics = Metrics()
-    series = metrics.model("tiny")
+    series = metrics.model("tiny", "1.0.0")
     count = 100_000
     started = time.process_time()
     for _ in range(count):

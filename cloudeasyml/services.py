@@ -74,7 +74,8 @@ class Services:
         self.metrics.start(self.refresh_gauges)
 
     async def stop(self) -> None:
-        """Drain deployments, write outstanding usage, close the database and Redis."""
+        """Cancel shadow copies, drain deployments, write outstanding usage, close the database and Redis."""
+        await self.inference.shadows.close()
         await self.registry.close()
         await self.metrics.close()
         await self.quota.close()

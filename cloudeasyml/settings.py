@@ -118,6 +118,9 @@ class TenantLimits(msgspec.Struct, frozen=True):
     max_loaded_deployments: int
     """The tenant's deployments loaded at once in one process; loading one more first unloads the tenant's least
     recently used one (never another tenant's)."""
+    bill_shadow: bool = True
+    """Whether shadow copies of the tenant's requests are metered to it (usage of ``kind`` shadow, counted in its
+    spend) or run free."""
 
 
 class PlanLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -127,6 +130,8 @@ class PlanLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Overrides ``LimitsSettings.max_deployments``."""
     max_loaded_deployments: Annotated[int, msgspec.Meta(ge=0)] | None = None
     """Overrides ``LimitsSettings.max_loaded_deployments``."""
+    bill_shadow: bool | None = None
+    """Overrides ``LimitsSettings.bill_shadow``."""
 
 
 class LimitsSettings(msgspec.Struct, frozen=True):
@@ -138,6 +143,15 @@ class LimitsSettings(msgspec.Struct, frozen=True):
     """A tenant's deployments loaded at once in one process (each holds one onnxruntime session, shared with
     deployments of the same artifact, variant, device and threads); past it the tenant's least recently used one
     is unloaded, never another tenant's."""
+    bill_shadow: bool = True
+    """Meter shadow copies (a deployment's ``"mode": "shadow"`` routes) to the tenant as usage of ``kind`` shadow,
+    counted in its spend (never as requests against its request cap); false: shadow compute is not billed."""
+    max_shadow_in_flight: Annotated[int, msgspec.Meta(ge=0)] = 16
+    """Shadow copies running at once in one process, all tenants together; past it new copies are shed (counted in
+    ``cloudeasyml_shadow_copies_total{outcome="shed"}``). 0: no shadow copies run at all."""
+    shadow_queue_fraction: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.25
+    """No shadow copy starts while the live unit that answered, or the shadow unit, has more than this fraction of
+    its ``max_queue_items`` waiting: shadow traffic is shed first under load."""
     plans: dict[str, PlanLimits] = {}
     """Per-plan overrides, JSON in the environment:
     ``CLOUDEASYML_LIMITS__PLANS='{"free": {"max_deployments": 3, "max_loaded_deployments": 1}}'``."""
@@ -148,6 +162,7 @@ class LimitsSettings(msgspec.Struct, frozen=True):
         return TenantLimits(
             max_deployments=_first(override.max_deployments, self.max_deployments),
             max_loaded_deployments=_first(override.max_loaded_deployments, self.max_loaded_deployments),
+            bill_shadow=self.bill_shadow if override.bill_shadow is None else override.bill_shadow,
         )
 
 

@@ -7,6 +7,10 @@ could replay one id to have answers go unbilled (a usage record is written once 
 tenant's. A valid ``X-Request-ID`` from the client (``RequestContext.client_request_id``) is logged and returned in
 ``X-Client-Request-ID``, so a client or a proxy can still correlate its own ids.
 
+The same pass over the headers takes the client's ``X-Routing-Key`` (``RequestContext.routing_key``: sticky routing
+of a deployment with a traffic split, for every protocol alike), and the answer of a request the data plane served
+names the version that served it in ``X-Model-Version`` (and a variant other than float in ``X-Model-Variant``).
+
 The log line goes to the ``cloudeasyml.access`` logger at INFO: JSON (one object a line) when standard error is not
 a terminal, readable text when it is (``CLOUDEASYML_SERVER__LOG_FORMAT``: ``auto``, ``json`` or ``text``;
 ``CLOUDEASYML_SERVER__ACCESS_LOG=false`` turns it off). It never holds a key, a hash or a body. Lines are written
@@ -63,12 +67,14 @@ async def serve_logged(
     """Run ``app`` on an HTTP request with a ``RequestContext`` in its scope, its id in ``X-Request-ID`` of the
     answer, and one access-log line when it ends; ``observe`` (if given) is told its method, route, status and time.
     """
-    client_id = None
+    client_id = routing_key = None
     for name, value in scope["headers"]:
         if name == b"x-request-id":
             client_id = client_request_id(value.decode("latin-1"))
-            break
+        elif name == b"x-routing-key":
+            routing_key = value.decode("latin-1")
     context = RequestContext(client_request_id=client_id)
+    context.routing_key = routing_key
     scope.setdefault("state", {})[_CONTEXT] = context
     extra = [(b"x-request-id", context.request_id.encode("ascii"))]
     if client_id is not None:
@@ -80,7 +86,7 @@ async def serve_logged(
         nonlocal status
         if message["type"] == "http.response.start":
             status = message["status"]
-            message["headers"] = [*message.get("headers", ()), *extra]
+            message["headers"] = [*message.get("headers", ()), *extra, *_served_by(context, status)]
         await send(message)
 
     try:
@@ -92,6 +98,17 @@ async def serve_logged(
             observe(scope["method"], scope.get("path_template"), status, elapsed)
         if log.isEnabledFor(logging.INFO):
             _log(scope, context, status, elapsed * 1000)
+
+
+def _served_by(context: RequestContext, status: int) -> list[tuple[bytes, bytes]]:
+    """``X-Model-Version`` (and ``X-Model-Variant`` when not float) of an answer the data plane served."""
+    version = context.model_version
+    if version is None or status >= 400:
+        return []
+    headers = [(b"x-model-version", version.encode("latin-1", "replace"))]
+    if context.variant not in (None, "float"):
+        headers.append((b"x-model-variant", str(context.variant).encode("ascii")))
+    return headers
 
 
 def _log(scope: HTTPScope, context: RequestContext, status: int, elapsed_ms: float) -> None:
@@ -107,6 +124,7 @@ def _log(scope: HTTPScope, context: RequestContext, status: int, elapsed_ms: flo
         "deploymentId": str(context.deployment_id) if context.deployment_id is not None else None,
         "model": context.model_name,
         "modelVersion": context.model_version,
+        "variant": context.variant,
         "items": context.items,
         "clientRequestId": context.client_request_id,
     }

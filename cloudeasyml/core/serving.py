@@ -16,7 +16,9 @@ MAX_QUEUE_ITEMS = 65_536
 MAX_TIMEOUT_MS = 120_000
 
 
-class ServingConfig(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True, omit_defaults=False):
+class ServingConfig(
+    msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True, omit_defaults=False, cache_hash=True
+):
     """Serving settings of one deployment. A model plugin gives defaults; a deployment may override any field."""
 
     max_batch_size: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 32

@@ -108,6 +108,8 @@ class UsageRecord(Base):
     gpu_ms: Mapped[float] = mapped_column(default=0.0)
     cost: Mapped[Decimal] = mapped_column(Money)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    kind: Mapped[str] = mapped_column(String(16), default="online", server_default="online")
+    """``online``: a request answered to its client; ``shadow``: a shadow route's copy of one (spend, not a request)."""
 
 
 class Outcome(Base):

@@ -16,6 +16,8 @@ from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.domain.quota import QuotaGuard, Reservation
 from cloudeasyml.domain.request_context import RequestContext
+from cloudeasyml.domain.routing import Router, needs_routing
+from cloudeasyml.domain.shadow import ShadowRunner
 from cloudeasyml.errors import (
     DeploymentUnloadedError,
     InvalidInputError,
@@ -63,6 +65,8 @@ class Served(msgspec.Struct, frozen=True):
 
     result: BatchResult
     request_id: str
+    model_version: str
+    """The version that served it (the route picked), not necessarily the deployment's first."""
 
 
 def check_items(model: ModelPlugin, count: int) -> None:
@@ -116,6 +120,9 @@ class InferenceService:
         self._envelope_decoder = msgspec.json.Decoder(_Envelope)
         self._inputs_decoders: dict[str, msgspec.json.Decoder[Any]] = {}
         self._encoder = msgspec.json.Encoder()
+        self._router = Router()
+        self.shadows = ShadowRunner(registry, quota, metrics, self._limits)
+        """This process's shadow copies (``close`` them at shutdown)."""
 
     async def predict(
         self,
@@ -136,7 +143,7 @@ class InferenceService:
         response = PredictResponse(
             predictions=served.result.outputs,
             model_name=spec.model_name,
-            model_version=spec.model_version,
+            model_version=served.model_version,
             deployment_id=spec.id,
             processing_time_ms=round(served.result.processing_ms, 3),
             request_id=served.request_id,
@@ -153,10 +160,12 @@ class InferenceService:
     ) -> Served:
         """Run decoded inputs on a deployment (loading it if needed) and bill the request."""
         check_items(entry.model, len(inputs))
+        if context is None:
+            context = RequestContext()
         result, request_id = await self.execute(
             principal, spec, entry, len(inputs), lambda loaded: self.run(loaded, inputs), context
         )
-        return Served(result=result, request_id=request_id)
+        return Served(result=result, request_id=request_id, model_version=context.model_version or spec.model_version)
 
     async def execute(
         self,
@@ -167,11 +176,15 @@ class InferenceService:
         run: Callable[[LoadedDeployment], Awaitable[BatchResult]],
         context: RequestContext | None = None,
     ) -> tuple[BatchResult, str]:
-        """The one path of every protocol: reserve a place under the tenant's caps, load, ``run(loaded)``, then
-        bill and commit the reservation; any failure (an exception, a deadline, a cancelled task) releases it.
+        """The one path of every protocol: pick the route (a deployment with a traffic split), reserve a place
+        under the tenant's caps, load, ``run(loaded)``, then bill and commit the reservation; any failure (an
+        exception, a deadline, a cancelled task) releases it. Last, shadow routes get their copies (``ShadowRunner``:
+        after this returns, never delaying or failing it).
 
-        ``context`` (the edge's, with the request's id) is filled in with the deployment, model and item count for
-        the access log; without one, the request gets a fresh id.
+        ``context`` (the edge's, with the request's id and routing key) is filled in with the deployment, the model,
+        the version and variant that served and the item count, for the answer's ``X-Model-Version`` and the access
+        log; without one, the request gets a fresh id. A context of ``mode`` shadow is a shadow copy: ``spec`` is
+        its route, it takes no place under the request cap and is billed as shadow usage or not (``bill_shadow``).
 
         Returns:
             The result and the usage record's request id.
@@ -184,12 +197,20 @@ class InferenceService:
         # Outcomes only where versions are compared (the deployment's split, before a route is picked, or a shadow
         # copy): a single-version deployment pays one length check.
         observed = self._outcomes is not None and (len(spec.traffic) > 1 or context.mode == "shadow")
+        live = context.mode == "live"
+        copies = None
+        if live and needs_routing(spec):  # a single-version deployment: one length check, nothing else
+            plan = self._router.plan(spec)
+            spec = plan.pick(context.routing_key)
+            copies = plan.copies() if plan.shadows else None
         context.tenant_id = principal.tenant_id
         context.deployment_id = spec.id
         context.model_name = spec.model_name
         context.model_version = spec.model_version
+        context.variant = spec.config.variant
         context.items = items
-        reservation = await self.admit(principal, spec, entry)
+        # Admission prices the request by the version that serves it. A shadow copy is no request of the tenant's.
+        reservation = await self.admit(principal, spec, entry) if live else None
         started = time.perf_counter()
         loaded: LoadedDeployment | None = None
         try:
@@ -197,11 +218,18 @@ class InferenceService:
             try:
                 result = await run(loaded)
             except DeploymentUnloadedError:
-                # Evicted for memory (or deleted) between lookup and queueing: if it still exists, load it again.
-                spec = await self._directory.by_id(principal, spec.id)
+                # Evicted for memory (or deleted) between lookup and queueing: if it still exists, load it again
+                # (a live request on the route its key or the dice give now; a shadow copy on its own route).
+                current = await self._directory.by_id(principal, spec.id)
+                if live:
+                    spec = self._router.plan(current).pick(context.routing_key) if needs_routing(current) else current
+                    context.model_version, context.variant = spec.model_version, spec.config.variant
                 loaded = await self.load(spec, entry, plan=principal.plan)
                 result = await run(loaded)
-            cost = self.bill(principal, loaded, result, items, context.request_id)
+            if live:
+                cost = self.bill(principal, loaded, result, items, context.request_id)
+            else:
+                await self._bill_shadow(principal, loaded, result, items, context.request_id)
         except BaseException as exc:
             if reservation is not None:
                 await reservation.release()
@@ -212,6 +240,16 @@ class InferenceService:
             await reservation.commit(cost)
         if observed:
             self.record_outcome(context, loaded, items, started, result.outputs, None)
+        if copies:
+            self.shadows.copy(
+                principal,
+                copies,
+                loaded,
+                context,
+                lambda who, shadow_spec, shadow_context: self.execute(
+                    who, shadow_spec, entry, items, run, shadow_context
+                ),
+            )
         return result, context.request_id
 
     def record_outcome(
@@ -244,6 +282,16 @@ class InferenceService:
             )
         )
 
+    async def _bill_shadow(
+        self, principal: Principal, loaded: LoadedDeployment, result: BatchResult, items: int, request_id: str
+    ) -> None:
+        """Meter a shadow copy as ``kind`` shadow usage, counted in the tenant's spend (never as a request), or not
+        at all on a plan without ``bill_shadow``.
+        """
+        if self._limits.for_plan(principal.plan).bill_shadow:
+            cost = self.bill(principal, loaded, result, items, request_id, kind="shadow")
+            await self._quota.add_spend(principal.tenant_id, cost)
+
     async def admit(self, principal: Principal, spec: DeploymentSpec, entry: CatalogEntry) -> Reservation | None:
         """Reserve the request's place under its tenant's monthly caps, holding the model's minimum cost against
         the spend cap; None for a tenant without caps. Past a cap: ``RequestCapReachedError`` (429) or
@@ -260,9 +308,14 @@ class InferenceService:
             raise ModelNotReadyError(f"model {spec.model_name!r} of deployment {spec.name!r} is not installed") from exc
 
     async def load(self, spec: DeploymentSpec, entry: CatalogEntry, *, plan: str) -> LoadedDeployment:
-        """The deployment, loaded (lazily, once) within its tenant's ``plan``'s cap of loaded deployments."""
+        """The unit serving ``spec`` (a deployment, or one route of it), loaded (lazily, once) within its tenant's
+        ``plan``'s cap of loaded units.
+        """
+        loaded = self._registry.get_loaded(spec)
+        if loaded is not None:
+            return loaded
         most = self._limits.for_plan(plan).max_loaded_deployments
-        return self._registry.get_loaded(spec.id) or await self._registry.load(spec, entry.model, tenant_cap=most)
+        return await self._registry.load(spec, entry.model, tenant_cap=most)
 
     async def run(self, loaded: LoadedDeployment, inputs: list[Any]) -> BatchResult:
         """Batch and run; a plugin's ``ValueError`` on the content of an input is the client's error."""
@@ -272,14 +325,25 @@ class InferenceService:
             raise InvalidInputError(f"the model rejected the inputs: {exc}") from exc
 
     def bill(
-        self, principal: Principal, loaded: LoadedDeployment, result: BatchResult, items: int, request_id: str
+        self,
+        principal: Principal,
+        loaded: LoadedDeployment,
+        result: BatchResult,
+        items: int,
+        request_id: str,
+        *,
+        kind: str = "online",
     ) -> Decimal:
-        """Price and meter one successful request under ``request_id``; returns its cost."""
+        """Price and meter one successful request under ``request_id`` at the version of the unit that served it
+        (``loaded.spec``); returns its cost. ``kind``: ``online``, or ``shadow`` for a shadow copy (metered apart,
+        not counted in the request metrics).
+        """
         spec = loaded.spec
         gpu_ms = result.processing_ms if loaded.on_gpu else 0.0
         pricing = self._pricing.for_plan(principal.plan, loaded.model, spec.model_version)
         cost = price(pricing, CostInputs(processing_ms=result.processing_ms, gpu_ms=gpu_ms))
-        self._metrics.record_success(spec.model_name, items, result.processing_ms, float(cost))
+        if kind == "online":
+            self._metrics.record_success(spec.model_name, spec.model_version, items, result.processing_ms, float(cost))
         self._meter.record(
             Usage(
                 request_id=request_id,
@@ -294,6 +358,7 @@ class InferenceService:
                 gpu_ms=gpu_ms,
                 cost=cost,
                 created_at=utc_now(),
+                kind=kind,
             )
         )
         return cost

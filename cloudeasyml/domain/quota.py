@@ -47,7 +47,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import msgspec
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cloudeasyml.core.clock import utc_now
@@ -146,13 +146,14 @@ ends (a process that died), so they count until committed, released or expired."
 _COMMIT = """
 redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HINCRBY', KEYS[1], 'requests', 1)
+  redis.call('HINCRBY', KEYS[1], 'requests', tonumber(ARGV[3] or '1'))
   redis.call('HINCRBY', KEYS[1], 'spent', ARGV[2])
 end
 return 0
 """
 """A reservation becomes a billed request of ``ARGV[2]`` cost units (an unseeded month will count it from the
-database when it is seeded)."""
+database when it is seeded). ``ARGV[3]`` (default 1): the requests it counts; 0 for billed shadow compute, which
+is spend but no request (``QuotaGuard.add_spend``, no member to remove)."""
 
 _RELEASE = """
 return redis.call('ZREM', KEYS[2], ARGV[1])
@@ -276,6 +277,29 @@ class QuotaGuard:
         ):
             raise _spend_cap_reached(caps)
         return Reservation(self, counts, hold, None)
+
+    async def shadow_allowed(self, tenant_id: uuid.UUID) -> bool:
+        """Whether billed shadow compute may run for the tenant: false once its spend cap is reached (this process's
+        count, spend in flight included). Shadow copies never count against the request cap.
+        """
+        caps, counts = await self._held(tenant_id)
+        if counts is None or caps.spend_cap is None:
+            return True
+        return counts.spent + counts.held < caps.spend_cap
+
+    async def add_spend(self, tenant_id: uuid.UUID, cost: Decimal) -> None:
+        """Count ``cost`` in the tenant's spend this month without counting a request (billed shadow compute)."""
+        caps, counts = await self._held(tenant_id)
+        if counts is None or not cost:
+            return
+        counts.spent += cost
+        if self._redis is not None:
+            month = f"{caps.month_start:%Y-%m}"
+            keys = [
+                f"cloudeasyml:quota:{{{tenant_id}:{month}}}:counts",
+                f"cloudeasyml:quota:{{{tenant_id}:{month}}}:holds",
+            ]
+            await self._update_shared(self._commit_script, keys, ["", _units(cost), 0])
 
     async def caps(self, tenant_id: uuid.UUID) -> TenantCaps:
         """The tenant's caps, never older than the refresh interval (read again before the request if they are;
@@ -435,15 +459,18 @@ async def tenant_caps(session: AsyncSession, tenant_id: uuid.UUID) -> tuple[Deci
 
 
 async def usage_since(session: AsyncSession, tenant_id: uuid.UUID, start: datetime) -> tuple[Decimal, int]:
-    """The tenant's billed spend and request count since ``start``, summed in the database."""
+    """The tenant's billed spend and request count since ``start``, summed in the database. Shadow usage is spend,
+    not requests.
+    """
     requests, total = (
         await session.execute(
-            select(func.count(), func.sum(UsageRecord.cost)).where(
-                UsageRecord.tenant_id == tenant_id, UsageRecord.created_at >= start
-            )
+            select(
+                func.coalesce(func.sum(case((UsageRecord.kind == "shadow", 0), else_=1)), 0),
+                func.sum(UsageRecord.cost),
+            ).where(UsageRecord.tenant_id == tenant_id, UsageRecord.created_at >= start)
         )
     ).one()
-    return total or Decimal(0), requests
+    return total or Decimal(0), int(requests)
 
 
 class QuotaReport(msgspec.Struct, rename="camel"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import Literal
 
 import msgspec
 from sqlalchemy import func, select
@@ -14,7 +15,7 @@ from cloudeasyml.db.models import UsageRecord
 from cloudeasyml.domain.quota import QuotaReport, quota_report
 from cloudeasyml.metering.meter import Meter
 
-__all__ = ("ModelUsage", "UsageReport", "UsageService", "usage_report")
+__all__ = ("GroupBy", "ModelUsage", "UsageReport", "UsageService", "VersionUsage", "usage_report")
 
 
 class ModelUsage(msgspec.Struct, rename="camel"):
@@ -26,8 +27,25 @@ class ModelUsage(msgspec.Struct, rename="camel"):
     processing_time_ms: float
 
 
+class VersionUsage(msgspec.Struct, rename="camel"):
+    """One model version's share of a period, online or shadow (``GET /usage?groupBy=version``)."""
+
+    model_name: str
+    model_version: str
+    kind: str
+    """``online`` (answered requests) or ``shadow`` (shadow copies, billed on plans with ``bill_shadow``)."""
+    requests: int
+    items: int
+    cost: Decimal
+    processing_time_ms: float
+
+
 class UsageReport(msgspec.Struct, rename="camel"):
-    """A tenant's usage over ``[start, end)``. Costs are exact decimals, encoded as strings."""
+    """A tenant's usage over ``[start, end)``. Costs are exact decimals, encoded as strings.
+
+    ``byModel``, ``totalRequests`` and ``totalItems`` count answered (online) requests; shadow copies are in
+    ``shadow`` (null when there were none), and ``totalCost`` is what the tenant pays: both.
+    """
 
     tenant_id: uuid.UUID
     start: datetime
@@ -36,34 +54,82 @@ class UsageReport(msgspec.Struct, rename="camel"):
     total_requests: int
     total_items: int
     by_model: dict[str, ModelUsage]
+    shadow: ModelUsage | None = None
+    """Shadow copies' usage: not requests of the tenant's, but billed compute."""
+    by_version: list[VersionUsage] | None = None
+    """With ``groupBy=version``: each model version's online and shadow usage, by model, version and kind."""
 
 
-async def usage_report(session: AsyncSession, tenant_id: uuid.UUID, start: datetime, end: datetime) -> UsageReport:
-    """Sum the tenant's usage records in ``[start, end)`` by model, in the database."""
+GroupBy = Literal["model", "version"]
+
+
+def _add(total: ModelUsage | None, part: VersionUsage) -> ModelUsage:
+    if total is None:
+        return ModelUsage(requests=part.requests, items=part.items, cost=part.cost, processing_time_ms=0.0)
+    total.requests += part.requests
+    total.items += part.items
+    total.cost += part.cost
+    return total
+
+
+async def usage_report(
+    session: AsyncSession, tenant_id: uuid.UUID, start: datetime, end: datetime, group_by: GroupBy = "model"
+) -> UsageReport:
+    """Sum the tenant's usage records in ``[start, end)`` by model, version and kind, in the database."""
     # Money sums its scaled integers in the database: exact on SQLite and PostgreSQL alike.
     rows = await session.execute(
         select(
             UsageRecord.model_name,
+            UsageRecord.model_version,
+            UsageRecord.kind,
             func.count(),
             func.sum(UsageRecord.items),
             func.sum(UsageRecord.cost),
             func.sum(UsageRecord.processing_ms),
         )
         .where(UsageRecord.tenant_id == tenant_id, UsageRecord.created_at >= start, UsageRecord.created_at < end)
-        .group_by(UsageRecord.model_name)
+        .group_by(UsageRecord.model_name, UsageRecord.model_version, UsageRecord.kind)
+        .order_by(UsageRecord.model_name, UsageRecord.model_version, UsageRecord.kind)
     )
-    by_model = {
-        name: ModelUsage(requests=count, items=int(items), cost=cost, processing_time_ms=round(float(ms), 3))
-        for name, count, items, cost, ms in rows
-    }
+    versions = [
+        VersionUsage(
+            model_name=name,
+            model_version=version,
+            kind=kind,
+            requests=count,
+            items=int(items),
+            cost=cost,
+            processing_time_ms=float(ms),
+        )
+        for name, version, kind, count, items, cost, ms in rows
+    ]
+    by_model: dict[str, ModelUsage] = {}
+    shadow: ModelUsage | None = None
+    ms_by_model: dict[str, float] = {}
+    shadow_ms = 0.0
+    for part in versions:
+        if part.kind == "shadow":
+            shadow = _add(shadow, part)
+            shadow_ms += part.processing_time_ms
+        else:
+            by_model[part.model_name] = _add(by_model.get(part.model_name), part)
+            ms_by_model[part.model_name] = ms_by_model.get(part.model_name, 0.0) + part.processing_time_ms
+    for name, usage in by_model.items():
+        usage.processing_time_ms = round(ms_by_model[name], 3)
+    if shadow is not None:
+        shadow.processing_time_ms = round(shadow_ms, 3)
+    for part in versions:
+        part.processing_time_ms = round(part.processing_time_ms, 3)
     return UsageReport(
         tenant_id=tenant_id,
         start=start,
         end=end,
-        total_cost=sum((m.cost for m in by_model.values()), Decimal(0)),
+        total_cost=sum((m.cost for m in by_model.values()), Decimal(0)) + (shadow.cost if shadow else Decimal(0)),
         total_requests=sum(m.requests for m in by_model.values()),
         total_items=sum(m.items for m in by_model.values()),
         by_model=by_model,
+        shadow=shadow,
+        by_version=versions if group_by == "version" else None,
     )
 
 
@@ -77,10 +143,10 @@ class UsageService:
         self._tenant_id = tenant_id
         self._meter = meter
 
-    async def report(self, start: datetime, end: datetime) -> UsageReport:
+    async def report(self, start: datetime, end: datetime, group_by: GroupBy = "model") -> UsageReport:
         """The tenant's usage in ``[start, end)`` (see ``usage_report``)."""
         await self._meter.flush()
-        return await usage_report(self._session, self._tenant_id, start, end)
+        return await usage_report(self._session, self._tenant_id, start, end, group_by)
 
     async def quota(self) -> QuotaReport:
         """The tenant's caps for the current month and what it has used of them."""

@@ -54,6 +54,9 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
     gpu_ms: float
     cost: Decimal
     created_at: datetime
+    kind: str = "online"
+    """``online`` (answered to its client) or ``shadow`` (a shadow route's copy); journals written before this field
+    read as ``online``."""
 
 
 class Meter:

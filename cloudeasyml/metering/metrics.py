@@ -1,8 +1,9 @@
 """The platform's Prometheus metrics (``GET /metrics``), through ``prometheus-client``.
 
-Labels name models (installed plugins, the same for every tenant), routes (templates, never a raw path), methods,
-statuses and refusal causes: never a tenant, a tenant's deployment or a key, because ``/metrics`` answers without
-one.
+Labels name models (installed plugins, the same for every tenant) and their versions, routes (templates, never a raw
+path), methods, statuses and refusal causes: never a tenant, a tenant's deployment or a key, because ``/metrics``
+answers without one. A version label is a model's version string (the platform's or one trained with ``cloudeasyml
+train``), the same for every tenant.
 
 One process: each ``Metrics`` holds its own ``CollectorRegistry`` (tests build many apps in one process). Several
 worker processes (``cloudeasyml serve --workers N``): when ``PROMETHEUS_MULTIPROC_DIR`` is set, prometheus-client
@@ -36,6 +37,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 __all__ = (
     "MULTIPROC_ENV",
     "REFUSAL_CAUSES",
+    "SHADOW_OUTCOMES",
     "Metrics",
     "ModelSeries",
     "multiprocess_dir",
@@ -45,6 +47,10 @@ __all__ = (
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+SHADOW_OUTCOMES = ("run", "shed", "failed")
+"""The ``outcome`` label of ``cloudeasyml_shadow_copies_total``: a copy ran, was shed (too many in flight, a queue
+too full, the spend cap reached, no room to load its unit) or failed."""
 
 REFUSAL_CAUSES = ("rate_limit", "request_cap", "spend_cap", "queue_full", "deadline", "deployment_limit")
 """The ``cause`` label of ``cloudeasyml_refusals_total`` (each series exists from the start, at 0)."""
@@ -78,7 +84,7 @@ def prepare_multiprocess_dir(path: Path) -> None:
 
 
 class ModelSeries:
-    """The series of one model, looked up once: what a prediction and its batches update."""
+    """The series of one model version, looked up once: what a prediction and its batches update."""
 
     __slots__ = (
         "_batch_items",
@@ -91,14 +97,14 @@ class ModelSeries:
         "_wait",
     )
 
-    def __init__(self, metrics: Metrics, model: str) -> None:
-        self._predictions = metrics.predictions.labels(model)
-        self._items = metrics.items.labels(model)
-        self._processing = metrics.processing.labels(model)
-        self._cost = metrics.cost.labels(model)
-        self._wait = metrics.queue_wait.labels(model)
-        self._batch_items = metrics.batch_items.labels(model)
-        self._inference = metrics.inference.labels(model)
+    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
+        self._predictions = metrics.predictions.labels(model, version)
+        self._items = metrics.items.labels(model, version)
+        self._processing = metrics.processing.labels(model, version)
+        self._cost = metrics.cost.labels(model, version)
+        self._wait = metrics.queue_wait.labels(model, version)
+        self._batch_items = metrics.batch_items.labels(model, version)
+        self._inference = metrics.inference.labels(model, version)
         self._pending = [0, 0, 0.0, 0.0]
         """Billed requests, items, processing seconds and cost not yet added to the counters (see ``flush``)."""
 
@@ -149,32 +155,42 @@ class Metrics:
         )
         self.queue_wait = Histogram(
             "cloudeasyml_queue_wait_seconds",
-            "Time a request waited in its deployment's queue before its first batch started, by model.",
-            ("model",),
+            "Time a request waited in its deployment's queue before its first batch started, by model and version.",
+            ("model", "version"),
             buckets=_WAIT_BUCKETS,
             registry=registry,
         )
         self.batch_items = Histogram(
             "cloudeasyml_batch_size_items",
-            "Items in each batch run, by model.",
-            ("model",),
+            "Items in each batch run, by model and version.",
+            ("model", "version"),
             buckets=_BATCH_BUCKETS,
             registry=registry,
         )
         self.inference = Histogram(
             "cloudeasyml_inference_seconds",
-            "Run time of each batch, by model.",
-            ("model",),
+            "Run time of each batch, by model and version.",
+            ("model", "version"),
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
-        self.predictions = Counter("cloudeasyml_predictions", "Billed requests.", ("model",), registry=registry)
-        self.items = Counter("cloudeasyml_prediction_items", "Items in billed requests.", ("model",), registry=registry)
+        by_version = ("model", "version")
+        self.predictions = Counter("cloudeasyml_predictions", "Billed requests.", by_version, registry=registry)
+        self.items = Counter("cloudeasyml_prediction_items", "Items in billed requests.", by_version, registry=registry)
         self.processing = Counter(
-            "cloudeasyml_processing_seconds", "Billed model processing time.", ("model",), registry=registry
+            "cloudeasyml_processing_seconds", "Billed model processing time.", by_version, registry=registry
         )
         self.cost = Counter(
-            "cloudeasyml_cost", "Billed cost (in the prices' currency), by model.", ("model",), registry=registry
+            "cloudeasyml_cost",
+            "Billed cost (in the prices' currency), by model and version.",
+            by_version,
+            registry=registry,
+        )
+        self.shadow_copies = Counter(
+            "cloudeasyml_shadow_copies",
+            "Shadow copies of live requests, by outcome (run, shed, failed).",
+            ("outcome",),
+            registry=registry,
         )
         self.refusals = Counter(
             "cloudeasyml_refusals",
@@ -203,7 +219,8 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=registry,
         )
-        self._models: dict[str, ModelSeries] = {}
+        self._models: dict[tuple[str, str], ModelSeries] = {}
+        self._shadow = {outcome: self.shadow_copies.labels(outcome) for outcome in SHADOW_OUTCOMES}
         self._routes: dict[tuple[str, str, int], Any] = {}
         self._refusals = {cause: self.refusals.labels(cause) for cause in REFUSAL_CAUSES}
         self._queued_models: set[str] = set()
@@ -214,16 +231,20 @@ class Metrics:
         """Whether values are shared with other processes through ``PROMETHEUS_MULTIPROC_DIR``."""
         return self._dir is not None
 
-    def model(self, model: str) -> ModelSeries:
-        """The series of ``model`` (a batcher's observer; billing)."""
-        series = self._models.get(model)
+    def model(self, model: str, version: str) -> ModelSeries:
+        """The series of ``model`` at ``version`` (a batcher's observer; billing)."""
+        series = self._models.get((model, version))
         if series is None:
-            series = self._models[model] = ModelSeries(self, model)
+            series = self._models[(model, version)] = ModelSeries(self, model, version)
         return series
 
-    def record_success(self, model: str, items: int, processing_ms: float, cost: float = 0.0) -> None:
-        """One billed request."""
-        self.model(model).billed(items, processing_ms, cost)
+    def record_success(self, model: str, version: str, items: int, processing_ms: float, cost: float = 0.0) -> None:
+        """One billed request, served by ``version`` of ``model``."""
+        self.model(model, version).billed(items, processing_ms, cost)
+
+    def record_shadow(self, outcome: str) -> None:
+        """One shadow copy's outcome (one of ``SHADOW_OUTCOMES``)."""
+        self._shadow[outcome].inc()
 
     def record_error(self, status: int) -> None:
         """One request answered with an error status."""

@@ -153,11 +153,11 @@ class ServingRegistry:
         *,
         memory_budget_bytes: int = 0,
         cpus: int | None = None,
-        observer_for: Callable[[str], BatchObserver] | None = None,
+        observer_for: Callable[[str, str], BatchObserver] | None = None,
     ) -> None:
         self.resolver = resolver
         self._observer_for = observer_for
-        """The batch observer of a model's deployments, by model name (None: nothing observes)."""
+        """The batch observer of a model version's units, by model name and version (None: nothing observes)."""
         self._budget = memory_budget_bytes
         self._cpus = cpus or available_cpus()
         self._loaded: dict[UnitKey, LoadedDeployment] = {}
@@ -237,7 +237,7 @@ class ServingRegistry:
             config = spec.config
             if not session.on_gpu:
                 config = msgspec.structs.replace(config, instances=served_instances(config, self._cpus))
-            observer = self._observer_for(spec.model_name) if self._observer_for is not None else None
+            observer = self._observer_for(spec.model_name, spec.model_version) if self._observer_for else None
             loaded = LoadedDeployment(
                 msgspec.structs.replace(spec, config=config), model, session, key, report, observer=observer
             )

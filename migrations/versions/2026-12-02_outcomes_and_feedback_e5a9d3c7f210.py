@@ -1,7 +1,7 @@
 """outcome and feedback: what each version of a split answered, and the ground truth clients report.
 
 Revision ID: e5a9d3c7f210
-Revises: c41f7a2e9b13
+Revises: d5a8e3f1c702
 Create Date: 2026-12-02 01:00:00.000000+00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "e5a9d3c7f210"
-down_revision: str | None = "c41f7a2e9b13"
+down_revision: str | None = "d5a8e3f1c702"  # chained after wt-routing's usage_record.kind (merged here)
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

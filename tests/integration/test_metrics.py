@@ -129,10 +129,10 @@ async def test_metrics_parse_and_hold_the_histograms_by_model_and_route(
     text = response.text
     samples = _samples(text)
 
-    assert _value(samples, "cloudeasyml_predictions_total", model="tiny") == 6
-    assert _value(samples, "cloudeasyml_prediction_items_total", model="tiny") == 9
-    assert _value(samples, "cloudeasyml_processing_seconds_total", model="tiny") > 0
-    assert _value(samples, "cloudeasyml_cost_total", model="tiny") > 0  # tiny has a per-request price
+    assert _value(samples, "cloudeasyml_predictions_total", model="tiny", version="1.0.0") == 6
+    assert _value(samples, "cloudeasyml_prediction_items_total", model="tiny", version="1.0.0") == 9
+    assert _value(samples, "cloudeasyml_processing_seconds_total", model="tiny", version="1.0.0") > 0
+    assert _value(samples, "cloudeasyml_cost_total", model="tiny", version="1.0.0") > 0  # tiny has a per-request price
     # Requests by route template and status: the fast path is labelled as its route is.
     predict = {"method": "POST", "route": "/predict", "status": "200"}
     assert _value(samples, "cloudeasyml_http_request_duration_seconds_count", **predict) == 4
@@ -148,11 +148,11 @@ async def test_metrics_parse_and_hold_the_histograms_by_model_and_route(
     assert _value(samples, requests, method="GET", route="unmatched", status="404") == 1
     assert _value(samples, requests, method="POST", route="/deployments", status="409") == 1
     # One wait per request, one size and run time per batch; the batches hold every item.
-    assert _value(samples, "cloudeasyml_queue_wait_seconds_count", model="tiny") == 6
-    batches = _value(samples, "cloudeasyml_batch_size_items_count", model="tiny")
+    assert _value(samples, "cloudeasyml_queue_wait_seconds_count", model="tiny", version="1.0.0") == 6
+    batches = _value(samples, "cloudeasyml_batch_size_items_count", model="tiny", version="1.0.0")
     assert 1 <= batches <= 6
-    assert _value(samples, "cloudeasyml_batch_size_items_sum", model="tiny") == 9
-    assert _value(samples, "cloudeasyml_inference_seconds_count", model="tiny") == batches
+    assert _value(samples, "cloudeasyml_batch_size_items_sum", model="tiny", version="1.0.0") == 9
+    assert _value(samples, "cloudeasyml_inference_seconds_count", model="tiny", version="1.0.0") == batches
     assert _value(samples, "cloudeasyml_refusals_total", cause="deployment_limit") == 1
     assert _value(samples, "cloudeasyml_refusals_total", cause="rate_limit") == 1
     assert {cause for cause in REFUSAL_CAUSES} <= {
@@ -307,19 +307,19 @@ def test_two_processes_sharing_a_multiprocess_directory_report_the_sum(two_proce
         while True:
             text = httpx.get(f"{base}/metrics").text
             samples = _samples(text)
-            settled = _value(samples, "cloudeasyml_predictions_total", model="tiny") == 5
+            settled = _value(samples, "cloudeasyml_predictions_total", model="tiny", version="1.0.0") == 5
             settled = settled and _value(samples, "cloudeasyml_deployments_loaded") == 2
             if settled or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        assert _value(samples, "cloudeasyml_predictions_total", model="tiny") == 5
-        assert _value(samples, "cloudeasyml_prediction_items_total", model="tiny") == 5
+        assert _value(samples, "cloudeasyml_predictions_total", model="tiny", version="1.0.0") == 5
+        assert _value(samples, "cloudeasyml_prediction_items_total", model="tiny", version="1.0.0") == 5
         assert _value(samples, "cloudeasyml_deployments_loaded") == 2  # each process's own, summed
         assert _value(samples, "cloudeasyml_models_installed") == 1  # the most of any process, not a sum
-        assert _value(samples, "cloudeasyml_queue_wait_seconds_count", model="tiny") == 5
+        assert _value(samples, "cloudeasyml_queue_wait_seconds_count", model="tiny", version="1.0.0") == 5
         predict = {"method": "POST", "route": "/predict", "status": "200"}
         assert _value(samples, "cloudeasyml_http_request_duration_seconds_count", **predict) == 5
-        assert _sum(samples, "cloudeasyml_batch_size_items_sum", model="tiny") == 5
+        assert _sum(samples, "cloudeasyml_batch_size_items_sum", model="tiny", version="1.0.0") == 5
         for secret in (deployment, other, "shared-secret", "other-secret", str(one.tenant.id), str(two.tenant.id)):
             assert secret not in text
     # A worker killed outright (a worker manager restarts it under another id): its gauges stop counting at the next
@@ -329,7 +329,7 @@ def test_two_processes_sharing_a_multiprocess_directory_report_the_sum(two_proce
     killed.wait(timeout=30)
     samples = _samples(httpx.get(f"{second}/metrics").text)
     assert _value(samples, "cloudeasyml_deployments_loaded") == 1
-    assert _value(samples, "cloudeasyml_predictions_total", model="tiny") == 5
+    assert _value(samples, "cloudeasyml_predictions_total", model="tiny", version="1.0.0") == 5
 
 
 def test_cloudeasyml_serve_with_two_workers_shares_one_fresh_directory(tmp_path: Path) -> None:

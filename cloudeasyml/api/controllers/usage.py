@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
 from litestar import Controller, get
-from litestar.params import FromQuery
+from litestar.params import FromQuery, QueryParameter
 
 from cloudeasyml.api.auth import requires_scope
 from cloudeasyml.api.deps import MANAGEMENT, Injected
 from cloudeasyml.core.clock import utc_now
 from cloudeasyml.domain.quota import QuotaReport
-from cloudeasyml.domain.usage import UsageReport, UsageService
+from cloudeasyml.domain.usage import GroupBy, UsageReport, UsageService
 from cloudeasyml.errors import InvalidInputError
 
 __all__ = ("UsageController", "aware")
@@ -40,16 +41,18 @@ class UsageController(Controller):
         usage: Injected[UsageService],
         start: FromQuery[datetime | None] = None,
         end: FromQuery[datetime | None] = None,
+        group_by: Annotated[GroupBy, QueryParameter(name="groupBy")] = "model",
     ) -> UsageReport:
         """The caller's tenant's requests and cost in ``[start, end)`` (ISO 8601; naive times are UTC),
-        by model. Defaults: the start of the current month until now.
+        by model, with shadow copies apart (``shadow``); ``groupBy=version`` adds ``byVersion``: each model
+        version's online and shadow usage. Defaults: the start of the current month until now.
         """
         now = utc_now()
         start = aware(start, "start") if start else now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         end = aware(end, "end") if end else now
         if start >= end:
             raise InvalidInputError("start must be before end")
-        return await usage.report(start, end)
+        return await usage.report(start, end, group_by)
 
     @get("/quota", summary="This month's caps and what is left of them", guards=[requires_scope("usage:read")])
     async def get_quota(self, usage: Injected[UsageService]) -> QuotaReport:

@@ -149,10 +149,12 @@ async def _infer(request: Request[Principal, Any, Any], name: str, version: str 
     arrays = decode_inputs(infer_request.inputs, binary, services.settings.v2)
     model = services.inference.entry_for(spec).model
     selected = select_outputs(infer_request, [t.name for t in model.output_tensors])
-    result = await infer_tensors(services.inference, request.user, spec, arrays, request_context(request.scope))
+    context = request_context(request.scope)
+    result = await infer_tensors(services.inference, request.user, spec, arrays, context)
     outputs, blob = encode_outputs(result.outputs, selected)
+    served_version = context.model_version or spec.model_version  # the route that served it (a traffic split)
     response = InferenceResponse(
-        model_name=spec.name, model_version=spec.model_version, outputs=outputs, id=infer_request.id
+        model_name=spec.name, model_version=served_version, outputs=outputs, id=infer_request.id
     )
     header = _ENCODER.encode(response)
     if not any(binary for _, binary in selected):
