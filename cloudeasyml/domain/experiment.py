@@ -300,6 +300,9 @@ class ExperimentService:
             NotFoundError: No such deployment of the tenant (404).
             InvalidInputError: ``since`` is not before ``until`` (422).
         """
+        # What this process holds is written first, before any read of this session (so that every read sees it).
+        await self._outcomes.flush()
+        await self._meter.flush()
         row = await self._session.scalar(
             select(Deployment).where(Deployment.tenant_id == self._tenant_id, Deployment.id == deployment_id)
         )
@@ -309,8 +312,6 @@ class ExperimentService:
         since = since or until - timedelta(days=self._outcomes.settings.retention_days)
         if since >= until:
             raise InvalidInputError("since must be before until")
-        await self._outcomes.flush()
-        await self._meter.flush()
         where = (
             Outcome.tenant_id == self._tenant_id,
             Outcome.deployment_id == deployment_id,

@@ -133,7 +133,8 @@ class FeedbackService:
 
     async def _answered_items(self, request_id: str) -> int:
         """The item count of the tenant's request ``request_id`` answered within the retention period (its usage
-        record); the meter writes what it holds first when the record is not in the database yet.
+        record). The meter writes what this process holds first; a request answered by another process is found once
+        that process has written its usage (within ``metering.flush_interval_seconds``).
         """
         since = utc_now() - timedelta(days=self._settings.retention_days)
         query = select(UsageRecord.items).where(
@@ -141,10 +142,11 @@ class FeedbackService:
             UsageRecord.tenant_id == self._tenant_id,
             UsageRecord.created_at >= since,
         )
-        items = await self._session.scalar(query)
-        if items is None and self._meter.pending:
+        # Written first, before the query: on SQLite a read sees the database as it was when its transaction began,
+        # so a record the writer commits after a first miss would stay invisible to a second query here.
+        if self._meter.pending:
             await self._meter.flush()
-            items = await self._session.scalar(query)
+        items = await self._session.scalar(query)
         if items is None:
             raise NotFoundError(
                 f"no request {request_id} was answered for this tenant in the last {self._settings.retention_days} days"
