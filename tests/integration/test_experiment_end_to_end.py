@@ -189,6 +189,8 @@ def test_a_50_50_split_names_the_housing_model_better_than_one_trained_on_corrup
     comparison = _the_shipped_version_wins(report, shipped, worse)
     assert report["qualityMetric"]["field"] == "price"
     print(f"housing {shipped} against {worse}: {comparison}")  # the figures, in the test's output (-s)
+    for arm in report["arms"]:
+        print({key: arm[key] for key in ("modelVersion", "weight", "requests", "errors", "latencyMs", "quality")})
 
 
 _BOOLEAN_FIELDS = frozenset(
