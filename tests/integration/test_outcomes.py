@@ -3,6 +3,7 @@ and purged past the retention period with their feedback."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -73,3 +74,30 @@ async def test_outcomes_and_feedback_past_retention_are_purged(tenant: NewTenant
         assert list(await session.scalars(select(Outcome.request_id))) == ["recent"]
         assert list(await session.scalars(select(Feedback.request_id))) == ["recent"]
         assert await session.scalar(select(func.count()).select_from(Outcome)) == 1
+
+
+async def test_shadow_copies_are_recorded_against_the_live_answer_they_copy(client, tenant: NewTenant) -> None:
+    headers = bearer(tenant.key)
+    traffic = [
+        {"modelVersion": "1.0.0", "weight": 100},
+        {"modelVersion": "1.0.0", "variant": "optimized", "mode": "shadow", "weight": 100},
+    ]
+    created = await client.post("/deployments", json={"modelName": "tiny", "traffic": traffic}, headers=headers)
+    assert created.status_code == 201, created.text
+    deployment_id = created.json()["id"]
+    for i in range(6):
+        inputs = {"inputs": [{"x": float(i), "y": 1.0}, {"x": -1.0, "y": float(i)}]}
+        answer = await client.post(f"/deployments/{deployment_id}/predict", json=inputs, headers=headers)
+        assert answer.status_code == 200, answer.text
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:  # copies run after the answers: wait for them
+        report = (await client.get(f"/deployments/{deployment_id}/experiment", headers=headers)).json()
+        shadow = next(arm for arm in report["arms"] if arm["mode"] == "shadow")
+        if shadow["requests"] == 6 or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert (shadow["variant"], shadow["weight"], shadow["requests"], shadow["errors"]) == ("optimized", 100, 6, 0)
+    agreement = shadow["agreement"]
+    assert agreement["pairs"] == 12 and agreement["meanAbsoluteDifference"] < 1e-4  # the same network, optimised
+    live = next(arm for arm in report["arms"] if arm["mode"] == "live")
+    assert live["control"] and live["requests"] == 6 and live["agreement"] is None
