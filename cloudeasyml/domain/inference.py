@@ -211,7 +211,7 @@ class InferenceService:
         context.items = items
         # Admission prices the request by the version that serves it. A shadow copy is no request of the tenant's.
         reservation = await self.admit(principal, spec, entry) if live else None
-        started = time.perf_counter()
+        started = time.perf_counter() if observed else 0.0
         loaded: LoadedDeployment | None = None
         try:
             loaded = await self.load(spec, entry, plan=principal.plan)
