@@ -96,3 +96,8 @@ async def test_inference_keys_may_give_feedback_and_others_may_not(client, tenan
     assert by_predict.status_code == 201
     by_labeller = await client.post("/feedback", json={"requestId": request_id, "label": 1}, headers=bearer(labelling))
     assert by_labeller.status_code == 200  # the same feedback: the stored row
+
+
+async def test_a_model_says_what_feedback_it_takes(client, tenant: NewTenant) -> None:
+    tiny = (await client.get("/models/tiny", headers=bearer(tenant.key))).json()
+    assert tiny["qualityMetric"] == {"kind": "regression", "field": "score", "name": "rmse", "higherIsBetter": False}
