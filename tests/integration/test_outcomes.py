@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from cloudeasyml.core.clock import utc_now
@@ -101,3 +102,18 @@ async def test_shadow_copies_are_recorded_against_the_live_answer_they_copy(clie
     assert agreement["pairs"] == 12 and agreement["meanAbsoluteDifference"] < 1e-4  # the same network, optimised
     live = next(arm for arm in report["arms"] if arm["mode"] == "live")
     assert live["control"] and live["requests"] == 6 and live["agreement"] is None
+
+
+async def test_v2_answers_are_recorded_per_item_like_any_protocols(
+    client, tenant: NewTenant, migrated_url: str
+) -> None:
+    headers = bearer(tenant.key)
+    body = {"modelName": "tiny", "name": "scorer", "traffic": SPLIT}
+    deployment = (await client.post("/deployments", json=body, headers=headers)).json()
+    tensor = {"name": "points", "shape": [3, 2], "datatype": "FP32", "data": [1, 2, 3, 4, 5, 6]}
+    answer = await client.post("/v2/models/scorer/infer", json={"inputs": [tensor]}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    scores = answer.json()["outputs"][0]["data"]
+    assert (await client.get(f"/deployments/{deployment['id']}/experiment", headers=headers)).status_code == 200
+    (row,) = await _outcomes(migrated_url, deployment["id"])
+    assert row.items == 3 and row.outputs == [{"score": [pytest.approx(score)]} for score in scores]
