@@ -194,12 +194,14 @@ class InferenceService:
         """
         if context is None:
             context = RequestContext()
-        # Outcomes only where versions are compared (the deployment's split, before a route is picked, or a shadow
-        # copy): a single-version deployment pays one length check.
-        observed = self._outcomes is not None and (len(spec.traffic) > 1 or context.mode == "shadow")
         live = context.mode == "live"
+        # Outcomes (for the experiment report) only where versions are compared: a shadow copy, or a live request
+        # of a deployment with several routes (decided below, before its route is picked). A single-version
+        # deployment records none and pays for this one assignment.
+        observed = not live
         copies = None
         if live and needs_routing(spec):  # a single-version deployment: one length check, nothing else
+            observed = len(spec.traffic) > 1
             plan = self._router.plan(spec)
             spec = plan.pick(context.routing_key)
             copies = plan.copies() if plan.shadows else None
@@ -264,7 +266,9 @@ class InferenceService:
         """Queue what the version that ran (``loaded.spec``: the route's version and variant) answered, or the error
         it failed with, for the experiment report; the recorder writes it behind the answer.
         """
-        assert self._outcomes is not None and context.tenant_id is not None and context.deployment_id is not None
+        if self._outcomes is None:  # a service built without a recorder (a tool, a bench)
+            return
+        assert context.tenant_id is not None and context.deployment_id is not None
         self._outcomes.record(
             OutcomeRecord(
                 request_id=context.request_id,
