@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from cloudeasyml.core.pricing import Pricing
 from cloudeasyml.core.principal import Principal
+from cloudeasyml.core.quality import QualityMetric
 from cloudeasyml.core.serving import ServingConfig
 from cloudeasyml.core.tensors import TensorSpec
 from cloudeasyml.plugins.hookspecs import RegisterModel, hookimpl
@@ -18,6 +19,7 @@ __all__ = (
     "ModelPlugin",
     "Pricing",
     "Principal",
+    "QualityMetric",
     "RegisterModel",
     "ServingConfig",
     "TensorSpec",

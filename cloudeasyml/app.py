@@ -21,6 +21,8 @@ from cloudeasyml.api.auth import ApiKeyMiddleware
 from cloudeasyml.api.controllers.api_keys import ApiKeyController
 from cloudeasyml.api.controllers.deployments import DeploymentController
 from cloudeasyml.api.controllers.embeddings import EmbeddingsController
+from cloudeasyml.api.controllers.experiment import ExperimentController
+from cloudeasyml.api.controllers.feedback import FeedbackController
 from cloudeasyml.api.controllers.health import HealthController
 from cloudeasyml.api.controllers.inference import PREDICTION_ROUTES
 from cloudeasyml.api.controllers.metrics import MetricsController
@@ -47,7 +49,9 @@ ROUTES: list[ControllerRouterHandler] = [
     HealthController,
     ModelController,
     DeploymentController,
+    ExperimentController,
     *PREDICTION_ROUTES,
+    FeedbackController,
     ApiKeyController,
     UsageController,
     EmbeddingsController,

@@ -25,6 +25,7 @@ from cloudeasyml.domain.webhooks.notices import Notices
 from cloudeasyml.errors import NotFoundError, RolloutFailedError
 from cloudeasyml.metering.meter import Meter
 from cloudeasyml.metering.metrics import Metrics
+from cloudeasyml.metering.outcomes import OutcomeRecorder
 from cloudeasyml.metering.pricing_book import PricingBook
 from cloudeasyml.plugins.catalog import ModelCatalog, build_catalog
 from cloudeasyml.plugins.manager import PluginManager, get_plugin_manager
@@ -66,6 +67,8 @@ class Services:
     """Writes the webhook events of model loads and quota crossings."""
     rollout: Rollout
     """Moves serving from a deployment's revision to the next (warm, switch, drain)."""
+    outcomes: OutcomeRecorder
+    """What each version of a split answered (the experiment report's material), written behind the answers."""
     redis: Redis | None = None
     """Shared state across processes (``CLOUDEASYML_REDIS__URL``); None: each process on its own."""
     broadcast: Broadcast | None = None
@@ -76,6 +79,7 @@ class Services:
         Redis subscriber; the webhook dispatcher).
         """
         await self.meter.start()
+        await self.outcomes.start()
         if self.broadcast is not None:
             await self.broadcast.start()
         self.metrics.start(self.refresh_gauges)
@@ -93,6 +97,7 @@ class Services:
         await self.metrics.close()
         await self.quota.close()
         await self.meter.stop()
+        await self.outcomes.stop()
         if self.broadcast is not None:
             await self.broadcast.stop()
         if self.redis is not None:
@@ -207,6 +212,7 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         external_cache_entries=settings.server.unknown_key_cache_entries,
     )
     redis = _redis(settings)
+    outcomes = OutcomeRecorder(sessions, settings.outcomes)
     quota = QuotaGuard(
         sessions,
         meter,
@@ -241,10 +247,12 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
             metrics=metrics,
             quota=quota,
             limits=settings.limits,
+            outcomes=outcomes,
         ),
         webhooks=WebhookDispatcher(sessions, settings.webhooks),
         notices=notices,
         rollout=rollout,
+        outcomes=outcomes,
         redis=redis,
         broadcast=_broadcast(redis, authenticator, directory, registry, rollout) if redis is not None else None,
     )

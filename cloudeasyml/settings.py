@@ -15,6 +15,7 @@ __all__ = (
     "PlanLimits",
     "MeteringSettings",
     "OpenInferenceSettings",
+    "OutcomeSettings",
     "PluginSettings",
     "QuotaSettings",
     "RedisSettings",
@@ -282,6 +283,34 @@ class WebhookSettings(msgspec.Struct, frozen=True):
     where it is on)."""
 
 
+class OutcomeSettings(msgspec.Struct, frozen=True):
+    """Outcomes (what each version of a deployment with several routes answered) and feedback (``POST /feedback``),
+    the material of the experiment report (``GET /deployments/{id}/experiment``). Outcomes are written behind the
+    answers in batches from memory, not journaled: a process that crashes loses those it had not written yet (at
+    most ``flush_interval_seconds`` of them), which an experiment can afford; usage is never lost that way.
+    """
+
+    retention_days: Annotated[int, msgspec.Meta(ge=1)] = 30
+    """Outcomes and feedback older than this are deleted; feedback is accepted for requests answered within it."""
+    flush_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    """How often recorded outcomes are written to the database."""
+    batch_size: Annotated[int, msgspec.Meta(ge=1)] = 500
+    """Outcomes per database transaction."""
+    max_pending: Annotated[int, msgspec.Meta(ge=1)] = 5000
+    """Most outcomes waiting in memory for the writer; past it new ones are dropped (and counted) until it catches
+    up, so a slow database never grows the process."""
+    max_items: Annotated[int, msgspec.Meta(ge=0)] = 16
+    """Most predictions of one request kept (the first ones): enough to score against feedback and to compare a
+    shadow with the live answer, and a bound on memory and rows (an embedding is kept whole)."""
+    max_output_bytes: Annotated[int, msgspec.Meta(ge=0)] = 64 * 1024
+    """Most bytes of JSON kept of one request's predictions: the first items that fit."""
+    purge_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+    """How often outcomes and feedback past ``retention_days`` are deleted."""
+    report_max_rows: Annotated[int, msgspec.Meta(ge=1)] = 200_000
+    """Most outcomes one experiment report reads (the latest ones); the counts of requests and errors are exact
+    whatever it is, latencies and quality come from those rows."""
+
+
 class Settings(msgspec.Struct, frozen=True):
     """All settings."""
 
@@ -295,6 +324,7 @@ class Settings(msgspec.Struct, frozen=True):
     metering: MeteringSettings = MeteringSettings()
     limits: LimitsSettings = LimitsSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    outcomes: OutcomeSettings = OutcomeSettings()
     home: str = ""
     """Data directory for the embedded defaults. Empty means ``~/.cloudeasyml``."""
 

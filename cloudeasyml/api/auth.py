@@ -13,7 +13,14 @@ from litestar.types import ASGIApp, Guard, Receive, Scope, Send
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.errors import AuthenticationError, PermissionDeniedError
 
-__all__ = ("PUBLIC_PATHS", "ApiKeyMiddleware", "authenticate_scope", "require", "requires_scope")
+__all__ = (
+    "PUBLIC_PATHS",
+    "ApiKeyMiddleware",
+    "authenticate_scope",
+    "require",
+    "requires_any_scope",
+    "requires_scope",
+)
 
 PUBLIC_PATHS = (r"^/health(/ready)?/?\Z", r"^/v2/health/(live|ready)/?\Z", r"^/metrics/?\Z", r"^/schema(/.*)?\Z")
 """The paths that answer without a key (probes, Prometheus scraping, the API's documentation), whole paths: this list,
@@ -81,5 +88,15 @@ def requires_scope(scope: str) -> Guard:
 
     async def guard(connection: ASGIConnection[Any, Principal, Any, Any], _handler: BaseRouteHandler) -> None:
         require(connection.user, scope)
+
+    return guard
+
+
+def requires_any_scope(*scopes: str) -> Guard:
+    """A guard that lets through callers whose key holds one of ``scopes`` (403 naming them otherwise)."""
+
+    async def guard(connection: ASGIConnection[Any, Principal, Any, Any], _handler: BaseRouteHandler) -> None:
+        if not any(connection.user.has_scope(scope) for scope in scopes):
+            raise PermissionDeniedError(f"this API key lacks the {' or '.join(map(repr, scopes))} scope")
 
     return guard

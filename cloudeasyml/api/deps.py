@@ -27,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudeasyml.domain.api_keys import ApiKeyService
 from cloudeasyml.domain.deployments import DeploymentService
+from cloudeasyml.domain.experiment import ExperimentService
+from cloudeasyml.domain.feedback import FeedbackService
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.domain.revisions import RevisionService
 from cloudeasyml.domain.usage import UsageService
@@ -42,6 +44,8 @@ __all__ = (
     "provide_db_session",
     "provide_deployment_service",
     "provide_revision_service",
+    "provide_experiment_service",
+    "provide_feedback_service",
     "provide_services",
     "provide_transaction",
     "provide_usage_service",
@@ -122,6 +126,24 @@ def provide_webhook_service(
     return WebhookEndpointService(db_session, caller.tenant_id, services.webhooks.guard, services.settings.webhooks)
 
 
+def provide_feedback_service(
+    db_session: Injected[AsyncSession], caller: Injected[Principal], services: Injected[Services]
+) -> FeedbackService:
+    """The caller's tenant's feedback, written under the caller's key."""
+    return FeedbackService(
+        db_session, caller.tenant_id, services.meter, services.settings.outcomes, key_id=caller.key_id
+    )
+
+
+def provide_experiment_service(
+    db_session: Injected[AsyncSession], caller: Injected[Principal], services: Injected[Services]
+) -> ExperimentService:
+    """The experiment reports of the caller's tenant's deployments."""
+    return ExperimentService(
+        db_session, caller.tenant_id, services.catalog, meter=services.meter, outcomes=services.outcomes
+    )
+
+
 def _sync(provider: Any) -> Provide:
     # Cheap, non-blocking builders: run them on the event loop rather than in a worker thread.
     return Provide(provider, sync_to_thread=False)
@@ -136,6 +158,8 @@ MANAGEMENT: dict[str, Provide] = {
     "revisions": _sync(provide_revision_service),
     "usage": _sync(provide_usage_service),
     "webhooks": _sync(provide_webhook_service),
+    "feedback": _sync(provide_feedback_service),
+    "experiment": _sync(provide_experiment_service),
 }
 """The dependencies of the management controllers (set on each; Litestar resolves only those a handler names)."""
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from cloudeasyml.core.pricing import Pricing
+from cloudeasyml.core.quality import QualityMetric
 from cloudeasyml.core.serving import ServingConfig
 from cloudeasyml.core.tensors import TensorSpec
 from cloudeasyml.core.traffic import TrafficRoute
@@ -86,6 +87,9 @@ class ModelRead(_Wire):
     """Bounds on one request's work."""
     input_tensors: list[TensorSpec]
     output_tensors: list[TensorSpec]
+    quality_metric: QualityMetric | None = None
+    """How the experiment report scores answers against ``POST /feedback`` (``label`` for ``accuracy``, ``value``
+    otherwise; ``field`` names the prediction's part compared); null: the model declares none."""
 
 
 class DeploymentCreate(_Wire):

@@ -18,6 +18,8 @@ __all__ = (
     "ApiKey",
     "Deployment",
     "DeploymentRevision",
+    "Feedback",
+    "Outcome",
     "Tenant",
     "UsageRecord",
     "User",
@@ -231,4 +233,54 @@ class WebhookDelivery(Base):
     """The first 1 KB of the last answer (decoded leniently); nothing more of it is read or kept."""
     error: Mapped[str | None] = mapped_column(String(500))
     """Why the last attempt failed, when it got no answer (a refused address, a timeout, ...)."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class Outcome(Base):
+    """What one version of a deployment with several routes answered to one request (live or shadow), kept for
+    ``outcomes.retention_days`` to compare the versions (``GET /deployments/{id}/experiment``). Single-version
+    deployments record none.
+    """
+
+    __tablename__ = "outcome"
+    __table_args__ = (
+        Index("ix_outcome_tenant_id_deployment_id_created_at", "tenant_id", "deployment_id", "created_at"),
+        Index("ix_outcome_shadow_of", "shadow_of"),
+        Index("ix_outcome_created_at", "created_at"),
+    )
+
+    request_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    """The run's request id: a live request's is the client's ``requestId``; a shadow copy runs under its own."""
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
+    # No foreign key: outcomes stay for the retention period after their deployment is deleted, as usage does.
+    deployment_id: Mapped[uuid.UUID]
+    model_version: Mapped[str] = mapped_column(String(100))
+    variant: Mapped[str | None] = mapped_column(String(20))
+    mode: Mapped[str] = mapped_column(String(10))
+    """``live`` or ``shadow``."""
+    shadow_of: Mapped[str | None] = mapped_column(String(36))
+    """A shadow copy's live request id."""
+    items: Mapped[int]
+    outputs: Mapped[list[Any] | None] = mapped_column(JSON)
+    """The predictions as the client got them, the first items only (``outcomes.max_output_bytes``); None for a
+    failed run or a protocol whose outputs are raw tensors too large to keep."""
+    latency_ms: Mapped[float]
+    error: Mapped[str | None] = mapped_column(String(100))
+    """The error's type (``DeadlineExceededError``, ...) of a failed run; None when it answered."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class Feedback(Base):
+    """The ground truth of one answered request (``POST /feedback``), kept as long as outcomes are."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (Index("ix_feedback_created_at", "created_at"),)
+
+    request_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
+    label: Mapped[Any] = mapped_column(JSON, nullable=True)
+    """A classifier's true label: one (a one-item request) or a list with one per item."""
+    value: Mapped[Any] = mapped_column(JSON, nullable=True)
+    """A regressor's true value (or a plugin's own truth): one, or a list with one per item."""
+    api_key_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)

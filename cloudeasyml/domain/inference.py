@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -26,6 +27,7 @@ from cloudeasyml.errors import (
 )
 from cloudeasyml.metering.meter import Meter, Usage
 from cloudeasyml.metering.metrics import Metrics
+from cloudeasyml.metering.outcomes import OutcomeRecord, OutcomeRecorder
 from cloudeasyml.metering.pricing_book import PricingBook
 from cloudeasyml.plugins.catalog import CatalogEntry, ModelCatalog
 from cloudeasyml.plugins.model import ModelPlugin
@@ -104,8 +106,10 @@ class InferenceService:
         metrics: Metrics,
         quota: QuotaGuard,
         limits: LimitsSettings | None = None,
+        outcomes: OutcomeRecorder | None = None,
     ) -> None:
         self._catalog = catalog
+        self._outcomes = outcomes
         self._limits = limits if limits is not None else LimitsSettings()
         self._quota = quota
         self._metrics = metrics
@@ -191,8 +195,13 @@ class InferenceService:
         if context is None:
             context = RequestContext()
         live = context.mode == "live"
+        # Outcomes (for the experiment report) only where versions are compared: a shadow copy, or a live request
+        # of a deployment with several routes (decided below, before its route is picked). A single-version
+        # deployment records none and pays for this one assignment.
+        observed = not live
         copies = None
         if live and needs_routing(spec):  # a single-version deployment: one length check, nothing else
+            observed = len(spec.traffic) > 1
             plan = self._router.plan(spec)
             spec = plan.pick(context.routing_key)
             copies = plan.copies() if plan.shadows else None
@@ -204,6 +213,8 @@ class InferenceService:
         context.items = items
         # Admission prices the request by the version that serves it. A shadow copy is no request of the tenant's.
         reservation = await self.admit(principal, spec, entry) if live else None
+        started = time.perf_counter() if observed else 0.0
+        loaded: LoadedDeployment | None = None
         try:
             try:
                 loaded = await self.load(spec, entry, plan=principal.plan)
@@ -222,12 +233,16 @@ class InferenceService:
                 cost = self.bill(principal, loaded, result, items, context.request_id)
             else:
                 await self._bill_shadow(principal, loaded, result, items, context.request_id)
-        except BaseException:
+        except BaseException as exc:
             if reservation is not None:
                 await reservation.release()
+            if observed and isinstance(exc, Exception):  # a failed run counts against its version (not a cancel)
+                self.record_outcome(context, loaded, items, started, None, type(exc).__name__)
             raise
         if reservation is not None:
             await reservation.commit(cost)
+        if observed:
+            self.record_outcome(context, loaded, items, started, result.outputs, None)
         if copies:
             self.shadows.copy(
                 principal,
@@ -239,6 +254,38 @@ class InferenceService:
                 ),
             )
         return result, context.request_id
+
+    def record_outcome(
+        self,
+        context: RequestContext,
+        loaded: LoadedDeployment | None,
+        items: int,
+        started: float,
+        outputs: list[Any] | None,
+        error: str | None,
+    ) -> None:
+        """Queue what the version that ran (``loaded.spec``: the route's version and variant) answered, or the error
+        it failed with, for the experiment report; the recorder writes it behind the answer.
+        """
+        if self._outcomes is None:  # a service built without a recorder (a tool, a bench)
+            return
+        assert context.tenant_id is not None and context.deployment_id is not None
+        self._outcomes.record(
+            OutcomeRecord(
+                request_id=context.request_id,
+                tenant_id=context.tenant_id,
+                deployment_id=context.deployment_id,
+                model_version=loaded.spec.model_version if loaded is not None else context.model_version or "",
+                variant=loaded.spec.config.variant if loaded is not None else context.variant,
+                mode=context.mode,
+                shadow_of=context.shadow_of,
+                items=items,
+                outputs=outputs,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                error=error,
+                created_at=utc_now(),
+            )
+        )
 
     async def _bill_shadow(
         self, principal: Principal, loaded: LoadedDeployment, result: BatchResult, items: int, request_id: str

@@ -17,11 +17,14 @@ ALL_SCOPES: Final = (
     "keys:read",
     "keys:write",
     "usage:read",
+    "feedback:write",
     "webhooks:read",
     "webhooks:write",
     "admin",
 )
-"""``admin`` grants every scope; ``X:write`` grants ``X:read``."""
+"""``admin`` grants every scope; ``X:write`` grants ``X:read``. ``POST /feedback`` takes ``feedback:write`` or
+``predict`` (a client that predicts may report the truth of its answers; ``feedback:write`` alone suits a labelling
+job that must not predict)."""
 
 DEFAULT_KEY_SCOPES: Final = ("predict",)
 

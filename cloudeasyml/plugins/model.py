@@ -18,6 +18,7 @@ import numpy as np
 
 from cloudeasyml.core.digest import file_digest
 from cloudeasyml.core.pricing import Pricing
+from cloudeasyml.core.quality import QualityMetric
 from cloudeasyml.core.serving import ServingConfig
 from cloudeasyml.core.tensors import TensorSpec
 
@@ -93,6 +94,10 @@ class ModelPlugin(Generic[InputT, OutputT]):
     max_tokens_per_item: ClassVar[int | None] = None
     """Text models: tokens kept of one input (longer inputs are truncated), at most the model's maximum sequence
     length. None for models without text inputs."""
+    quality_metric: ClassVar[QualityMetric | None] = None
+    """How the experiment report scores this model's answers against ``POST /feedback`` (``QualityMetric.accuracy``
+    for classifiers, ``.regression`` for regressors, ``.score`` with ``quality_score`` otherwise); None: the report
+    shows traffic, errors, latency and cost, and no quality."""
 
     # --- weights -------------------------------------------------------------------------------------
     def weights_path(self) -> Path:
@@ -157,6 +162,12 @@ class ModelPlugin(Generic[InputT, OutputT]):
                 picked = (picked + rng.normal(0, 0.1, size=picked.shape) * (np.abs(picked) + 1)).astype(array.dtype)
             batch[key] = picked
         return batch
+
+    def quality_score(self, prediction: Any, truth: Any) -> float:
+        """A ``score`` metric's value for one answered item (``prediction`` as the client received it, as plain JSON
+        values; ``truth`` the feedback's ``label`` or ``value`` for it). Needed only with ``QualityMetric.score``.
+        """
+        raise NotImplementedError(f"model {self.name!r} declares no quality_score")
 
     def parity_error(self, expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray]) -> float:
         """How far onnxruntime's outputs are from torch's: the largest absolute difference by default."""

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from cloudeasyml import ModelPlugin, Pricing, ServingConfig, TensorSpec, hookimpl
+from cloudeasyml import ModelPlugin, Pricing, QualityMetric, ServingConfig, TensorSpec, hookimpl
 
 WEIGHTS = Path(__file__).with_name("tiny_weights.npz")
 OPSET = 18
@@ -129,6 +129,7 @@ class TinyModel(ModelPlugin[Point, Score]):
     output_tensors = (TensorSpec("score", "FP32", (-1, 1), ("batch",)),)
     pricing = Pricing(per_request=Decimal("0.001"), per_second=Decimal("0.5"))
     serving = ServingConfig(max_batch_size=16)
+    quality_metric = QualityMetric.regression("score")
 
     def weights_path(self) -> Path:
         return WEIGHTS

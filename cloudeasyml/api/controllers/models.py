@@ -40,6 +40,7 @@ def model_read(entry: CatalogEntry, resolver: ArtifactResolver) -> ModelRead:
         ),
         input_tensors=list(model.input_tensors),
         output_tensors=list(model.output_tensors),
+        quality_metric=model.quality_metric,
     )
 
 

@@ -15,10 +15,10 @@ from cloudeasyml.domain.quota import QuotaReport
 from cloudeasyml.domain.usage import GroupBy, UsageReport, UsageService
 from cloudeasyml.errors import InvalidInputError
 
-__all__ = ("UsageController",)
+__all__ = ("UsageController", "aware")
 
 
-def _aware(value: datetime, name: str) -> datetime:
+def aware(value: datetime, name: str) -> datetime:
     """``value`` in UTC (naive: already UTC). A time at the edge of the calendar whose offset would move it past
     year 1 or 9999 is the client's error, not an ``OverflowError``.
     """
@@ -48,8 +48,8 @@ class UsageController(Controller):
         version's online and shadow usage. Defaults: the start of the current month until now.
         """
         now = utc_now()
-        start = _aware(start, "start") if start else now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        end = _aware(end, "end") if end else now
+        start = aware(start, "start") if start else now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = aware(end, "end") if end else now
         if start >= end:
             raise InvalidInputError("start must be before end")
         return await usage.report(start, end, group_by)

@@ -16,6 +16,7 @@ import numpy as np
 from cloudeasyml import (
     ModelPlugin,
     Pricing,
+    QualityMetric,
     ServingConfig,
     TensorSpec,
     TrainOptions,
@@ -78,6 +79,8 @@ class HousingModel(ModelPlugin[HouseFeatures, HousePrice]):
         "rooms and amenities. An MLP trained on Ecdat's Housing data (546 sales; Anglin & Gencay 1996)."
     )
     task = "regression"
+    # Feedback ``value``: the sale price in thousands of dollars, as the prediction's ``price``.
+    quality_metric = QualityMetric.regression("price")
     input_type = HouseFeatures
     output_type = HousePrice
     input_tensors = (TensorSpec("features", "FP32", (-1, len(FEATURE_FIELDS)), ("batch",)),)

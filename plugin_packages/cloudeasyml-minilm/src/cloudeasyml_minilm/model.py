@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from decimal import Decimal
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import numpy as np
 
-from cloudeasyml import ModelPlugin, Pricing, ServingConfig, TensorSpec, Weights
+from cloudeasyml import ModelPlugin, Pricing, QualityMetric, ServingConfig, TensorSpec, Weights
 from cloudeasyml.plugins.text import pad_token_ids
 
 if TYPE_CHECKING:
@@ -81,6 +81,9 @@ class MiniLMModel(ModelPlugin[str, list[float]]):
         "clustering and similarity (cosine = dot product). English; inputs beyond 256 word pieces are truncated."
     )
     task = "embedding"
+    # Feedback ``value``: a reference embedding per item (e.g. of a text known to mean the same); the score is the
+    # cosine similarity of the answer with it.
+    quality_metric = QualityMetric.score("cosine", higher_is_better=True)
     input_type = Sentence
     output_type = list[float]
     input_tensors = (
@@ -133,6 +136,19 @@ class MiniLMModel(ModelPlugin[str, list[float]]):
         from cloudeasyml_minilm._module import build_embedder
 
         return build_embedder(model_dir(), weights)
+
+    def quality_score(self, prediction: Any, truth: Any) -> float:
+        """The cosine similarity of an answered embedding with the reference embedding given as feedback.
+
+        Raises:
+            ValueError: ``truth`` is not a list of ``EMBEDDING_SIZE`` numbers.
+        """
+        reference = np.asarray(truth, dtype=np.float64)
+        if reference.shape != (EMBEDDING_SIZE,):
+            raise ValueError(f"a reference embedding holds {EMBEDDING_SIZE} numbers")
+        answer = np.asarray(prediction, dtype=np.float64)
+        norms = float(np.linalg.norm(answer) * np.linalg.norm(reference))
+        return float(answer @ reference / norms) if norms else 0.0
 
     def to_arrays(self, items: list[str]) -> dict[str, np.ndarray]:
         """Tokenise, truncate to ``MAX_TOKENS`` and right-pad to the batch's longest item."""

@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import msgspec
 import numpy as np
 
-from cloudeasyml import ModelPlugin, Pricing, ServingConfig, TensorSpec, TrainOptions, TrainProgress, TrainResult
+from cloudeasyml import (
+    ModelPlugin,
+    Pricing,
+    QualityMetric,
+    ServingConfig,
+    TensorSpec,
+    TrainOptions,
+    TrainProgress,
+    TrainResult,
+)
 from cloudeasyml_sentiment.dataset import LABELS, read_labelled
 from cloudeasyml_sentiment.tokenizer import BUCKETS, FIRST_HASHED_ID, MAX_WORDS, batch_arrays
 
@@ -74,6 +83,8 @@ class SentimentModel(ModelPlugin[SentimentInput, SentimentPrediction]):
         "network trained on 19k human-rated sentences (tweets, movie and product reviews, editorials)."
     )
     task = "text-classification"
+    # Feedback ``label``: "negative" or "positive", compared with the prediction's ``label``.
+    quality_metric = QualityMetric.accuracy("label")
     input_type = SentimentInput
     output_type = SentimentPrediction
     input_tensors = (
