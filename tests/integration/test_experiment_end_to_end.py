@@ -191,6 +191,8 @@ def test_a_50_50_split_names_the_housing_model_better_than_one_trained_on_corrup
     print(f"housing {shipped} against {worse}: {comparison}")  # the figures, in the test's output (-s)
     for arm in report["arms"]:
         print({key: arm[key] for key in ("modelVersion", "weight", "requests", "errors", "latencyMs", "quality")})
+    if os.environ.get("CLOUDEASYML_EXPERIMENT_REPORT"):  # the README's walk-through shows this file
+        Path(os.environ["CLOUDEASYML_EXPERIMENT_REPORT"]).write_bytes(msgspec.json.format(msgspec.json.encode(report)))
 
 
 _BOOLEAN_FIELDS = frozenset(

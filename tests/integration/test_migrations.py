@@ -254,20 +254,6 @@ def test_a_previous_release_database_with_data_upgrades_and_downgrades_keeping_i
 STATUS_REVISION = "5c1d8e2f7a3b"
 """The revision that made ``deployment.status`` the last load's outcome and added ``status_reason``."""
 
-_deployment = sa.Table(
-    "deployment",
-    _metadata,
-    sa.Column("id", sa.Uuid()),
-    sa.Column("tenant_id", sa.Uuid()),
-    sa.Column("name", sa.String(100)),
-    sa.Column("model_name", sa.String(100)),
-    sa.Column("model_version", sa.String(100)),
-    sa.Column("config", sa.JSON()),
-    sa.Column("status", sa.String(20)),
-    sa.Column("created_at", sa.DateTime(timezone=True)),
-)
-
-
 def test_deployments_stored_ready_become_pending_and_go_back_on_downgrade(database_url: str) -> None:
     config = alembic_config(database_url)
     before = ScriptDirectory.from_config(config).get_revision(STATUS_REVISION).down_revision
