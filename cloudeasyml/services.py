@@ -15,6 +15,7 @@ from cloudeasyml.db.engine import create_engine, session_factory
 from cloudeasyml.domain.authenticator import ApiKeyAuthenticator
 from cloudeasyml.domain.broadcast import DELETED_DEPLOYMENTS, REVOKED_KEYS, Broadcast
 from cloudeasyml.domain.deployment_directory import DeploymentDirectory
+from cloudeasyml.domain.idempotency import IdempotencyStore
 from cloudeasyml.domain.inference import InferenceService
 from cloudeasyml.domain.quota import QuotaGuard
 from cloudeasyml.domain.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
@@ -61,6 +62,8 @@ class Services:
     """Delivers webhook events (its ``guard`` checks endpoint URLs)."""
     notices: Notices
     """Writes the webhook events of model loads and quota crossings."""
+    idempotency: IdempotencyStore
+    """Requests sent with an ``Idempotency-Key`` and their answers."""
     redis: Redis | None = None
     """Shared state across processes (``CLOUDEASYML_REDIS__URL``); None: each process on its own."""
     broadcast: Broadcast | None = None
@@ -221,6 +224,7 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         ),
         webhooks=WebhookDispatcher(sessions, settings.webhooks),
         notices=notices,
+        idempotency=IdempotencyStore(sessions, settings.idempotency),
         redis=redis,
         broadcast=_broadcast(redis, authenticator, directory, registry) if redis is not None else None,
     )

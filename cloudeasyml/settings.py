@@ -11,6 +11,7 @@ import msgspec
 
 __all__ = (
     "DatabaseSettings",
+    "IdempotencySettings",
     "LimitsSettings",
     "PlanLimits",
     "MeteringSettings",
@@ -261,6 +262,18 @@ class WebhookSettings(msgspec.Struct, frozen=True):
     where it is on)."""
 
 
+class IdempotencySettings(msgspec.Struct, frozen=True):
+    """``Idempotency-Key`` on POST requests (docs/billing.md)."""
+
+    ttl_seconds: Annotated[float, msgspec.Meta(gt=0)] = 86400.0
+    """How long a key's answer is kept and replayed; after it, the key is free again (and purged)."""
+    lock_seconds: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    """How long a key whose first request has no answer yet refuses retries with 409; past it, the first request is
+    taken for lost (its process died) and a retry runs again."""
+    purge_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    """How often, at most, each server process deletes the keys older than ``ttl_seconds``."""
+
+
 class Settings(msgspec.Struct, frozen=True):
     """All settings."""
 
@@ -274,6 +287,7 @@ class Settings(msgspec.Struct, frozen=True):
     metering: MeteringSettings = MeteringSettings()
     limits: LimitsSettings = LimitsSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
     home: str = ""
     """Data directory for the embedded defaults. Empty means ``~/.cloudeasyml``."""
 

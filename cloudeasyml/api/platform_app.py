@@ -10,7 +10,8 @@ cost about a quarter of the loop's work on a prediction (in-process profile of M
 - the answer comes from ``prediction``, the route's own handler body;
 - any exception is answered by ``send_problem`` with the app's problem-details handlers.
 
-Before either, ``serve_logged`` gives the request its id (``X-Request-ID``) and, when it ends, its access-log line.
+Before either, ``serve_logged`` gives the request its id (``X-Request-ID``) and, when it ends, its access-log line,
+and a POST with an ``Idempotency-Key`` goes through ``cloudeasyml.api.idempotency`` (run once, replayed after).
 
 Every other request goes through Litestar unchanged, as do ``/predict`` with another method or under a root
 path. The route stays registered, so the OpenAPI document and those cases behave as before.
@@ -23,6 +24,7 @@ from litestar.types import HTTPScope, LifeSpanReceive, LifeSpanScope, LifeSpanSe
 
 from cloudeasyml.api.auth import authenticate_scope
 from cloudeasyml.api.controllers.inference import prediction
+from cloudeasyml.api.idempotency import idempotency_key, serve_idempotent
 from cloudeasyml.api.problems import send_problem
 from cloudeasyml.api.raw_http import send_json
 from cloudeasyml.api.request_log import RequestObserver, serve_logged
@@ -53,6 +55,14 @@ class PlatformApp(Litestar):
         return observe
 
     async def _dispatch(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
+        key = idempotency_key(scope)
+        if key is not None:  # one layer for every POST, the fast path's and the router's
+            scope["app"] = scope["litestar_app"] = self
+            await serve_idempotent(scope, receive, send, self._route, key)
+            return
+        await self._route(scope, receive, send)
+
+    async def _route(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         if (
             scope["path"] == "/predict"
             and scope["method"] == "POST"

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cloudeasyml.core.clock import utc_now
@@ -17,6 +17,7 @@ from cloudeasyml.db.types import Money, UTCDateTime
 __all__ = (
     "ApiKey",
     "Deployment",
+    "IdempotencyRecord",
     "Tenant",
     "UsageRecord",
     "User",
@@ -191,4 +192,30 @@ class WebhookDelivery(Base):
     """The first 1 KB of the last answer (decoded leniently); nothing more of it is read or kept."""
     error: Mapped[str | None] = mapped_column(String(500))
     """Why the last attempt failed, when it got no answer (a refused address, a timeout, ...)."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class IdempotencyRecord(Base):
+    """A request sent with an ``Idempotency-Key``, and its answer once it has one (``cloudeasyml.api.idempotency``).
+    Kept for the idempotency window (24 h by default), then purged.
+    """
+
+    __tablename__ = "idempotency_record"
+    __table_args__ = (Index("ix_idempotency_record_created_at", "created_at"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    """The client's ``Idempotency-Key``: keys are per tenant."""
+    request_hash: Mapped[str] = mapped_column(String(64))
+    """SHA-256 (hex) of the API key id, method, path, query string and body: a retry must match it."""
+    state: Mapped[str] = mapped_column(String(16))
+    """``running`` (the first request has no answer yet) or ``done``."""
+    lock_id: Mapped[str] = mapped_column(String(32))
+    """Who runs (or ran) the request: only that attempt may store its answer or give the key up."""
+    status: Mapped[int | None]
+    headers: Mapped[list[list[str]] | None] = mapped_column(JSON)
+    """The answer's headers as the app sent them (latin-1 text pairs)."""
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The answer's body, encrypted with a key derived from the caller's API key secret (never stored), so the
+    table does not hold secrets shown once (``POST /api-keys``) or predictions in the clear."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)

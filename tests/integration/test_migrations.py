@@ -26,6 +26,7 @@ TABLES = {
     "webhook_endpoint",
     "webhook_event",
     "webhook_delivery",
+    "idempotency_record",
 }
 
 

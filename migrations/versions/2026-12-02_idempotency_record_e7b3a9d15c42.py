@@ -1,0 +1,45 @@
+"""idempotency_record: requests sent with an Idempotency-Key and their answers.
+
+Revision ID: e7b3a9d15c42
+Revises: c4d8e1f25a63
+Create Date: 2026-12-02 01:00:00.000000+00:00
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "e7b3a9d15c42"
+down_revision: str | None = "c4d8e1f25a63"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    """Apply."""
+    op.create_table(
+        "idempotency_record",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("key", sa.String(length=255), nullable=False),
+        sa.Column("request_hash", sa.String(length=64), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("lock_id", sa.String(length=32), nullable=False),
+        sa.Column("status", sa.Integer(), nullable=True),
+        sa.Column("headers", sa.JSON(), nullable=True),
+        sa.Column("body", sa.LargeBinary(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"], ["tenant.id"], name=op.f("fk_idempotency_record_tenant_id_tenant"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "key", name=op.f("pk_idempotency_record")),
+    )
+    op.create_index("ix_idempotency_record_created_at", "idempotency_record", ["created_at"], unique=False)
+
+
+def downgrade() -> None:
+    """Revert."""
+    op.drop_index("ix_idempotency_record_created_at", table_name="idempotency_record")
+    op.drop_table("idempotency_record")
