@@ -28,6 +28,7 @@ __all__ = (
     "TensorSpec",
     "TrafficRoute",
     "Usage",
+    "UsageGroup",
 )
 
 
@@ -170,6 +171,16 @@ class ModelUsage(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     processing_time_ms: float
 
 
+class UsageGroup(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """One ``groupBy`` combination's sums: ``key`` maps each grouping asked for to its value."""
+
+    key: dict[str, str]
+    requests: int
+    items: int
+    cost: Decimal
+    processing_time_ms: float
+
+
 class Usage(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     """The tenant's usage and cost over ``[start, end)``, by model."""
 
@@ -180,6 +191,8 @@ class Usage(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     total_requests: int
     total_items: int
     by_model: dict[str, ModelUsage]
+    groups: list[UsageGroup] | None = None
+    """Sums per ``groupBy`` combination, when asked for."""
 
 
 class Quota(msgspec.Struct, rename="camel", frozen=True, kw_only=True):

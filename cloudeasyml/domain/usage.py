@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudeasyml.db.models import UsageRecord
 from cloudeasyml.domain.quota import QuotaReport, quota_report
+from cloudeasyml.domain.usage_detail import RecordFilter, RecordPage, UsageGroup, grouped_usage, usage_records
 from cloudeasyml.metering.meter import Meter
 
 __all__ = ("ModelUsage", "UsageReport", "UsageService", "usage_report")
@@ -26,7 +27,7 @@ class ModelUsage(msgspec.Struct, rename="camel"):
     processing_time_ms: float
 
 
-class UsageReport(msgspec.Struct, rename="camel"):
+class UsageReport(msgspec.Struct, rename="camel", omit_defaults=True):
     """A tenant's usage over ``[start, end)``. Costs are exact decimals, encoded as strings."""
 
     tenant_id: uuid.UUID
@@ -36,6 +37,8 @@ class UsageReport(msgspec.Struct, rename="camel"):
     total_requests: int
     total_items: int
     by_model: dict[str, ModelUsage]
+    groups: list[UsageGroup] | None = None
+    """The same usage summed per ``groupBy`` combination (only when asked for)."""
 
 
 async def usage_report(session: AsyncSession, tenant_id: uuid.UUID, start: datetime, end: datetime) -> UsageReport:
@@ -81,6 +84,17 @@ class UsageService:
         """The tenant's usage in ``[start, end)`` (see ``usage_report``)."""
         await self._meter.flush()
         return await usage_report(self._session, self._tenant_id, start, end)
+
+    async def grouped(self, start: datetime, end: datetime, group_by: tuple[str, ...]) -> UsageReport:
+        """The report, with ``groups`` summed per combination of ``group_by`` (see ``usage_detail``)."""
+        report = await self.report(start, end)
+        report.groups = await grouped_usage(self._session, self._tenant_id, start, end, group_by)
+        return report
+
+    async def records(self, where: RecordFilter, limit: int, cursor: str | None) -> RecordPage:
+        """A page of the tenant's usage records (see ``usage_detail.usage_records``)."""
+        await self._meter.flush()
+        return await usage_records(self._session, self._tenant_id, where, limit, cursor)
 
     async def quota(self) -> QuotaReport:
         """The tenant's caps for the current month and what it has used of them."""
