@@ -21,6 +21,7 @@ from cloudeasyml.api.controllers.deployments import DeploymentController
 from cloudeasyml.api.controllers.embeddings import EmbeddingsController
 from cloudeasyml.api.controllers.health import HealthController
 from cloudeasyml.api.controllers.inference import PREDICTION_ROUTES
+from cloudeasyml.api.controllers.invoices import InvoiceController
 from cloudeasyml.api.controllers.metrics import MetricsController
 from cloudeasyml.api.controllers.models import ModelController
 from cloudeasyml.api.controllers.usage import UsageController
@@ -45,6 +46,7 @@ ROUTES: list[ControllerRouterHandler] = [
     *PREDICTION_ROUTES,
     ApiKeyController,
     UsageController,
+    InvoiceController,
     EmbeddingsController,
     MetricsController,
     OpenInferenceController,

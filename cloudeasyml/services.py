@@ -63,6 +63,8 @@ class Services:
     notices: Notices
     """Writes the webhook events of model loads and quota crossings."""
     idempotency: IdempotencyStore
+    pricing: PricingBook
+    """Each plan's prices (the data plane's, and the unit prices of invoices)."""
     """Requests sent with an ``Idempotency-Key`` and their answers."""
     redis: Redis | None = None
     """Shared state across processes (``CLOUDEASYML_REDIS__URL``); None: each process on its own."""
@@ -198,6 +200,7 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         max_tenants=cache_entries,
         on_crossing=notices.quota_crossed,
     )
+    pricing = PricingBook(pm)
     return Services(
         settings=settings,
         plugin_manager=pm,
@@ -217,7 +220,7 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
             directory,
             registry,
             meter,
-            pricing=PricingBook(pm),
+            pricing=pricing,
             metrics=metrics,
             quota=quota,
             limits=settings.limits,
@@ -225,6 +228,7 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         webhooks=WebhookDispatcher(sessions, settings.webhooks),
         notices=notices,
         idempotency=IdempotencyStore(sessions, settings.idempotency),
+        pricing=pricing,
         redis=redis,
         broadcast=_broadcast(redis, authenticator, directory, registry) if redis is not None else None,
     )

@@ -18,6 +18,7 @@ __all__ = (
     "ApiKey",
     "Deployment",
     "IdempotencyRecord",
+    "Invoice",
     "Tenant",
     "UsageRecord",
     "User",
@@ -218,4 +219,19 @@ class IdempotencyRecord(Base):
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
     """The answer's body, encrypted with a key derived from the caller's API key secret (never stored), so the
     table does not hold secrets shown once (``POST /api-keys``) or predictions in the clear."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class Invoice(Base):
+    """A closed month's invoice, frozen the first time it was read (``cloudeasyml.domain.invoices``)."""
+
+    __tablename__ = "invoice"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    """``YYYY-MM`` (UTC)."""
+    plan: Mapped[str] = mapped_column(String(50))
+    total: Mapped[Decimal] = mapped_column(Money)
+    body: Mapped[str] = mapped_column(Text)
+    """The invoice as served (JSON): lines, unit prices and amounts as they were when it was frozen."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)

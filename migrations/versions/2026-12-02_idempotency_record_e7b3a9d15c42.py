@@ -1,4 +1,4 @@
-"""idempotency_record: requests sent with an Idempotency-Key and their answers.
+"""idempotency_record (requests sent with an Idempotency-Key and their answers) and invoice (frozen months).
 
 Revision ID: e7b3a9d15c42
 Revises: c4d8e1f25a63
@@ -37,9 +37,23 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("tenant_id", "key", name=op.f("pk_idempotency_record")),
     )
     op.create_index("ix_idempotency_record_created_at", "idempotency_record", ["created_at"], unique=False)
+    op.create_table(
+        "invoice",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("month", sa.String(length=7), nullable=False),
+        sa.Column("plan", sa.String(length=50), nullable=False),
+        sa.Column("total", sa.BigInteger(), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"], ["tenant.id"], name=op.f("fk_invoice_tenant_id_tenant"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "month", name=op.f("pk_invoice")),
+    )
 
 
 def downgrade() -> None:
     """Revert."""
+    op.drop_table("invoice")
     op.drop_index("ix_idempotency_record_created_at", table_name="idempotency_record")
     op.drop_table("idempotency_record")

@@ -27,6 +27,7 @@ TABLES = {
     "webhook_event",
     "webhook_delivery",
     "idempotency_record",
+    "invoice",
 }
 
 

@@ -12,7 +12,7 @@ from cloudeasyml.api import deps
 
 CONTROLLERS = Path(cloudeasyml.api.controllers.__file__).parent
 
-SCOPED_SERVICES = {"ApiKeyService", "DeploymentService", "UsageService", "WebhookEndpointService"}
+SCOPED_SERVICES = {"ApiKeyService", "DeploymentService", "InvoiceService", "UsageService", "WebhookEndpointService"}
 """The services whose constructor takes a tenant id; only ``api.deps`` may build them."""
 
 
