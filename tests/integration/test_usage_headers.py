@@ -6,8 +6,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import httpx
+import pytest
+from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
+from cloudeasyml.app import create_app
 from cloudeasyml.db.models import UsageRecord
 from cloudeasyml.domain.tenants import NewTenant
 from tests.conftest import bearer, db_session
@@ -62,3 +65,22 @@ async def test_answers_that_were_not_billed_carry_no_cost(client, tenant: NewTen
     assert refused.status_code == 422 and management.status_code == 200
     for response in (refused, management):
         assert not set(USAGE_HEADERS) & set(response.headers)
+
+
+@pytest.mark.slow  # loads MiniLM
+async def test_an_embeddings_answer_carries_its_cost(settings, plugin_manager, tenant: NewTenant, migrated_url: str):  # type: ignore[no-untyped-def]
+    if "postgres" in migrated_url:
+        pytest.skip("the endpoint bills through the same data plane: SQLite is enough")
+    minilm = pytest.importorskip("cloudeasyml_minilm")
+    plugin_manager.register(minilm, name="minilm")
+    async with AsyncTestClient(app=create_app(settings, plugin_manager)) as client:
+        created = await client.post(
+            "/deployments", json={"modelName": "minilm", "name": "embed"}, headers=bearer(tenant.key)
+        )
+        assert created.status_code == 201, created.text
+        body = {"model": "embed", "input": ["one text", "and another"]}
+        response = await client.post("/v1/embeddings", json=body, headers=bearer(tenant.key))
+        assert response.status_code == 200, response.text
+        records = await _records(client, tenant.key, migrated_url)
+    _check(response, records[response.headers["x-request-id"]])
+    assert response.headers["x-usage-items"] == "2"
