@@ -20,6 +20,7 @@ __all__ = (
     "IdempotencyRecord",
     "Invoice",
     "Tenant",
+    "UsageDaily",
     "UsageRecord",
     "User",
     "WebhookDelivery",
@@ -119,6 +120,29 @@ class UsageRecord(Base):
     gpu_ms: Mapped[float] = mapped_column(default=0.0)
     cost: Mapped[Decimal] = mapped_column(Money)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class UsageDaily(Base):
+    """Usage records summed per tenant, UTC day, deployment, model version, API key and kind: kept current by the
+    meter in the transaction that writes the records, so reports over whole days read a few rows, not every record.
+    """
+
+    __tablename__ = "usage_daily"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    """The day's first instant (UTC midnight)."""
+    deployment_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(100), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """The key id, or ``""`` for usage billed without one (a key column cannot be null)."""
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    requests: Mapped[int]
+    items: Mapped[int]
+    processing_ms: Mapped[float]
+    gpu_ms: Mapped[float]
+    cost: Mapped[Decimal] = mapped_column(Money)
 
 
 class WebhookEndpoint(Base):

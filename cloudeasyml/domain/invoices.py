@@ -13,17 +13,18 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import msgspec
-from sqlalchemy import func, literal, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudeasyml.core.clock import utc_now
 from cloudeasyml.core.pricing import Pricing
 from cloudeasyml.db.models import Invoice as InvoiceRow
-from cloudeasyml.db.models import Tenant, UsageRecord
+from cloudeasyml.db.models import Tenant, UsageDaily
+from cloudeasyml.domain.usage_sums import month_of_day, summed
 from cloudeasyml.domain.webhooks.events import derived_event_id, emit
 from cloudeasyml.errors import InvalidInputError, NotFoundError
 from cloudeasyml.metering.meter import Meter
@@ -94,18 +95,6 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
     return start, end
 
 
-def _kind() -> Any:
-    # Adding kinds to usage records (a ``kind`` column) needs no change here; until then every record is online.
-    column = getattr(UsageRecord, "kind", None)
-    return func.coalesce(column, "online") if column is not None else literal("online")
-
-
-def _month(dialect: str) -> Any:
-    if dialect == "postgresql":
-        return func.to_char(func.timezone("UTC", UsageRecord.created_at), "YYYY-MM")
-    return func.strftime("%Y-%m", UsageRecord.created_at)
-
-
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Invoice).decode
 
@@ -122,14 +111,15 @@ class InvoiceService:
     async def months(self) -> list[InvoiceSummary]:
         """The months with usage, newest first, with their totals."""
         await self._meter.flush()
-        month = _month(self._session.get_bind().dialect.name).label("month")
+        # Every record is in the daily rollup: a month's rows there, not its records, are read.
+        month = month_of_day(self._session.get_bind().dialect.name).label("month")
         rows = await self._session.execute(
-            select(month, func.sum(UsageRecord.cost), func.count())
-            .where(UsageRecord.tenant_id == self._tenant_id)
+            select(month, func.sum(UsageDaily.cost), func.sum(UsageDaily.requests))
+            .where(UsageDaily.tenant_id == self._tenant_id)
             .group_by(month)
             .order_by(month.desc())
         )
-        return [InvoiceSummary(month=m, total=total, requests=count) for m, total, count in rows]
+        return [InvoiceSummary(month=m, total=total, requests=int(count)) for m, total, count in rows]
 
     async def invoice(self, month: str) -> Invoice:
         """The invoice of ``month`` (``YYYY-MM``): frozen once the month is closed, computed while it is open."""
@@ -151,25 +141,7 @@ class InvoiceService:
         tenant = await self._session.get(Tenant, self._tenant_id)
         if tenant is None:
             raise NotFoundError("no such tenant")
-        kind = _kind().label("kind")
-        rows = await self._session.execute(
-            select(
-                UsageRecord.model_name,
-                UsageRecord.model_version,
-                kind,
-                func.count(),
-                func.sum(UsageRecord.items),
-                func.sum(UsageRecord.processing_ms),
-                func.sum(UsageRecord.gpu_ms),
-                func.sum(UsageRecord.cost),
-            )
-            .where(
-                UsageRecord.tenant_id == self._tenant_id,
-                UsageRecord.created_at >= start,
-                UsageRecord.created_at < end,
-            )
-            .group_by(UsageRecord.model_name, UsageRecord.model_version, kind)
-        )
+        sums = await summed(self._session, self._tenant_id, start, end, ("model_name", "model_version", "kind"))
         order = {k: i for i, k in enumerate(KINDS)}
         lines = sorted(
             (
@@ -184,7 +156,7 @@ class InvoiceService:
                     unit_prices=self._price_of(tenant.plan, model, version),
                     amount=amount,
                 )
-                for model, version, line_kind, count, items, ms, gpu, amount in rows
+                for (model, version, line_kind), (count, items, amount, ms, gpu) in sums.items()
             ),
             key=lambda line: (line.model, line.model_version, order.get(line.kind, len(order)), line.kind),
         )

@@ -28,6 +28,7 @@ TABLES = {
     "webhook_delivery",
     "idempotency_record",
     "invoice",
+    "usage_daily",
 }
 
 
