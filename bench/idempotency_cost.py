@@ -3,7 +3,7 @@ without a key, with a new key each time (a claim and a stored answer: two small 
 read). Modes take turns in blocks, so that a busy machine slows them alike; medians in milliseconds.
 
     python -m bench.idempotency_cost                      # SQLite in a temporary directory
-    python -m bench.idempotency_cost --database postgresql+asyncpg://user@host/db --requests 300
+    python -m bench.idempotency_cost --database postgresql+asyncpg://user@host/bench --requests 300   # a scratch database
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ async def main(url: str, requests: int, blocks: int) -> None:
         created = await client.post("/deployments", json={"modelName": "housing"}, headers=auth)
         assert created.status_code == 201, created.text
         example = (await client.get("/models/housing", headers=auth)).json()["exampleInput"]
-        payload = {"deploymentId": created.json()["id"], "inputs": example[:1]}
+        payload = {"deploymentId": created.json()["id"], "inputs": [example]}
         for _ in range(20):  # warm: the model loaded, caches filled
             assert (await client.post("/predict", json=payload, headers=auth)).status_code == 200
         replayed = {**auth, "Idempotency-Key": "replayed"}

@@ -4,7 +4,7 @@ bounds that cut days in two, and ``GET /invoices/{month}`` (its first read, whic
 through the real app over ASGI.
 
     python -m bench.usage_reports                          # SQLite in a temporary directory
-    python -m bench.usage_reports --database postgresql+asyncpg://user@host/db   # a database it may fill
+    python -m bench.usage_reports --database postgresql+asyncpg://user@host/db   # a server: a database of its own
     python -m bench.usage_reports --records 100000 --runs 5
 """
 
@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import asyncpg
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -77,6 +78,14 @@ async def _fill(url: str, count: int) -> tuple[str, Decimal]:
     return tenant.key, total
 
 
+async def _admin(url: str, statement: str) -> None:
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
 async def _time(client: AsyncTestClient, path: str, key: str, params: dict[str, str], runs: int) -> list[float]:
     times = []
     for _ in range(runs):
@@ -114,10 +123,25 @@ async def main(url: str, count: int, runs: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database", default="", help="a database URL (default: a new SQLite file)")
+    parser.add_argument(
+        "--database",
+        default="",
+        help="a PostgreSQL URL: the benchmark makes a database of its own on that server and drops it after "
+        "(default: a new SQLite file)",
+    )
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
-    database = args.database or f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp()) / 'usage.db'}"
-    upgrade_database(database)  # alembic runs its own event loop
-    asyncio.run(main(database, args.records, args.runs))
+    if not args.database:
+        database = f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp()) / 'usage.db'}"
+        upgrade_database(database)  # alembic runs its own event loop
+        asyncio.run(main(database, args.records, args.runs))
+    else:
+        name = f"usage_bench_{uuid.uuid4().hex[:8]}"
+        database = args.database.rsplit("/", 1)[0] + f"/{name}"
+        asyncio.run(_admin(args.database, f'CREATE DATABASE "{name}"'))
+        try:
+            upgrade_database(database)
+            asyncio.run(main(database, args.records, args.runs))
+        finally:
+            asyncio.run(_admin(args.database, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
