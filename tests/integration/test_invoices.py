@@ -72,3 +72,13 @@ async def test_invoice_months_are_checked(client, tenant: NewTenant) -> None:
         assert response.status_code == status, (month, response.text)
     empty = (await client.get("/invoices/2026-10", headers=auth)).json()
     assert empty["lines"] == [] and empty["total"] == "0"
+
+
+async def test_an_invoice_renders_as_pdf(client, tenant: NewTenant, migrated_url: str) -> None:
+    await _seed(migrated_url, tenant)
+    headers = {**bearer(tenant.key), "Accept": "application/pdf"}
+    response = await client.get("/invoices/2026-11", headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/pdf"
+    assert response.content.startswith(b"%PDF-") and b"%%EOF" in response.content[-32:]
+    assert len(response.content) > 1500

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from litestar import Controller, get
+from typing import Any
+
+from litestar import Controller, Request, Response, get
 from litestar.params import FromPath
 
 from cloudeasyml.api.auth import requires_scope
 from cloudeasyml.api.deps import MANAGEMENT, Injected
+from cloudeasyml.api.invoice_pdf import PDF, invoice_pdf, wants_pdf
 from cloudeasyml.domain.invoices import Invoice, InvoiceService, InvoiceSummary
+from cloudeasyml.domain.principal import Principal
 
 __all__ = ("InvoiceController",)
 
@@ -25,10 +29,17 @@ class InvoiceController(Controller):
         return await invoices.months()
 
     @get("/{month:str}", summary="A month's invoice", guards=[requires_scope("usage:read")])
-    async def get_invoice(self, invoices: Injected[InvoiceService], month: FromPath[str]) -> Invoice:
+    async def get_invoice(
+        self, request: Request[Principal, Any, Any], invoices: Injected[InvoiceService], month: FromPath[str]
+    ) -> Response[Invoice]:
         """The invoice of ``month`` (``YYYY-MM``, UTC): one line per model, version and kind (online, batch,
         shadow) with its requests, items, processing seconds, the plan's unit prices and the amount billed; the
         subtotal and total equal ``GET /usage`` for the month. ``open`` until an hour after the month ends, then
         ``final``: frozen the first time it is read (with an ``invoice.ready`` event), never changed after.
+        ``Accept: application/pdf`` renders it as a PDF.
         """
-        return await invoices.invoice(month)
+        invoice = await invoices.invoice(month)
+        if wants_pdf(request.headers.get("accept")):
+            headers = {"Content-Disposition": f'inline; filename="invoice-{invoice.month}.pdf"'}
+            return Response(invoice_pdf(invoice), media_type=PDF, headers=headers)  # type: ignore[arg-type]
+        return Response(invoice)
