@@ -91,7 +91,10 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
         raise InvalidInputError(f"month must be YYYY-MM, got {month!r}") from None
     if len(month) != 7:
         raise InvalidInputError(f"month must be YYYY-MM, got {month!r}")
-    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    try:
+        end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    except ValueError:  # December 9999: past the calendar, so never begun either
+        raise NotFoundError(f"no invoice for {month}: the month has not begun") from None
     return start, end
 
 

@@ -153,6 +153,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         )
     except (binascii.Error, ValueError, msgspec.DecodeError):
         raise MalformedRequestError("cursor is not one this API gave out") from None
+    if created_at.tzinfo is None:  # the API gives out aware times only
+        raise MalformedRequestError("cursor is not one this API gave out")
     return created_at, request_id
 
 

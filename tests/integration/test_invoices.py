@@ -67,7 +67,7 @@ async def test_a_closed_months_invoice_matches_usage_and_is_frozen(
 
 async def test_invoice_months_are_checked(client, tenant: NewTenant) -> None:
     auth = bearer(tenant.key)
-    for month, status in (("2026-13", 422), ("2026-1", 422), ("nonsense", 422), ("2999-01", 404)):
+    for month, status in (("2026-13", 422), ("2026-1", 422), ("nonsense", 422), ("2999-01", 404), ("9999-12", 404)):
         response = await client.get(f"/invoices/{month}", headers=auth)
         assert response.status_code == status, (month, response.text)
     empty = (await client.get("/invoices/2026-10", headers=auth)).json()

@@ -3,6 +3,7 @@ records written at known times."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import uuid
@@ -131,7 +132,9 @@ async def test_records_as_csv_and_bad_parameters(client, tenant: NewTenant, migr
     )
     assert following.json()["records"][0]["requestId"] == records[10].request_id
     assert (await client.get("/usage/records", params={"limit": 1001}, headers=auth)).status_code == 422
-    assert (await client.get("/usage/records", params={"cursor": "nonsense"}, headers=auth)).status_code == 400
+    naive = base64.urlsafe_b64encode(b'["2026-11-02T00:00:00","x"]').decode()
+    for cursor in ("nonsense", naive):
+        assert (await client.get("/usage/records", params={"cursor": cursor}, headers=auth)).status_code == 400
 
 
 async def test_usage_from_the_daily_rollup_equals_the_records_at_any_bounds(
