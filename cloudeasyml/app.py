@@ -25,6 +25,7 @@ from cloudeasyml.api.controllers.experiment import ExperimentController
 from cloudeasyml.api.controllers.feedback import FeedbackController
 from cloudeasyml.api.controllers.health import HealthController
 from cloudeasyml.api.controllers.inference import PREDICTION_ROUTES
+from cloudeasyml.api.controllers.invoices import InvoiceController
 from cloudeasyml.api.controllers.metrics import MetricsController
 from cloudeasyml.api.controllers.models import ModelController
 from cloudeasyml.api.controllers.usage import UsageController
@@ -54,6 +55,7 @@ ROUTES: list[ControllerRouterHandler] = [
     FeedbackController,
     ApiKeyController,
     UsageController,
+    InvoiceController,
     EmbeddingsController,
     MetricsController,
     OpenInferenceController,

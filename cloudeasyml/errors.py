@@ -10,6 +10,8 @@ __all__ = (
     "DeadlineExceededError",
     "DeploymentUnloadedError",
     "ExportError",
+    "IdempotencyKeyInUseError",
+    "IdempotencyKeyReusedError",
     "InvalidInputError",
     "MalformedRequestError",
     "ModelNotFoundError",
@@ -65,6 +67,14 @@ class ConflictError(CloudEasyMLError):
     """The request conflicts with existing state, e.g. a duplicate deployment name."""
 
     title = "Conflict"
+
+
+class IdempotencyKeyReusedError(ConflictError):
+    """An ``Idempotency-Key`` already used, within its window, for a request with another body, path or API key."""
+
+
+class IdempotencyKeyInUseError(ConflictError):
+    """An ``Idempotency-Key`` whose first request is still running: the retry may come back once it has answered."""
 
 
 class TenantLimitReachedError(ConflictError):

@@ -16,6 +16,7 @@ from cloudeasyml.domain.authenticator import ApiKeyAuthenticator
 from cloudeasyml.domain.broadcast import CHANGED_DEPLOYMENTS, DELETED_DEPLOYMENTS, REVOKED_KEYS, Broadcast
 from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.deployment_status import LoadOutcomes
+from cloudeasyml.domain.idempotency import IdempotencyStore
 from cloudeasyml.domain.inference import InferenceService
 from cloudeasyml.domain.quota import QuotaGuard
 from cloudeasyml.domain.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
@@ -69,6 +70,10 @@ class Services:
     """Moves serving from a deployment's revision to the next (warm, switch, drain)."""
     outcomes: OutcomeRecorder
     """What each version of a split answered (the experiment report's material), written behind the answers."""
+    idempotency: IdempotencyStore
+    """Requests sent with an ``Idempotency-Key`` and their answers."""
+    pricing: PricingBook
+    """Each plan's prices (the data plane's, and the unit prices of invoices)."""
     redis: Redis | None = None
     """Shared state across processes (``CLOUDEASYML_REDIS__URL``); None: each process on its own."""
     broadcast: Broadcast | None = None
@@ -222,6 +227,7 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         max_tenants=cache_entries,
         on_crossing=notices.quota_crossed,
     )
+    pricing = PricingBook(pm)
     rollout = Rollout(registry, directory, catalog, settings.limits)
     directory.watch(_changed_unseen(rollout))
     return Services(
@@ -243,7 +249,7 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
             directory,
             registry,
             meter,
-            pricing=PricingBook(pm),
+            pricing=pricing,
             metrics=metrics,
             quota=quota,
             limits=settings.limits,
@@ -253,6 +259,8 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         notices=notices,
         rollout=rollout,
         outcomes=outcomes,
+        idempotency=IdempotencyStore(sessions, settings.idempotency),
+        pricing=pricing,
         redis=redis,
         broadcast=_broadcast(redis, authenticator, directory, registry, rollout) if redis is not None else None,
     )

@@ -11,6 +11,7 @@ import msgspec
 
 __all__ = (
     "DatabaseSettings",
+    "IdempotencySettings",
     "LimitsSettings",
     "PlanLimits",
     "MeteringSettings",
@@ -311,6 +312,18 @@ class OutcomeSettings(msgspec.Struct, frozen=True):
     whatever it is, latencies and quality come from those rows."""
 
 
+class IdempotencySettings(msgspec.Struct, frozen=True):
+    """``Idempotency-Key`` on POST requests (docs/billing.md)."""
+
+    ttl_seconds: Annotated[float, msgspec.Meta(gt=0)] = 86400.0
+    """How long a key's answer is kept and replayed; after it, the key is free again (and purged)."""
+    lock_seconds: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    """How long a key whose first request has no answer yet refuses retries with 409; past it, the first request is
+    taken for lost (its process died) and a retry runs again."""
+    purge_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    """How often, at most, each server process deletes the keys older than ``ttl_seconds``."""
+
+
 class Settings(msgspec.Struct, frozen=True):
     """All settings."""
 
@@ -325,6 +338,7 @@ class Settings(msgspec.Struct, frozen=True):
     limits: LimitsSettings = LimitsSettings()
     webhooks: WebhookSettings = WebhookSettings()
     outcomes: OutcomeSettings = OutcomeSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
     home: str = ""
     """Data directory for the embedded defaults. Empty means ``~/.cloudeasyml``."""
 

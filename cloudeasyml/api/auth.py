@@ -17,9 +17,11 @@ __all__ = (
     "PUBLIC_PATHS",
     "ApiKeyMiddleware",
     "authenticate_scope",
+    "is_public",
     "require",
     "requires_any_scope",
     "requires_scope",
+    "token_of",
 )
 
 PUBLIC_PATHS = (r"^/health(/ready)?/?\Z", r"^/v2/health/(live|ready)/?\Z", r"^/metrics/?\Z", r"^/schema(/.*)?\Z")
@@ -45,18 +47,33 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Authenticate, rate-limit, then pass the request on (public paths pass untouched)."""
-        if scope["type"] == "http" and not _PUBLIC.match(scope["path"]):
+        if scope["type"] == "http" and not is_public(scope["path"]):
             await authenticate_scope(scope)
         await self.app(scope, receive, send)
 
 
+def is_public(path: str) -> bool:
+    """Whether ``path`` answers without a key (``PUBLIC_PATHS``)."""
+    return _PUBLIC.match(path) is not None
+
+
+def token_of(scope: Scope) -> str | None:
+    """The API key the request of ``scope`` sent, if any."""
+    return _token(scope["headers"])
+
+
 async def authenticate_scope(scope: Scope) -> Principal:
-    """Authenticate and rate-limit the request of ``scope``; put its ``Principal`` in ``scope["user"]``."""
+    """Authenticate and rate-limit the request of ``scope``; put its ``Principal`` in ``scope["user"]``. A request
+    already authenticated by an outer layer (``cloudeasyml.api.idempotency``) is not counted twice.
+    """
+    principal = scope.get("user")
+    if isinstance(principal, Principal):
+        return principal
     token = _token(scope["headers"])
     if not token:
         raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
     services = scope["litestar_app"].state.services
-    principal: Principal = await services.authenticator.authenticate(token)
+    principal = await services.authenticator.authenticate(token)
     if principal.rate_limit_per_minute:
         await services.rate_limiter.check(principal.key_id, principal.rate_limit_per_minute)
     scope["user"] = principal

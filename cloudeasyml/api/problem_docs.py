@@ -35,7 +35,8 @@ _WHY = {
     402: "The tenant's monthly spend cap is reached (`Retry-After`)",
     403: "The key lacks the scope this operation needs",
     404: "No such resource for this tenant",
-    409: "A deployment of that name exists, or the deployment changed meanwhile (read it again and retry)",
+    409: "A conflict: a deployment of that name exists, the deployment changed meanwhile (read it again and retry), "
+    "or the `Idempotency-Key` was used for another request or its first request is still running",
     413: "Body larger than the server's limit",
     422: "Valid JSON whose content is invalid; the detail names the field",
     429: "The key's rate limit or the tenant's monthly request cap is spent (`Retry-After`)",
@@ -143,6 +144,12 @@ def _statuses(method: str, path: str, operation: Operation) -> set[int]:
         statuses |= {400, 413, 422}
     if _INFERENCE.match(path):
         statuses |= {402, 404, 504}
+    if method == "POST":
+        statuses.add(409)  # an Idempotency-Key used for another request, or whose first request still runs
+    if (method, path) == ("GET", "/usage/records"):
+        statuses.add(400)  # a cursor the API did not give out
+    if (method, path) == ("GET", "/invoices/{month}"):
+        statuses.add(422)  # a month that is not YYYY-MM
     if (method, path) == ("POST", "/deployments"):
         statuses |= {404, 409}  # an unknown model or version; a duplicate name
     if _REVISION.match(path) and method in ("PATCH", "POST"):

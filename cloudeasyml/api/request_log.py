@@ -5,7 +5,8 @@ path included), so no answer leaves without its id and no request goes unlogged.
 taken from the client: it is the primary key of the request's usage record, and a client that could choose it
 could replay one id to have answers go unbilled (a usage record is written once per id) or collide with another
 tenant's. A valid ``X-Request-ID`` from the client (``RequestContext.client_request_id``) is logged and returned in
-``X-Client-Request-ID``, so a client or a proxy can still correlate its own ids.
+``X-Client-Request-ID``, so a client or a proxy can still correlate its own ids. A billed answer (every protocol's:
+the data plane records the cost in the ``RequestContext``) also carries what it cost (``usage_headers``).
 
 The same pass over the headers takes the client's ``X-Routing-Key`` (``RequestContext.routing_key``: sticky routing
 of a deployment with a traffic split, for every protocol alike), and the answer of a request the data plane served
@@ -34,7 +35,14 @@ from litestar.types import HTTPScope, Message, Receive, Send
 from cloudeasyml.domain.request_context import RequestContext, client_request_id
 from cloudeasyml.settings import ServerSettings
 
-__all__ = ("ACCESS_LOGGER", "configure_access_log", "drain_access_log", "request_context", "serve_logged")
+__all__ = (
+    "ACCESS_LOGGER",
+    "configure_access_log",
+    "drain_access_log",
+    "request_context",
+    "serve_logged",
+    "usage_headers",
+)
 
 ACCESS_LOGGER = "cloudeasyml.access"
 _CONTEXT = "cloudeasyml_request"
@@ -86,7 +94,12 @@ async def serve_logged(
         nonlocal status
         if message["type"] == "http.response.start":
             status = message["status"]
-            message["headers"] = [*message.get("headers", ()), *extra, *_served_by(context, status)]
+            message["headers"] = [
+                *message.get("headers", ()),
+                *extra,
+                *_served_by(context, status),
+                *usage_headers(context),
+            ]
         await send(message)
 
     try:
@@ -109,6 +122,21 @@ def _served_by(context: RequestContext, status: int) -> list[tuple[bytes, bytes]
     if context.variant not in (None, "float"):
         headers.append((b"x-model-variant", str(context.variant).encode("ascii")))
     return headers
+
+
+def usage_headers(context: RequestContext) -> list[tuple[bytes, bytes]]:
+    """What a billed request cost, for its answer: ``X-Usage-Items``, ``X-Usage-Processing-Ms`` (milliseconds, to
+    the microsecond the price was computed from) and ``X-Usage-Cost`` (the exact decimal of its usage record, never
+    in exponent form). None for a request that was not billed (an error, a management call, an idempotent replay).
+    """
+    cost = context.cost
+    if cost is None:
+        return []
+    return [
+        (b"x-usage-items", str(context.items).encode()),
+        (b"x-usage-processing-ms", repr(round(context.processing_ms, 3)).encode()),
+        (b"x-usage-cost", format(cost, "f").encode()),
+    ]
 
 
 def _log(scope: HTTPScope, context: RequestContext, status: int, elapsed_ms: float) -> None:

@@ -28,6 +28,7 @@ __all__ = (
     "TensorSpec",
     "TrafficRoute",
     "Usage",
+    "UsageGroup",
     "VersionUsage",
 )
 
@@ -186,6 +187,16 @@ class VersionUsage(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     processing_time_ms: float
 
 
+class UsageGroup(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """One ``groupBy`` combination's sums: ``key`` maps each grouping asked for to its value."""
+
+    key: dict[str, str]
+    requests: int
+    items: int
+    cost: Decimal
+    processing_time_ms: float
+
+
 class Usage(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     """The tenant's usage and cost over ``[start, end)``, by model."""
 
@@ -200,6 +211,8 @@ class Usage(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     """Shadow copies' usage (billed compute, not requests); None when there were none."""
     by_version: list[VersionUsage] | None = None
     """Each model version's usage, online and shadow apart (asked for with ``groupBy=version``)."""
+    groups: list[UsageGroup] | None = None
+    """Sums per ``groupBy`` combination, when asked for."""
 
 
 class Quota(msgspec.Struct, rename="camel", frozen=True, kw_only=True):

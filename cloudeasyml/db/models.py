@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cloudeasyml.core.clock import utc_now
@@ -20,7 +20,10 @@ __all__ = (
     "DeploymentRevision",
     "Feedback",
     "Outcome",
+    "IdempotencyRecord",
+    "Invoice",
     "Tenant",
+    "UsageDaily",
     "UsageRecord",
     "User",
     "WebhookDelivery",
@@ -161,6 +164,29 @@ class UsageRecord(Base):
     """``online``: a request answered to its client; ``shadow``: a shadow route's copy of one (spend, not a request)."""
 
 
+class UsageDaily(Base):
+    """Usage records summed per tenant, UTC day, deployment, model version, API key and kind: kept current by the
+    meter in the transaction that writes the records, so reports over whole days read a few rows, not every record.
+    """
+
+    __tablename__ = "usage_daily"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    """The day's first instant (UTC midnight)."""
+    deployment_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(100), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """The key id, or ``""`` for usage billed without one (a key column cannot be null)."""
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    requests: Mapped[int]
+    items: Mapped[int]
+    processing_ms: Mapped[float]
+    gpu_ms: Mapped[float]
+    cost: Mapped[Decimal] = mapped_column(Money)
+
+
 class WebhookEndpoint(Base):
     """A URL a tenant asked to receive events at, and the secret that signs them (docs/webhooks.md)."""
 
@@ -283,4 +309,45 @@ class Feedback(Base):
     value: Mapped[Any] = mapped_column(JSON, nullable=True)
     """A regressor's true value (or a plugin's own truth): one, or a list with one per item."""
     api_key_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class IdempotencyRecord(Base):
+    """A request sent with an ``Idempotency-Key``, and its answer once it has one (``cloudeasyml.api.idempotency``).
+    Kept for the idempotency window (24 h by default), then purged.
+    """
+
+    __tablename__ = "idempotency_record"
+    __table_args__ = (Index("ix_idempotency_record_created_at", "created_at"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    """The client's ``Idempotency-Key``: keys are per tenant."""
+    request_hash: Mapped[str] = mapped_column(String(64))
+    """SHA-256 (hex) of the API key id, method, path, query string and body: a retry must match it."""
+    state: Mapped[str] = mapped_column(String(16))
+    """``running`` (the first request has no answer yet) or ``done``."""
+    lock_id: Mapped[str] = mapped_column(String(32))
+    """Who runs (or ran) the request: only that attempt may store its answer or give the key up."""
+    status: Mapped[int | None]
+    headers: Mapped[list[list[str]] | None] = mapped_column(JSON)
+    """The answer's headers as the app sent them (latin-1 text pairs)."""
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The answer's body, encrypted with a key derived from the caller's API key secret (never stored), so the
+    table does not hold secrets shown once (``POST /api-keys``) or predictions in the clear."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class Invoice(Base):
+    """A closed month's invoice, frozen the first time it was read (``cloudeasyml.domain.invoices``)."""
+
+    __tablename__ = "invoice"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    """``YYYY-MM`` (UTC)."""
+    plan: Mapped[str] = mapped_column(String(50))
+    total: Mapped[Decimal] = mapped_column(Money)
+    body: Mapped[str] = mapped_column(Text)
+    """The invoice as served (JSON): lines, unit prices and amounts as they were when it was frozen."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)

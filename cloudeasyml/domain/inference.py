@@ -185,6 +185,8 @@ class InferenceService:
         the version and variant that served and the item count, for the answer's ``X-Model-Version`` and the access
         log; without one, the request gets a fresh id. A context of ``mode`` shadow is a shadow copy: ``spec`` is
         its route, it takes no place under the request cap and is billed as shadow usage or not (``bill_shadow``).
+        A live request, once billed, leaves its cost and processing time in ``context`` (the answer's ``X-Usage-*``
+        headers).
 
         Returns:
             The result and the usage record's request id.
@@ -231,6 +233,7 @@ class InferenceService:
                 result = await run(loaded)
             if live:
                 cost = self.bill(principal, loaded, result, items, context.request_id)
+                context.cost, context.processing_ms = cost, result.processing_ms
             else:
                 await self._bill_shadow(principal, loaded, result, items, context.request_id)
         except BaseException as exc:

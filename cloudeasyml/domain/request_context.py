@@ -2,13 +2,15 @@
 
 The edge creates a ``RequestContext`` per HTTP request, before authentication; the data plane bills the request
 under ``request_id`` (the usage record's primary key and the ``requestId`` of a prediction's answer) and fills in
-the deployment, model and item count; the edge's access log reads them when the answer has left.
+the deployment, model and item count, and once billed, the cost; the edge's access log reads them when the answer
+has left, and the edge's ``X-Usage-*`` headers report the cost (``cloudeasyml.api.request_log``).
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from decimal import Decimal
 
 from cloudeasyml.core.traffic import RouteMode
 
@@ -24,11 +26,13 @@ class RequestContext:
 
     __slots__ = (
         "client_request_id",
+        "cost",
         "deployment_id",
         "items",
         "model_name",
         "model_version",
         "mode",
+        "processing_ms",
         "request_id",
         "routing_key",
         "shadow_of",
@@ -56,6 +60,11 @@ class RequestContext:
         self.routing_key: str | None = None
         """The client's ``X-Routing-Key``: requests with one key keep one live version while the weights stay."""
         self.items = 0
+        self.cost: Decimal | None = None
+        """What the request was billed (set by the data plane once its usage is recorded; None: not billed). The
+        edge returns it, with ``items`` and ``processing_ms``, in the ``X-Usage-*`` headers of the answer."""
+        self.processing_ms = 0.0
+        """The processing time billed (the request's share of its batch), once billed."""
 
 
 def client_request_id(value: str) -> str | None:

@@ -8,11 +8,11 @@ from decimal import Decimal
 from typing import Literal
 
 import msgspec
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cloudeasyml.db.models import UsageRecord
 from cloudeasyml.domain.quota import QuotaReport, quota_report
+from cloudeasyml.domain.usage_detail import RecordFilter, RecordPage, UsageGroup, grouped_usage, usage_records
+from cloudeasyml.domain.usage_sums import summed
 from cloudeasyml.metering.meter import Meter
 
 __all__ = ("GroupBy", "ModelUsage", "UsageReport", "UsageService", "VersionUsage", "usage_report")
@@ -58,6 +58,8 @@ class UsageReport(msgspec.Struct, rename="camel"):
     """Shadow copies' usage: not requests of the tenant's, but billed compute."""
     by_version: list[VersionUsage] | None = None
     """With ``groupBy=version``: each model version's online and shadow usage, by model, version and kind."""
+    groups: list[UsageGroup] | None = None
+    """The same usage summed per ``groupBy`` combination (only when asked for)."""
 
 
 GroupBy = Literal["model", "version"]
@@ -75,33 +77,20 @@ def _add(total: ModelUsage | None, part: VersionUsage) -> ModelUsage:
 async def usage_report(
     session: AsyncSession, tenant_id: uuid.UUID, start: datetime, end: datetime, group_by: GroupBy = "model"
 ) -> UsageReport:
-    """Sum the tenant's usage records in ``[start, end)`` by model, version and kind, in the database."""
-    # Money sums its scaled integers in the database: exact on SQLite and PostgreSQL alike.
-    rows = await session.execute(
-        select(
-            UsageRecord.model_name,
-            UsageRecord.model_version,
-            UsageRecord.kind,
-            func.count(),
-            func.sum(UsageRecord.items),
-            func.sum(UsageRecord.cost),
-            func.sum(UsageRecord.processing_ms),
-        )
-        .where(UsageRecord.tenant_id == tenant_id, UsageRecord.created_at >= start, UsageRecord.created_at < end)
-        .group_by(UsageRecord.model_name, UsageRecord.model_version, UsageRecord.kind)
-        .order_by(UsageRecord.model_name, UsageRecord.model_version, UsageRecord.kind)
-    )
+    """Sum the tenant's usage in ``[start, end)`` by model, version and kind (see ``usage_sums``)."""
+    # Whole days from the daily rollup, the edges from the records: fast however many records the month holds.
+    sums = await summed(session, tenant_id, start, end, ("model_name", "model_version", "kind"))
     versions = [
         VersionUsage(
             model_name=name,
             model_version=version,
             kind=kind,
-            requests=count,
-            items=int(items),
+            requests=requests,
+            items=items,
             cost=cost,
-            processing_time_ms=float(ms),
+            processing_time_ms=ms,
         )
-        for name, version, kind, count, items, cost, ms in rows
+        for (name, version, kind), (requests, items, cost, ms, _gpu) in sorted(sums.items())
     ]
     by_model: dict[str, ModelUsage] = {}
     shadow: ModelUsage | None = None
@@ -147,6 +136,17 @@ class UsageService:
         """The tenant's usage in ``[start, end)`` (see ``usage_report``)."""
         await self._meter.flush()
         return await usage_report(self._session, self._tenant_id, start, end, group_by)
+
+    async def grouped(self, start: datetime, end: datetime, group_by: tuple[str, ...]) -> UsageReport:
+        """The report, with ``groups`` summed per combination of ``group_by`` (see ``usage_detail``)."""
+        report = await self.report(start, end, "version" if "version" in group_by else "model")
+        report.groups = await grouped_usage(self._session, self._tenant_id, start, end, group_by)
+        return report
+
+    async def records(self, where: RecordFilter, limit: int, cursor: str | None) -> RecordPage:
+        """A page of the tenant's usage records (see ``usage_detail.usage_records``)."""
+        await self._meter.flush()
+        return await usage_records(self._session, self._tenant_id, where, limit, cursor)
 
     async def quota(self) -> QuotaReport:
         """The tenant's caps for the current month and what it has used of them."""

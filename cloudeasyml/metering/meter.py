@@ -14,10 +14,10 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import msgspec
 from sqlalchemy import Table, update
@@ -27,11 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cloudeasyml.background import cancel_and_wait
 from cloudeasyml.db.errors import RETRY_AFTER_SECONDS, as_unavailable
-from cloudeasyml.db.models import ApiKey, UsageRecord
+from cloudeasyml.db.models import ApiKey, UsageDaily, UsageRecord
 from cloudeasyml.errors import DatabaseUnavailableError, UsageJournalError
 from cloudeasyml.metering.journal import Journal, Position, orphan_tags
 
-__all__ = ("Meter", "Usage")
+__all__ = ("Meter", "Usage", "write_usage")
 
 log = logging.getLogger(__name__)
 
@@ -297,20 +297,70 @@ class Meter:
     async def _write(self, batch: list[Usage]) -> None:
         if not batch:
             return
-        rows = [msgspec.structs.asdict(usage) for usage in batch]
-        last_used: dict[str, datetime] = {}
-        for usage in batch:
-            if usage.api_key_id is not None:
-                last_used[usage.api_key_id] = max(usage.created_at, last_used.get(usage.api_key_id, usage.created_at))
         async with self._sessions() as session, session.begin():
-            dialect = session.get_bind().dialect.name
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            # A Core insert of the table: the ORM's bulk path costs more per row on the event loop.
-            table = cast(Table, UsageRecord.__table__)  # a declarative class's table (typed as any FromClause)
-            statement = insert(table).on_conflict_do_nothing(index_elements=["request_id"])
-            await session.execute(statement, rows)
-            for key_id, when in last_used.items():
-                await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
+            await write_usage(session, batch)
+
+
+async def write_usage(session: AsyncSession, batch: list[Usage]) -> None:
+    """Insert ``batch`` (records already there are skipped: the request id is the key), add the records inserted to
+    the daily rollup (``UsageDaily``) and note when each key was last used, in ``session``'s transaction.
+    """
+    rows = [msgspec.structs.asdict(usage) for usage in batch]
+    last_used: dict[str, datetime] = {}
+    for usage in batch:
+        if usage.api_key_id is not None:
+            last_used[usage.api_key_id] = max(usage.created_at, last_used.get(usage.api_key_id, usage.created_at))
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # A Core insert of the table: the ORM's bulk path costs more per row on the event loop.
+    table = cast(Table, UsageRecord.__table__)  # a declarative class's table (typed as any FromClause)
+    statement = insert(table).on_conflict_do_nothing(index_elements=["request_id"]).returning(table.c.request_id)
+    inserted = set((await session.execute(statement, rows)).scalars())
+    if inserted:
+        await _roll_up(session, insert, [usage for usage in batch if usage.request_id in inserted])
+    for key_id, when in last_used.items():
+        await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
+
+
+_DAILY_KEY = ("tenant_id", "day", "deployment_id", "model_name", "model_version", "api_key_id", "kind")
+_DAILY_SUMS = ("requests", "items", "processing_ms", "gpu_ms", "cost")
+
+
+async def _roll_up(session: AsyncSession, insert: Any, batch: list[Usage]) -> None:
+    """Add newly inserted records to their days' rows of ``usage_daily`` (only new ones: a record written twice
+    counts once). Rows are upserted in key order, so two processes never lock the same rows in opposite orders.
+    """
+    sums: dict[tuple[Any, ...], list[Any]] = {}
+    for usage in batch:
+        day = usage.created_at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        kind = usage.kind
+        key = (
+            usage.tenant_id,
+            day,
+            usage.deployment_id,
+            usage.model_name,
+            usage.model_version,
+            usage.api_key_id or "",
+            kind,
+        )
+        total = sums.setdefault(key, [0, 0, 0.0, 0.0, Decimal(0)])
+        total[0] += 1
+        total[1] += usage.items
+        total[2] += usage.processing_ms
+        total[3] += usage.gpu_ms
+        total[4] += usage.cost
+    daily = cast(Table, UsageDaily.__table__)
+    values = [
+        dict(zip(_DAILY_KEY, key, strict=True)) | dict(zip(_DAILY_SUMS, total, strict=True))
+        for key, total in sorted(sums.items(), key=lambda item: tuple(str(part) for part in item[0]))
+    ]
+    statement = insert(daily).values(values)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=list(_DAILY_KEY),
+            set_={name: daily.c[name] + statement.excluded[name] for name in _DAILY_SUMS},
+        )
+    )
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

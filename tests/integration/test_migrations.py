@@ -28,6 +28,9 @@ TABLES = {
     "webhook_endpoint",
     "webhook_event",
     "webhook_delivery",
+    "idempotency_record",
+    "invoice",
+    "usage_daily",
 }
 
 
@@ -253,6 +256,7 @@ def test_a_previous_release_database_with_data_upgrades_and_downgrades_keeping_i
 
 STATUS_REVISION = "5c1d8e2f7a3b"
 """The revision that made ``deployment.status`` the last load's outcome and added ``status_reason``."""
+
 
 def test_deployments_stored_ready_become_pending_and_go_back_on_downgrade(database_url: str) -> None:
     config = alembic_config(database_url)

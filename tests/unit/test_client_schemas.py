@@ -27,6 +27,7 @@ SERVER_NAMES = {
     schemas.ApiKeyCreated: "ApiKeyCreated",
     schemas.Usage: "UsageReport",
     schemas.ModelUsage: "ModelUsage",
+    schemas.UsageGroup: "UsageGroup",
     schemas.VersionUsage: "VersionUsage",
     schemas.Quota: "QuotaReport",
 }

@@ -17,6 +17,7 @@ SCOPED_SERVICES = {
     "DeploymentService",
     "ExperimentService",
     "FeedbackService",
+    "InvoiceService",
     "RevisionService",
     "UsageService",
     "WebhookEndpointService",

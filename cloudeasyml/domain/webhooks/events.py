@@ -36,11 +36,12 @@ EVENT_TYPES: Final[Mapping[str, str]] = {
     "key.expiring": "an API key expires within 7 days (once per key and expiry)",
     "quota.warning": "the tenant used 80 % of a monthly cap (once per cap and month)",
     "quota.exceeded": "the tenant reached a monthly cap (once per cap and month)",
+    "invoice.ready": "a closed month's invoice was frozen (once per tenant and month)",
     "endpoint.disabled": "one of the tenant's endpoints was disabled after failing for 5 days (sent to the others)",
     "webhook.test": "sent to one endpoint by POST /webhooks/{id}/test",
 }
 """Every event type that exists, with what causes it. A new event is one line here plus the ``emit`` call in the
-transaction that causes it (``deployment.revision.created``, ``batch.*`` and ``invoice.ready`` are not built yet)."""
+transaction that causes it (``deployment.revision.created`` and ``batch.*`` are not built yet)."""
 
 BROADCAST: Final = frozenset({"endpoint.disabled"})
 """Types that every enabled endpoint of the tenant receives, whatever its ``events``: the tenant must hear of them."""

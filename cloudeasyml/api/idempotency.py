@@ -1,0 +1,132 @@
+"""``Idempotency-Key`` on every authenticated POST, Stripe's rules, in one edge layer.
+
+``PlatformApp`` sends every POST that carries the header through ``serve_idempotent`` before anything else
+answers it (the ``POST /predict`` fast path and Litestar's router alike), so one implementation covers every route
+that creates or bills: ``/predict``, ``/deployments/{id}/predict``, ``/v1/embeddings``, V2 ``infer``,
+``/deployments``, ``/api-keys``, ``/webhooks`` and any POST added later. A POST without the header costs one scan of
+the header list.
+
+- The first request with a key runs; its answer (status, headers, body) is stored, unless it was a 5xx or never
+  came (then the key is given up and a retry runs again). 4xx answers are stored: the same request would fail again.
+- A retry with the same key and the same request (API key, method, path, query string and body) within the window
+  (``CLOUDEASYML_IDEMPOTENCY__TTL_SECONDS``, 24 h) gets the stored answer with ``Idempotent-Replayed: true``; it
+  does not run, so it is not billed again and carries no ``X-Usage-*`` headers.
+- The same key with another request is a 409 problem; so is a retry while the first request still runs (Stripe's
+  behaviour: the client retries later and then gets the replay).
+- Keys are per tenant (from the authenticated principal), 1 to 255 printable ASCII characters (else 400).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from litestar.types import HTTPRequestEvent, HTTPScope, Message, Receive, ReceiveMessage, Send
+
+from cloudeasyml.api.auth import authenticate_scope, is_public, token_of
+from cloudeasyml.api.problems import send_problem
+from cloudeasyml.api.raw_http import read_body
+from cloudeasyml.domain.idempotency import Claim, IdempotencyStore, StoredAnswer, request_hash
+from cloudeasyml.errors import MalformedRequestError
+
+__all__ = ("IDEMPOTENCY_KEY", "MAX_KEY_LENGTH", "idempotency_key", "serve_idempotent")
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENCY_KEY = b"idempotency-key"
+MAX_KEY_LENGTH = 255
+"""Longest key accepted (Stripe's limit): a UUID or a client's own id fits many times over."""
+
+_REPLAYED = (b"idempotent-replayed", b"true")
+
+ASGIApp = Callable[[HTTPScope, Receive, Send], Awaitable[None]]
+
+
+def idempotency_key(scope: HTTPScope) -> bytes | None:
+    """The ``Idempotency-Key`` of a POST to a path that needs a key, else None (the request is served as is)."""
+    if scope["method"] != "POST":
+        return None
+    for name, value in scope["headers"]:
+        if name == IDEMPOTENCY_KEY:
+            return None if is_public(scope["path"]) else value
+    return None
+
+
+def _checked(key: bytes) -> str:
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not all(0x21 <= byte <= 0x7E for byte in key):
+        raise MalformedRequestError(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable ASCII characters")
+    return key.decode("ascii")
+
+
+async def serve_idempotent(scope: HTTPScope, receive: Receive, send: Send, app: ASGIApp, key: bytes) -> None:
+    """Serve a POST that carries ``Idempotency-Key`` ``key`` with ``app``: run it once, replay its answer after."""
+    try:
+        text = _checked(key)
+        principal = await authenticate_scope(scope)
+        services = scope["litestar_app"].state.services
+        body = await read_body(scope, receive, services.settings.server.max_body_bytes)
+        fingerprint = request_hash(principal.key_id, scope["method"], scope["path"], scope["query_string"], body)
+        secret = hashlib.sha256(b"idempotency\0" + (token_of(scope) or "").encode()).digest()
+        outcome = await services.idempotency.claim(principal.tenant_id, text, fingerprint, secret)
+    except Exception as exc:  # noqa: BLE001 - answered as Litestar's exception middleware would
+        await send_problem(scope, receive, send, exc)
+        return
+    if isinstance(outcome, StoredAnswer):
+        await send({"type": "http.response.start", "status": outcome.status, "headers": [*outcome.headers, _REPLAYED]})
+        await send({"type": "http.response.body", "body": outcome.body, "more_body": False})
+        return
+    await _run_once(scope, receive, send, app, body, outcome)
+
+
+async def _run_once(scope: HTTPScope, receive: Receive, send: Send, app: ASGIApp, body: bytes, claim: Claim) -> None:
+    """Run the request on ``app`` with its body already read; store its answer before the answer's last bytes leave
+    (a client that retries on receiving it then gets the replay, never a 409), or give the key up.
+    """
+    store: IdempotencyStore = scope["litestar_app"].state.services.idempotency
+    status = 0
+    headers: list[tuple[bytes, bytes]] = []
+    chunks: list[bytes] = []
+    settled = False
+    body_sent = False
+
+    async def replay_receive() -> ReceiveMessage:
+        nonlocal body_sent
+        if not body_sent:
+            body_sent = True
+            event: HTTPRequestEvent = {"type": "http.request", "body": body, "more_body": False}
+            return event
+        return await receive()  # after the body: only a disconnect
+
+    async def capture(message: Message) -> None:
+        nonlocal status, headers, settled
+        if message["type"] == "http.response.start":
+            status, headers = message["status"], list(message.get("headers", ()))
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False) and not settled:
+                settled = True
+                await _settle(store, claim, status, headers, b"".join(chunks))
+        await send(message)
+
+    try:
+        await app(scope, replay_receive, capture)
+    finally:
+        if not settled:  # no whole answer (an exception, a cancelled task): a retry must be able to run again
+            try:
+                await asyncio.shield(store.release(claim))
+            except BaseException:  # noqa: BLE001 - the lock lapses after lock_seconds anyway
+                log.warning("could not give up an idempotency key", exc_info=True)
+
+
+async def _settle(
+    store: IdempotencyStore, claim: Claim, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    try:
+        if 200 <= status < 500:
+            await store.complete(claim, status, headers, body)
+        else:
+            await store.release(claim)
+    except Exception:  # noqa: BLE001 - the answer still goes out; the key's lock lapses after lock_seconds
+        log.warning("could not store the answer of an idempotent request", exc_info=True)
