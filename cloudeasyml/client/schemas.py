@@ -23,6 +23,7 @@ __all__ = (
     "ModelUsage",
     "Prediction",
     "Pricing",
+    "QualityMetric",
     "Quota",
     "ServingConfig",
     "TensorSpec",
@@ -77,6 +78,18 @@ class TensorSpec(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     dynamic_axes: tuple[str, ...] = ()
 
 
+class QualityMetric(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """What "better" means for a model's answers: ``accuracy`` (classifiers), ``regression`` (RMSE and MAE) or a
+    plugin's own ``score``.
+    """
+
+    kind: str
+    field: str | None = None
+    """The prediction's field holding the label or value; None: the prediction itself."""
+    name: str = ""
+    higher_is_better: bool = True
+
+
 class Model(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     """An installed model (``GET /models``)."""
 
@@ -99,6 +112,8 @@ class Model(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     limits: ModelLimits
     input_tensors: list[TensorSpec] = msgspec.field(default_factory=list)
     output_tensors: list[TensorSpec] = msgspec.field(default_factory=list)
+    quality_metric: QualityMetric | None = None
+    """What ``POST /feedback`` takes for the model and how the experiment report scores it; None: not declared."""
 
 
 class TrafficRoute(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
@@ -124,6 +139,8 @@ class Deployment(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     config: ServingConfig
     traffic: list[TrafficRoute] = msgspec.field(default_factory=list)
     """The versions that serve it, with their shares: one live route at weight 100 for a single version."""
+    revision: int = 1
+    """The revision it is at (1 at creation; each change, rollback, promote or abort adds one)."""
     status: str
     """``pending`` (not loaded in the answering process), ``loading``, ``ready`` or ``failed`` (``status_reason``)."""
     loaded: bool

@@ -17,6 +17,7 @@ from cloudeasyml.settings import DatabaseSettings, Settings
 
 SERVER_NAMES = {
     schemas.Model: "ModelRead",
+    schemas.QualityMetric: "QualityMetric",
     schemas.ModelLimits: "ModelLimits",
     schemas.Pricing: "Pricing",
     schemas.ServingConfig: "ServingConfig",
