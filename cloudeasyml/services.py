@@ -214,7 +214,7 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
             directory,
             registry,
             meter,
-            pricing=PricingBook(pm),
+            pricing=PricingBook(pm, batch_factor=settings.batch.price_factor),
             metrics=metrics,
             quota=quota,
             limits=settings.limits,

@@ -162,6 +162,8 @@ class InferenceService:
         items: int,
         run: Callable[[LoadedDeployment], Awaitable[BatchResult]],
         context: RequestContext | None = None,
+        *,
+        kind: str = "online",
     ) -> tuple[BatchResult, str]:
         """The one path of every protocol: reserve a place under the tenant's caps, load, ``run(loaded)``, then
         bill and commit the reservation; any failure (an exception, a deadline, a cancelled task) releases it.
@@ -193,7 +195,7 @@ class InferenceService:
                 spec = await self._directory.by_id(principal, spec.id)
                 loaded = await self.load(spec, entry, plan=principal.plan)
                 result = await run(loaded)
-            cost = self.bill(principal, loaded, result, items, context.request_id)
+            cost = self.bill(principal, loaded, result, items, context.request_id, kind=kind)
             context.cost, context.processing_ms = cost, result.processing_ms
         except BaseException:
             if reservation is not None:
@@ -231,13 +233,27 @@ class InferenceService:
             raise InvalidInputError(f"the model rejected the inputs: {exc}") from exc
 
     def bill(
-        self, principal: Principal, loaded: LoadedDeployment, result: BatchResult, items: int, request_id: str
+        self,
+        principal: Principal,
+        loaded: LoadedDeployment,
+        result: BatchResult,
+        items: int,
+        request_id: str,
+        *,
+        kind: str = "online",
     ) -> Decimal:
-        """Price and meter one successful request under ``request_id``; returns its cost."""
+        """Price and meter one successful request (or, ``kind="batch"``, one batch chunk: each item a request at
+        the batch price) under ``request_id``; returns its cost.
+        """
         spec = loaded.spec
         gpu_ms = result.processing_ms if loaded.on_gpu else 0.0
-        pricing = self._pricing.for_plan(principal.plan, loaded.model, spec.model_version)
-        cost = price(pricing, CostInputs(processing_ms=result.processing_ms, gpu_ms=gpu_ms))
+        if kind == "batch":
+            pricing = self._pricing.for_batch(principal.plan, loaded.model, spec.model_version)
+            work = CostInputs(requests=items, processing_ms=result.processing_ms, gpu_ms=gpu_ms)
+        else:
+            pricing = self._pricing.for_plan(principal.plan, loaded.model, spec.model_version)
+            work = CostInputs(processing_ms=result.processing_ms, gpu_ms=gpu_ms)
+        cost = price(pricing, work)
         self._metrics.record_success(spec.model_name, items, result.processing_ms, float(cost))
         self._meter.record(
             Usage(
@@ -253,6 +269,7 @@ class InferenceService:
                 gpu_ms=gpu_ms,
                 cost=cost,
                 created_at=utc_now(),
+                kind=kind,
             )
         )
         return cost

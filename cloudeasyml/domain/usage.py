@@ -36,6 +36,8 @@ class UsageReport(msgspec.Struct, rename="camel"):
     total_requests: int
     total_items: int
     by_model: dict[str, ModelUsage]
+    by_kind: dict[str, ModelUsage] = {}
+    """The same period by kind: ``online`` requests and ``batch`` chunks (billed at the batch price)."""
 
 
 async def usage_report(session: AsyncSession, tenant_id: uuid.UUID, start: datetime, end: datetime) -> UsageReport:
@@ -56,6 +58,21 @@ async def usage_report(session: AsyncSession, tenant_id: uuid.UUID, start: datet
         name: ModelUsage(requests=count, items=int(items), cost=cost, processing_time_ms=round(float(ms), 3))
         for name, count, items, cost, ms in rows
     }
+    kinds = await session.execute(
+        select(
+            UsageRecord.kind,
+            func.count(),
+            func.sum(UsageRecord.items),
+            func.sum(UsageRecord.cost),
+            func.sum(UsageRecord.processing_ms),
+        )
+        .where(UsageRecord.tenant_id == tenant_id, UsageRecord.created_at >= start, UsageRecord.created_at < end)
+        .group_by(UsageRecord.kind)
+    )
+    by_kind = {
+        kind: ModelUsage(requests=count, items=int(items), cost=cost, processing_time_ms=round(float(ms), 3))
+        for kind, count, items, cost, ms in kinds
+    }
     return UsageReport(
         tenant_id=tenant_id,
         start=start,
@@ -64,6 +81,7 @@ async def usage_report(session: AsyncSession, tenant_id: uuid.UUID, start: datet
         total_requests=sum(m.requests for m in by_model.values()),
         total_items=sum(m.items for m in by_model.values()),
         by_model=by_model,
+        by_kind=by_kind,
     )
 
 

@@ -54,6 +54,8 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
     gpu_ms: float
     cost: Decimal
     created_at: datetime
+    kind: str = "online"
+    """``online`` or ``batch`` (a batch job's chunk, at the batch price)."""
 
 
 class Meter:
