@@ -17,12 +17,14 @@ __all__ = (
     "NotFoundError",
     "OverloadedError",
     "ParityError",
+    "PayloadTooLargeError",
     "PermissionDeniedError",
     "PluginError",
     "RateLimitedError",
     "RequestCapReachedError",
     "RetryLaterError",
     "SpendCapReachedError",
+    "StorageQuotaExceededError",
     "TenantLimitReachedError",
     "UsageJournalError",
 )
@@ -74,6 +76,16 @@ class InvalidInputError(CloudEasyMLError):
     """The request is well-formed JSON but its content is not valid for the operation."""
 
     title = "Unprocessable Content"
+
+
+class PayloadTooLargeError(InvalidInputError):
+    """An upload larger than the size limit for its kind (a batch input file: ``CLOUDEASYML_BATCH__MAX_FILE_BYTES``)."""
+
+    title = "Content Too Large"
+
+
+class StorageQuotaExceededError(ConflictError):
+    """The tenant's stored files would pass its storage quota; deleting files makes room."""
 
 
 class MalformedRequestError(InvalidInputError):

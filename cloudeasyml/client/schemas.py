@@ -180,6 +180,8 @@ class Usage(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     total_requests: int
     total_items: int
     by_model: dict[str, ModelUsage]
+    by_kind: dict[str, ModelUsage] = {}
+    """The same by kind: ``online`` requests and ``batch`` job chunks."""
 
 
 class Quota(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
