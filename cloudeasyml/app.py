@@ -29,7 +29,7 @@ from cloudeasyml.api.controllers.webhooks import WebhookController
 from cloudeasyml.api.platform_app import PlatformApp
 from cloudeasyml.api.prediction_docs import document_prediction_routes
 from cloudeasyml.api.problem_docs import document_problems
-from cloudeasyml.api.problems import exception_handlers
+from cloudeasyml.api.problems import exception_handlers, problem_body
 from cloudeasyml.api.request import PlatformRequest
 from cloudeasyml.api.request_log import configure_access_log
 from cloudeasyml.plugins.manager import PluginManager
@@ -89,7 +89,7 @@ def _freeze_startup_objects() -> None:
 def create_app(settings: Settings | None = None, plugin_manager: PluginManager | None = None) -> PlatformApp:
     """Build the app. Tests pass ``settings`` and a ``plugin_manager`` instead of patching the environment."""
     settings = settings if settings is not None else load_settings()
-    services = build_services(settings, plugin_manager)
+    services = build_services(settings, plugin_manager, describe_error=problem_body)
     configure_access_log(settings.server)
 
     @asynccontextmanager

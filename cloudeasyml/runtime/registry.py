@@ -107,10 +107,12 @@ class LoadedDeployment:
         elements = sum(int(array.size) for array in arrays.values())
         return await self.batcher.submit_alone(lambda: self.session.run(arrays), items, elements)
 
-    async def predict(self, items: list[Any]) -> BatchResult:
-        """Queue one request's items into the deployment's batcher."""
+    async def predict(self, items: list[Any], *, background: bool = False) -> BatchResult:
+        """Queue one request's items into the deployment's batcher (``background``: a batch job's chunk, which
+        runs in what online requests leave).
+        """
         self.last_used = time.monotonic()
-        return await self.batcher.submit(items)
+        return await self.batcher.submit(items, background=background)
 
 
 class ServingRegistry:
