@@ -17,6 +17,7 @@ from litestar.types import ControllerRouterHandler
 import cloudeasyml
 from cloudeasyml.api.auth import ApiKeyMiddleware
 from cloudeasyml.api.controllers.api_keys import ApiKeyController
+from cloudeasyml.api.controllers.batches import BatchController, FileController
 from cloudeasyml.api.controllers.deployments import DeploymentController
 from cloudeasyml.api.controllers.embeddings import EmbeddingsController
 from cloudeasyml.api.controllers.health import HealthController
@@ -49,6 +50,8 @@ ROUTES: list[ControllerRouterHandler] = [
     MetricsController,
     OpenInferenceController,
     WebhookController,
+    FileController,
+    BatchController,
 ]
 
 

@@ -26,6 +26,8 @@ from litestar.params import SkipValidation
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudeasyml.domain.api_keys import ApiKeyService
+from cloudeasyml.domain.batch.files import FileService
+from cloudeasyml.domain.batch.jobs import BatchService
 from cloudeasyml.domain.deployments import DeploymentService
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.domain.usage import UsageService
@@ -37,9 +39,11 @@ __all__ = (
     "WRITES",
     "Injected",
     "provide_api_key_service",
+    "provide_batch_service",
     "provide_caller",
     "provide_db_session",
     "provide_deployment_service",
+    "provide_file_service",
     "provide_services",
     "provide_transaction",
     "provide_usage_service",
@@ -113,6 +117,20 @@ def provide_webhook_service(
     return WebhookEndpointService(db_session, caller.tenant_id, services.webhooks.guard, services.settings.webhooks)
 
 
+def provide_file_service(
+    db_session: Injected[AsyncSession], caller: Injected[Principal], services: Injected[Services]
+) -> FileService:
+    """The caller's tenant's batch files."""
+    return FileService(db_session, caller.tenant_id, services.files, services.settings.batch)
+
+
+def provide_batch_service(
+    db_session: Injected[AsyncSession], caller: Injected[Principal], services: Injected[Services]
+) -> BatchService:
+    """The caller's tenant's batch jobs."""
+    return BatchService(db_session, caller.tenant_id, services.files, services.settings.batch)
+
+
 def _sync(provider: Any) -> Provide:
     # Cheap, non-blocking builders: run them on the event loop rather than in a worker thread.
     return Provide(provider, sync_to_thread=False)
@@ -126,6 +144,8 @@ MANAGEMENT: dict[str, Provide] = {
     "deployments": _sync(provide_deployment_service),
     "usage": _sync(provide_usage_service),
     "webhooks": _sync(provide_webhook_service),
+    "files": _sync(provide_file_service),
+    "batches": _sync(provide_batch_service),
 }
 """The dependencies of the management controllers (set on each; Litestar resolves only those a handler names)."""
 

@@ -12,7 +12,14 @@ from cloudeasyml.api import deps
 
 CONTROLLERS = Path(cloudeasyml.api.controllers.__file__).parent
 
-SCOPED_SERVICES = {"ApiKeyService", "DeploymentService", "UsageService", "WebhookEndpointService"}
+SCOPED_SERVICES = {
+    "ApiKeyService",
+    "BatchService",
+    "DeploymentService",
+    "FileService",
+    "UsageService",
+    "WebhookEndpointService",
+}
 """The services whose constructor takes a tenant id; only ``api.deps`` may build them."""
 
 

@@ -8,6 +8,7 @@ import asyncio
 import re
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -17,9 +18,8 @@ from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.models import BatchChunk, BatchJob
 from cloudeasyml.domain.batch.files import FileService
 from cloudeasyml.domain.batch.storage import FileStorage, chunk_offsets
-from cloudeasyml.domain.deployment_directory import DeploymentDirectory
-from cloudeasyml.domain.principal import Principal
 from cloudeasyml.errors import ConflictError, InvalidInputError, NotFoundError
+from cloudeasyml.runtime.registry import DeploymentSpec
 from cloudeasyml.settings import BatchSettings
 
 __all__ = ("FINAL_STATUSES", "STATUSES", "BatchService", "parse_window")
@@ -47,18 +47,11 @@ class BatchService:
     """The caller's tenant's jobs; every query filters on its ``tenant_id``."""
 
     def __init__(
-        self,
-        session: AsyncSession,
-        caller: Principal,
-        storage: FileStorage,
-        directory: DeploymentDirectory,
-        settings: BatchSettings,
+        self, session: AsyncSession, tenant_id: uuid.UUID, storage: FileStorage, settings: BatchSettings
     ) -> None:
         self._session = session
-        self._caller = caller
-        self._tenant_id = caller.tenant_id
+        self._tenant_id = tenant_id
         self._storage = storage
-        self._directory = directory
         self._settings = settings
 
     @property
@@ -69,23 +62,19 @@ class BatchService:
     async def create(
         self,
         input_file_id: str,
+        spec: DeploymentSpec,
         *,
-        deployment_id: uuid.UUID | None = None,
-        deployment_name: str | None = None,
+        key_id: str | None,
         completion_window: str | None = None,
         metadata: dict[str, Any] | None = None,
         endpoint: str | None = None,
     ) -> BatchJob:
-        """A job over ``input_file_id`` on the deployment (by id or name), queued for the workers in chunks of
-        ``chunk_lines`` lines.
+        """A job over ``input_file_id`` on the deployment ``spec`` (the caller's, looked up by the caller), queued
+        for the workers in chunks of ``chunk_lines`` lines.
         """
         window = parse_window(completion_window, self._settings.completion_window_seconds)
-        if deployment_id is not None:
-            spec = await self._directory.by_id(self._caller, deployment_id)
-        elif deployment_name is not None:
-            spec = await self._directory.by_name(self._caller, deployment_name)
-        else:
-            raise InvalidInputError("Object missing required field `deploymentId`")
+        if spec.tenant_id != self._tenant_id:  # the caller looked it up under its own tenant: never true
+            raise NotFoundError(f"no deployment {spec.id}")
         source = await self.files.get(input_file_id)
         if source.purpose != "batch":
             raise InvalidInputError(f"file {input_file_id!r} is a {source.purpose} file, not a batch input")
@@ -105,7 +94,7 @@ class BatchService:
             failed=0,
             meta=metadata,
             last_claimed_at=now,
-            created_by_key_id=self._caller.key_id,
+            created_by_key_id=key_id,
             created_at=now,
             expires_at=now + timedelta(seconds=window),
         )
@@ -133,6 +122,13 @@ class BatchService:
         query = select(BatchJob).where(BatchJob.tenant_id == self._tenant_id)
         return list(await self._session.scalars(query.order_by(BatchJob.created_at.desc()).limit(limit)))
 
+    async def first_line(self, input_file_id: str) -> bytes:
+        """The first non-blank line of one of the tenant's input files (an OpenAI batch names its deployment in
+        every line's ``model``).
+        """
+        source = await self.files.get(input_file_id)
+        return await asyncio.to_thread(_first_line, self._storage.path(self._tenant_id, source.id))
+
     async def get(self, job_id: str) -> BatchJob:
         """One job; another tenant's is a ``NotFoundError``."""
         row = await self._session.get(BatchJob, job_id, populate_existing=True)
@@ -153,3 +149,11 @@ class BatchService:
         job.cancelled_at = utc_now()
         await self._session.flush()
         return job
+
+
+def _first_line(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.strip():
+                return line
+    return b""
