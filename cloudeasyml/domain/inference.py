@@ -169,8 +169,7 @@ class InferenceService:
         bill and commit the reservation; any failure (an exception, a deadline, a cancelled task) releases it.
 
         ``context`` (the edge's, with the request's id) is filled in with the deployment, model and item count for
-        the access log, and once the request is billed with its cost and processing time (the answer's
-        ``X-Usage-*`` headers); without one, the request gets a fresh id.
+        the access log; without one, the request gets a fresh id.
 
         Returns:
             The result and the usage record's request id.
@@ -196,7 +195,6 @@ class InferenceService:
                 loaded = await self.load(spec, entry, plan=principal.plan)
                 result = await run(loaded)
             cost = self.bill(principal, loaded, result, items, context.request_id, kind=kind)
-            context.cost, context.processing_ms = cost, result.processing_ms
         except BaseException:
             if reservation is not None:
                 await reservation.release()

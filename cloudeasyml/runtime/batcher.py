@@ -20,6 +20,11 @@ Deadlines bound the wait in the queue: a request whose deadline passes before it
 (the check is made when a batch is taken, on the loop and in a worker thread's chained take) and gets
 ``DeadlineExceededError``; once its first batch has started, the request runs to its end and gets its result.
 
+Background work (batch jobs: ``submit(items, background=True)``) waits in a queue of its own, with no deadline and
+outside the online queue's bound: a batch takes online chunks first and fills what is left of its share with
+background ones, and a worker takes background work only while no online request is queued. So batch jobs use the
+capacity online traffic leaves; an online request waits at most for one batch already running.
+
 A ``BatchObserver`` (optional) is told each request's wait in the queue and each batch's size and run time; the
 runtime defines the protocol and knows nothing of what implements it (``cloudeasyml.metering.metrics``).
 """
@@ -156,6 +161,9 @@ class Batcher:
         self._max_queue_items = max_queue_items
         self._timeout = timeout_ms / 1000
         self._queue: deque[_Chunk] = deque()
+        self._background: deque[_Chunk] = deque()
+        """Background chunks (batch jobs): taken only to fill a batch's share that online chunks leave."""
+        self._background_items = 0
         self._queued_items = 0
         self._queued_units = 0
         self._lock = threading.Lock()
@@ -191,11 +199,16 @@ class Batcher:
         cost = self.alone_cost if alone else self.item_cost
         return cost.estimate(units) < INLINE_BELOW_MS
 
-    async def submit(self, items: Sequence[Any]) -> BatchResult:
+    async def submit(self, items: Sequence[Any], *, background: bool = False) -> BatchResult:
         """Run ``items`` (one request), in several batches if it holds more than a batch's share; ``OverloadedError``
         at once when the queue is full, ``DeadlineExceededError`` if its deadline passes before it starts running
         (it then never runs).
+
+        ``background`` work (a batch job's chunk) runs at a lower priority: only in what online requests leave of
+        a batch, with no deadline and outside the queue bound (its callers bound how much they submit at once).
         """
+        if background:
+            return await self._submit_background(items)
         self._admit(len(items))
         share = self._share
         if len(items) <= share:
@@ -213,6 +226,25 @@ class Batcher:
         request = self._new_request(len(parts))
         chunks = [_Chunk(request, index, part, self._cost_of(part)) for index, part in enumerate(parts)]
         return await self._enqueue(request, chunks)
+
+    async def _submit_background(self, items: Sequence[Any]) -> BatchResult:
+        if self._closing:
+            raise DeploymentUnloadedError("the deployment is being unloaded")
+        share = self._share
+        parts = [items[start : start + share] for start in range(0, len(items), share)] or [items]
+        request = _Request(asyncio.get_running_loop().create_future(), math.inf, len(parts))
+        chunks = [_Chunk(request, index, part, self._cost_of(part)) for index, part in enumerate(parts)]
+        with self._lock:
+            self._background.extend(chunks)
+            self._background_items += len(items)
+        self._start_worker()
+        return await request.future
+
+    def _start_worker(self) -> None:
+        if self._running < self._instances:
+            self._running += 1
+            self._idle.clear()
+            asyncio.get_running_loop().create_task(self._work())
 
     async def submit_alone(self, work: Callable[[], Any], size: int, units: int | None = None) -> BatchResult:
         """Run ``work()``, one request that cannot share a batch (raw tensors of the V2 protocol), by itself but
@@ -250,10 +282,7 @@ class Batcher:
             self._queued_units += sum(chunk.units for chunk in chunks)
         if self._full is not None and self._queued_items >= self._share:
             _wake(self._full)
-        if self._running < self._instances:
-            self._running += 1
-            self._idle.clear()
-            loop.create_task(self._work())
+        self._start_worker()
         timer = loop.call_later(self._timeout, self._expire, request)
         try:
             return await request.future
@@ -279,10 +308,15 @@ class Batcher:
         loop = asyncio.get_running_loop()
         under_load = False
         try:
-            while self._queue:
+            while self._queue or self._background:
                 # Gathering pays only where a run costs more than handling requests: a batch that runs on the
                 # loop in microseconds should go now, not keep the loop's own work waiting.
-                if (under_load or self._running > 1) and self._delay and not self.runs_inline(self._queued_units):
+                if (
+                    self._queue
+                    and (under_load or self._running > 1)
+                    and self._delay
+                    and not self.runs_inline(self._queued_units)
+                ):
                     await self._gather(loop)
                 batch = self._take()
                 if batch:
@@ -326,7 +360,9 @@ class Batcher:
     def _take_full(self, loop: asyncio.AbstractEventLoop) -> list[_Chunk]:
         """A batch if the queue holds at least a fair share (from a worker thread); else nothing."""
         with self._lock:
-            if self._queued_items < self._share or self._closing:
+            if self._closing or (self._queued_items < self._share and (self._queue or not self._background)):
+                # Online work that is not a full batch goes back through the loop (it may gather more); background
+                # work chains only while no online request waits.
                 return []
             batch, expired = self._take_locked()
         for request in expired:
@@ -363,6 +399,18 @@ class Batcher:
             size += head.size
             if head.alone is not None:
                 break
+        # What online chunks left of the share, background chunks fill (whole chunks; one at least if alone).
+        while self._background and not (batch and batch[0].alone is not None):
+            head = self._background[0]
+            if batch and size + head.size > self._share:
+                break
+            self._background.popleft()
+            self._background_items -= head.size
+            if head.request.finished:
+                continue
+            head.request.started = True
+            batch.append(head)
+            size += head.size
         return batch, expired
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Chunk]) -> int:
@@ -378,7 +426,7 @@ class Batcher:
             # Let the loop's other work in before the next batch: the chunks of one large request, each cheap,
             # must not run back to back on the loop. (Only then: with nothing queued the worker ends at once, so
             # the caller's next request finds the deployment idle and takes the fast path.)
-            if self._queue:
+            if self._queue or self._background:
                 await asyncio.sleep(0)
             return len(batch)
         last, failure = await loop.run_in_executor(self._executor, self._run_chain, loop, batch)
