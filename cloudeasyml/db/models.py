@@ -246,8 +246,9 @@ class BatchJob(Base):
     message: Mapped[str | None] = mapped_column(String(500))
     """Why the job failed, or why it is paused (a monthly cap reached); None otherwise."""
     paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
-    """When a worker last claimed one of its chunks: workers serve the job claimed longest ago first (round-robin)."""
+    last_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """When a worker last claimed one of its chunks (None: never): workers serve a job never claimed first, then
+    the one claimed longest ago (round-robin between jobs)."""
     created_by_key_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

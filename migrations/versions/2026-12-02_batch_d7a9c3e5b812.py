@@ -57,7 +57,7 @@ def upgrade() -> None:
         sa.Column("metadata", sa.JSON(), nullable=True),
         sa.Column("message", sa.String(length=500), nullable=True),
         sa.Column("paused_until", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("last_claimed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_claimed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_by_key_id", sa.String(length=32), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),

@@ -93,7 +93,7 @@ class BatchService:
             completed=0,
             failed=0,
             meta=metadata,
-            last_claimed_at=now,
+            last_claimed_at=None,
             created_by_key_id=key_id,
             created_at=now,
             expires_at=now + timedelta(seconds=window),

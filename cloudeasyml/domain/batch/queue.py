@@ -72,7 +72,7 @@ async def claim(session: AsyncSession, lease: timedelta) -> Claim | None:
             or_(BatchJob.paused_until.is_(None), BatchJob.paused_until <= now),
             claimable,
         )
-        .order_by(BatchJob.last_claimed_at, BatchChunk.job_id, BatchChunk.index)
+        .order_by(BatchJob.last_claimed_at.asc().nulls_first(), BatchJob.created_at, BatchChunk.job_id, BatchChunk.index)
         .limit(1)
     )
     if session.get_bind().dialect.name == "postgresql":
