@@ -24,6 +24,7 @@ from cloudeasyml.api.controllers.health import HealthController
 from cloudeasyml.api.controllers.inference import PREDICTION_ROUTES
 from cloudeasyml.api.controllers.metrics import MetricsController
 from cloudeasyml.api.controllers.models import ModelController
+from cloudeasyml.api.controllers.openai_batches import OpenAIBatchController, OpenAIFileController
 from cloudeasyml.api.controllers.usage import UsageController
 from cloudeasyml.api.controllers.v2 import OpenInferenceController
 from cloudeasyml.api.controllers.webhooks import WebhookController
@@ -52,6 +53,8 @@ ROUTES: list[ControllerRouterHandler] = [
     WebhookController,
     FileController,
     BatchController,
+    OpenAIFileController,
+    OpenAIBatchController,
 ]
 
 

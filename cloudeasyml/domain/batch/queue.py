@@ -25,11 +25,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.models import BatchChunk, BatchFile, BatchJob, Tenant
 
-__all__ = ("Claim", "claim", "checkpoint", "derived_file_id", "release")
+__all__ = (
+    "RUNNABLE",
+    "Claim",
+    "checkpoint",
+    "claim",
+    "expired_files",
+    "jobs_to_finish",
+    "release",
+    "renew",
+    "rowcount",
+)
 
 RUNNABLE = ("queued", "running")
-
-_FILES = uuid.UUID("a3c6f1d2-58e4-4b0e-9f7a-1c2d3e4f5a6b")
 
 
 class Claim(msgspec.Struct, frozen=True):
@@ -50,12 +58,8 @@ class Claim(msgspec.Struct, frozen=True):
     byte_end: int
 
 
-def derived_file_id(job_id: str, kind: str) -> str:
-    """The id of a job's output (``kind`` ``output``) or error file: the same from any process that ends the job."""
-    return f"file-{uuid.uuid5(_FILES, f'{job_id}/{kind}').hex[:24]}"
-
-
-def _rowcount(result: Any) -> int:
+def rowcount(result: Any) -> int:
+    """Rows an UPDATE or DELETE matched."""
     return result.rowcount if isinstance(result, CursorResult) else 0
 
 
@@ -72,7 +76,9 @@ async def claim(session: AsyncSession, lease: timedelta) -> Claim | None:
             or_(BatchJob.paused_until.is_(None), BatchJob.paused_until <= now),
             claimable,
         )
-        .order_by(BatchJob.last_claimed_at.asc().nulls_first(), BatchJob.created_at, BatchChunk.job_id, BatchChunk.index)
+        .order_by(
+            BatchJob.last_claimed_at.asc().nulls_first(), BatchJob.created_at, BatchChunk.job_id, BatchChunk.index
+        )
         .limit(1)
     )
     if session.get_bind().dialect.name == "postgresql":
@@ -92,7 +98,7 @@ async def claim(session: AsyncSession, lease: timedelta) -> Claim | None:
             )
             .values(status="running", attempts=attempts + 1, lease_until=now + lease)
         )
-        if _rowcount(taken) != 1:
+        if rowcount(taken) != 1:
             return None
         await session.execute(
             update(BatchJob)
@@ -138,7 +144,7 @@ async def renew(session: AsyncSession, held: Claim, lease: timedelta) -> bool:
     """Extend the lease of a chunk still held; False if another worker has taken it."""
     async with session.begin():
         result = await session.execute(update(BatchChunk).where(_held(held)).values(lease_until=utc_now() + lease))
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
 
 async def release(
@@ -165,7 +171,7 @@ async def checkpoint(session: AsyncSession, held: Claim, completed: int, failed:
             .where(_held(held))
             .values(status="done", lease_until=None, completed=completed, failed=failed)
         )
-        if _rowcount(result) != 1:
+        if rowcount(result) != 1:
             return False
         await session.execute(
             update(BatchJob)

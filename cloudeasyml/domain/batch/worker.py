@@ -24,6 +24,7 @@ from cloudeasyml.background import cancel_and_wait
 from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.models import BatchChunk, BatchFile, BatchJob
 from cloudeasyml.domain.batch import queue
+from cloudeasyml.domain.batch.files import new_file_id
 from cloudeasyml.domain.batch.queue import Claim
 from cloudeasyml.domain.batch.runner import ChunkRunner, JobFailed, QuotaPaused
 from cloudeasyml.domain.batch.storage import FileStorage
@@ -199,7 +200,9 @@ class BatchWorker:
                 )
             )
             tenant_id, was = job.tenant_id, job.status
-        out_id, err_id = queue.derived_file_id(job_id, "output"), queue.derived_file_id(job_id, "errors")
+        # Files of this call's own (new ids): were two processes to end the job at once, the one whose update loses
+        # must not have overwritten the winner's files (it may even join after the winner removed the parts).
+        out_id, err_id = new_file_id(), new_file_id()
         storage = self._storage
         out_size, out_lines = await asyncio.to_thread(
             storage.join, storage.path(tenant_id, out_id), [storage.part(tenant_id, job_id, i, "out") for i in indexes]
@@ -209,50 +212,56 @@ class BatchWorker:
         )
         now = utc_now()
         expires = now + timedelta(seconds=self._settings.file_expiry_seconds)
-        async with self._sessions() as session, session.begin():
-            ended = await session.execute(
-                update(BatchJob)
-                .where(BatchJob.id == job_id, BatchJob.status == was)
-                .values(
-                    status=status,
-                    finished_at=now,
-                    output_file_id=out_id,
-                    error_file_id=err_id if err_lines else None,
-                    message=message,
-                    paused_until=None,
-                )
-            )
-            if queue._rowcount(ended) != 1:
-                return False
-            for file_id, purpose, size, lines in (
-                (out_id, "batch_output", out_size, out_lines),
-                (err_id, "batch_error", err_size, err_lines),
-            ):
-                if (file_id == out_id or lines) and await session.get(BatchFile, file_id) is None:
-                    session.add(
-                        BatchFile(
-                            id=file_id,
-                            tenant_id=tenant_id,
-                            filename=f"{job_id}_{purpose.removeprefix('batch_')}.jsonl",
-                            purpose=purpose,
-                            bytes=size,
-                            lines=lines,
-                            created_at=now,
-                            expires_at=expires,
-                        )
+        won = False
+        try:
+            async with self._sessions() as session, session.begin():
+                ended = await session.execute(
+                    update(BatchJob)
+                    .where(BatchJob.id == job_id, BatchJob.status == was)
+                    .values(
+                        status=status,
+                        finished_at=now,
+                        output_file_id=out_id,
+                        error_file_id=err_id if err_lines else None,
+                        message=message,
+                        paused_until=None,
                     )
-            job = await session.get(BatchJob, job_id, populate_existing=True)
-            assert job is not None
-            event = "batch.failed" if status == "failed" else "batch.completed"
-            await emit(
-                session,
-                tenant_id,
-                event,
-                batch_event_data(job),
-                event_id=derived_event_id(event, job_id),
-                retry_window=self._retry_window,
-            )
-        if not err_lines:
-            storage.remove(storage.path(tenant_id, err_id))
+                )
+                if queue.rowcount(ended) != 1:
+                    await session.rollback()
+                    return False
+                files = [(out_id, "output", out_size, out_lines)]
+                if err_lines:
+                    files.append((err_id, "error", err_size, err_lines))
+                session.add_all(
+                    BatchFile(
+                        id=file_id,
+                        tenant_id=tenant_id,
+                        filename=f"{job_id}_{kind}.jsonl",
+                        purpose=f"batch_{kind}",
+                        bytes=size,
+                        lines=lines,
+                        created_at=now,
+                        expires_at=expires,
+                    )
+                    for file_id, kind, size, lines in files
+                )
+                job = await session.get(BatchJob, job_id, populate_existing=True)
+                assert job is not None
+                event = "batch.failed" if status == "failed" else "batch.completed"
+                await emit(
+                    session,
+                    tenant_id,
+                    event,
+                    batch_event_data(job),
+                    event_id=derived_event_id(event, job_id),
+                    retry_window=self._retry_window,
+                )
+            won = True
+        finally:
+            if not won:
+                storage.remove(storage.path(tenant_id, out_id))
+            if not (won and err_lines):
+                storage.remove(storage.path(tenant_id, err_id))
         storage.remove_parts(tenant_id, job_id)
         return True
