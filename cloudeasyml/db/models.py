@@ -274,6 +274,8 @@ class BatchChunk(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     """``pending``, ``running`` (claimed until ``lease_until``) or ``done``."""
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    worker: Mapped[str | None] = mapped_column(String(100))
+    """``host:pid`` of the process that claimed it last (for operators: which pods share a job)."""
     attempts: Mapped[int] = mapped_column(default=0)
     completed: Mapped[int] = mapped_column(default=0)
     failed: Mapped[int] = mapped_column(default=0)

@@ -160,7 +160,7 @@ class NativeFormat(LineFormat):
         return self._encoder.encode(body) + b"\n", None
 
 
-_ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error", 422: "invalid_request_error"}
+_ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
 
 
 class OpenAIFormat(LineFormat):
@@ -198,6 +198,7 @@ class OpenAIFormat(LineFormat):
         if line.error is not None:
             problem = self._describe(line.error)
             status = int(problem.get("status", 400))
+            status = 400 if status == 422 else status  # invalid content is a 400 at OpenAI (as /v1/embeddings)
             error = {
                 "message": problem["detail"],
                 "type": _ERROR_TYPES.get(status, "api_error"),

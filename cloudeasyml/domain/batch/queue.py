@@ -13,6 +13,8 @@ writes the same part again (a whole-file replace: no line twice).
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,6 +40,10 @@ __all__ = (
 )
 
 RUNNABLE = ("queued", "running")
+
+def worker_name() -> str:
+    """This process, as chunks record who claimed them (read per claim: a forked process has its own pid)."""
+    return f"{socket.gethostname()[:80]}:{os.getpid()}"
 
 
 class Claim(msgspec.Struct, frozen=True):
@@ -96,7 +102,7 @@ async def claim(session: AsyncSession, lease: timedelta) -> Claim | None:
                 BatchChunk.attempts == attempts,
                 BatchChunk.status == status,
             )
-            .values(status="running", attempts=attempts + 1, lease_until=now + lease)
+            .values(status="running", attempts=attempts + 1, lease_until=now + lease, worker=worker_name())
         )
         if rowcount(taken) != 1:
             return None
