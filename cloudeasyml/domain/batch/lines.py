@@ -206,8 +206,8 @@ class OpenAIFormat(LineFormat):
                 "code": None,
             }
             response = {"status_code": status, "request_id": request_id, "body": {"error": error}}
-            body = {"id": f"batch_req_{self.request_id(line.number)[:24]}", "custom_id": line.custom_id}
-            return None, self._encoder.encode({**body, "response": response, "error": None}) + b"\n"
+            failed = {"id": f"batch_req_{self.request_id(line.number)[:24]}", "custom_id": line.custom_id}
+            return None, self._encoder.encode({**failed, "response": response, "error": None}) + b"\n"
         assert line.outputs is not None
         tokens = token_count(self._model, line.items)
         encoding = line.options or "float"
@@ -220,7 +220,7 @@ class OpenAIFormat(LineFormat):
             "model": self._deployment,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
-        body = {
+        body: dict[str, Any] = {
             "id": f"batch_req_{self.request_id(line.number)[:24]}",
             "custom_id": line.custom_id,
             "response": {"status_code": 200, "request_id": request_id, "body": payload},
