@@ -140,18 +140,20 @@ def throughput(server: PlatformServer, artifact_dir: Path, texts: int, seconds: 
     rows = [json.dumps({"input": example, "customId": str(i)}).encode() + b"\n" for i in range(texts)]
     batch = min(model.serving.max_batch_size, model.max_batch_items)
     onnx_path = ArtifactResolver(ArtifactStore(artifact_dir), export_on_load=False).ensure(model, model.version)
-    (before,) = measure_model(model, onnx_path, [batch], seconds)
+    instances = int(deployment["config"]["instances"])  # the same sessions as the deployment runs
+    (before,) = measure_model(model, onnx_path, [batch], seconds, instances)
     job = _wait_ended(server, _submit(server, deployment["id"], rows))
     started = datetime.fromisoformat(job["startedAt"])
     finished = datetime.fromisoformat(job["finishedAt"])
     rate = job["counts"]["completed"] / (finished - started).total_seconds()
-    (after,) = measure_model(model, onnx_path, [batch], seconds)
+    (after,) = measure_model(model, onnx_path, [batch], seconds, instances)
     # The machine's speed drifts (bench/RESULTS.md): the ceiling is measured just before and just after the job.
     ceiling = (before.full_items_per_s + after.full_items_per_s) / 2
     return {
         "job_status": job["status"],
         "job_items_s": rate,
         "batch": batch,
+        "instances": instances,
         "in_process_items_s_before_after": [before.full_items_per_s, after.full_items_per_s],
         "ratio": rate / ceiling,
     }
