@@ -582,3 +582,29 @@ async def test_background_work_has_no_deadline_and_ignores_the_queue_bound() -> 
     batcher = make(lambda items: items, max_queue_items=4, timeout_ms=1)
     result = await batcher.submit(list(range(10)), background=True)
     assert result.outputs == list(range(10))
+
+
+async def test_background_work_takes_at_most_its_share_of_run_time_while_online_requests_come() -> None:
+    """A batch job's batches run by themselves and at most ``BACKGROUND_SHARE`` of the time while online traffic is
+    active; once it stops, they run back to back."""
+    busy = {"background": 0.0, "online": 0.0}
+
+    def run(items):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        time.sleep(0.004 * len(items) / 4)
+        kind = "background" if isinstance(items[0], str) else "online"
+        assert all(isinstance(item, str) == (kind == "background") for item in items)  # never mixed under load
+        busy[kind] += time.perf_counter() - started
+        return items
+
+    batcher = make(run, max_batch_size=4, max_batch_delay_ms=0, max_queue_items=10_000)
+    job = asyncio.ensure_future(batcher.submit([f"b{i}" for i in range(400)], background=True))
+    window = 1.0
+    stop = time.perf_counter() + window
+    while time.perf_counter() < stop:
+        await batcher.submit([1])
+        await asyncio.sleep(0.002)
+    assert busy["background"] <= 0.45 * window  # its share (0.25), with room for a slow machine
+    assert not job.done()
+    result = await asyncio.wait_for(job, 30)  # alone, it finishes
+    assert result.outputs == [f"b{i}" for i in range(400)]
