@@ -260,7 +260,8 @@ class BatchJob(Base):
 
 class BatchChunk(Base):
     """A run of consecutive lines of a job's input: claimed by one worker at a time under a lease, checkpointed
-    (``done``) once its output part is written and its usage journaled."""
+    (``done``) once its output part is written and its usage journaled.
+    """
 
     __tablename__ = "batch_chunk"
     __table_args__ = (Index("ix_batch_chunk_job_id_status", "job_id", "status"),)

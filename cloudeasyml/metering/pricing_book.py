@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 
 import pluggy
-
-from decimal import Decimal
 
 from cloudeasyml.core.pricing import Pricing
 from cloudeasyml.plugins.model import ModelPlugin

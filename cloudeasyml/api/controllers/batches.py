@@ -122,4 +122,3 @@ class BatchController(Controller):
         what finished in its output (and billed).
         """
         return BatchRead.of(await batches.cancel(batch_id))
-

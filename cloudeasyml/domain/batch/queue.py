@@ -41,6 +41,7 @@ __all__ = (
 
 RUNNABLE = ("queued", "running")
 
+
 def worker_name() -> str:
     """This process, as chunks record who claimed them (read per claim: a forked process has its own pid)."""
     return f"{socket.gethostname()[:80]}:{os.getpid()}"
