@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -17,7 +18,7 @@ from sqlalchemy import func, select, update
 
 from cloudeasyml.app import create_app
 from cloudeasyml.core.clock import utc_now
-from cloudeasyml.db.models import BatchChunk, UsageRecord, WebhookEvent
+from cloudeasyml.db.models import BatchChunk, BatchFile, BatchJob, UsageRecord, WebhookEvent
 from cloudeasyml.domain.batch import queue
 from cloudeasyml.domain.tenants import NewTenant, set_caps
 from cloudeasyml.settings import BatchSettings, Settings
@@ -261,3 +262,38 @@ async def test_files_are_the_tenants_own_and_bounded(
         assert (await client.delete(f"/files/{file['id']}", headers=bearer(other_tenant.key))).status_code == 404
         assert (await client.delete(f"/files/{file['id']}", headers=bearer(tenant.key))).status_code == 204
         assert (await client.get(f"/files/{file['id']}", headers=bearer(tenant.key))).status_code == 404
+
+
+async def test_a_job_past_its_window_expires_and_expired_files_are_deleted(
+    bclient, tenant: NewTenant, migrated_url: str, batch_settings: Settings
+) -> None:
+    deployment = await deploy(bclient, tenant.key)
+    file = await _upload(bclient, tenant.key, _jsonl([{"input": p} for p in _points(7)]))
+    response = await bclient.post(
+        "/batches",
+        json={"deploymentId": deployment["id"], "inputFileId": file["id"], "completionWindow": "1h"},
+        headers=bearer(tenant.key),
+    )
+    assert response.status_code == 201, response.text
+    job = response.json()
+    too_long = await bclient.post(
+        "/batches",
+        json={"deploymentId": deployment["id"], "inputFileId": file["id"], "completionWindow": "25h"},
+        headers=bearer(tenant.key),
+    )
+    assert too_long.status_code == 422
+    assert await _worker(bclient).run_once()  # one chunk done in time
+    async with db_session(migrated_url) as session:
+        await session.execute(
+            update(BatchJob).where(BatchJob.id == job["id"]).values(expires_at=utc_now() - timedelta(seconds=1))
+        )
+        await session.execute(
+            update(BatchFile).where(BatchFile.id == file["id"]).values(expires_at=utc_now() - timedelta(seconds=1))
+        )
+    assert not await _worker(bclient).run_once()  # nothing claimable: the sweep ends the job, deletes the file
+    job = await _get(bclient, tenant.key, job["id"])
+    assert job["status"] == "expired" and job["counts"]["completed"] == CHUNK
+    assert [line["line"] for line in await _lines(bclient, tenant.key, job["outputFileId"])] == [1, 2, 3]
+    assert (await bclient.get(f"/files/{file['id']}", headers=bearer(tenant.key))).status_code == 404
+    stored = Path(batch_settings.runtime.artifact_dir) / "files" / str(tenant.tenant.id) / f"{file['id']}.jsonl"
+    assert not stored.exists()
