@@ -24,6 +24,8 @@ _PUBLIC = re.compile("|".join(PUBLIC_PATHS))
 _NO_SCOPE = {("GET", "/v2"), ("GET", "/models"), ("GET", "/models/{name}")}
 """Authenticated operations that any valid key may call."""
 _INFERENCE = re.compile(r"^/(predict|deployments/\{deployment_id\}/predict|v1/embeddings|v2/models/.*/infer)\Z")
+_BATCH_CREATE = re.compile(r"^/(v1/)?batches\Z")
+_FILES = re.compile(r"^/(v1/)?files(/\{file_id\})?\Z")
 _OWN_ERROR_MEMBER = re.compile(r"^/(v2|v1)/")
 """Protocols whose every bad request is a 400 (V2, OpenAI): the app turns their 422s into 400s."""
 
@@ -33,7 +35,8 @@ _WHY = {
     402: "The tenant's monthly spend cap is reached (`Retry-After`)",
     403: "The key lacks the scope this operation needs",
     404: "No such resource for this tenant",
-    409: "A deployment of that name exists",
+    409: "Conflicts with existing state: a duplicate name, the tenant's file storage quota, a file a job still "
+    "reads, a job that has ended",
     413: "Body larger than the server's limit",
     422: "Valid JSON whose content is invalid; the detail names the field",
     429: "The key's rate limit or the tenant's monthly request cap is spent (`Retry-After`)",
@@ -142,6 +145,12 @@ def _statuses(method: str, path: str, operation: Operation) -> set[int]:
         statuses |= {402, 404, 504}
     if (method, path) == ("POST", "/deployments"):
         statuses |= {404, 409}  # an unknown model or version; a duplicate name
+    if _BATCH_CREATE.match(path) and method == "POST":
+        statuses |= {404}  # an unknown deployment or file
+    if _FILES.match(path) and method in ("POST", "DELETE"):
+        statuses |= {409}  # past the storage quota; the input of a job that has not ended
+    if path.endswith("/cancel") and _BATCH_CREATE.match(path.removesuffix("/{batch_id}/cancel")):
+        statuses |= {409}  # the job has ended
     if _OWN_ERROR_MEMBER.match(path) and 422 in statuses:
         statuses = (statuses - {422}) | {400}
     return statuses

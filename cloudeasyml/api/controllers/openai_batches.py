@@ -109,7 +109,13 @@ class OpenAIFileController(Controller):
     guards = [requires_scope("predict")]  # noqa: RUF012
     exception_handlers = OPENAI_EXCEPTION_HANDLERS  # type: ignore[assignment]
 
-    @post("/", summary="Upload a batch file (OpenAI-compatible)", dependencies=WRITES, request_max_body_size=None)
+    @post(
+        "/",
+        summary="Upload a batch file (OpenAI-compatible)",
+        dependencies=WRITES,
+        request_max_body_size=None,
+        status_code=200,
+    )
     async def create_file(
         self,
         request: Request[Principal, Any, Any],
