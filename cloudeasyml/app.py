@@ -19,6 +19,7 @@ from litestar.types import ControllerRouterHandler
 import cloudeasyml
 from cloudeasyml.api.auth import ApiKeyMiddleware
 from cloudeasyml.api.controllers.api_keys import ApiKeyController
+from cloudeasyml.api.controllers.batches import BatchController, FileController
 from cloudeasyml.api.controllers.deployments import DeploymentController
 from cloudeasyml.api.controllers.embeddings import EmbeddingsController
 from cloudeasyml.api.controllers.experiment import ExperimentController
@@ -28,6 +29,7 @@ from cloudeasyml.api.controllers.inference import PREDICTION_ROUTES
 from cloudeasyml.api.controllers.invoices import InvoiceController
 from cloudeasyml.api.controllers.metrics import MetricsController
 from cloudeasyml.api.controllers.models import ModelController
+from cloudeasyml.api.controllers.openai_batches import OpenAIBatchController, OpenAIFileController
 from cloudeasyml.api.controllers.usage import UsageController
 from cloudeasyml.api.controllers.v2 import OpenInferenceController
 from cloudeasyml.api.controllers.webhooks import WebhookController
@@ -35,7 +37,7 @@ from cloudeasyml.api.fast_path import PredictFastPath, fast_path_blockers
 from cloudeasyml.api.platform_app import PlatformApp
 from cloudeasyml.api.prediction_docs import document_prediction_routes
 from cloudeasyml.api.problem_docs import document_problems
-from cloudeasyml.api.problems import exception_handlers
+from cloudeasyml.api.problems import exception_handlers, problem_body
 from cloudeasyml.api.request import PlatformRequest
 from cloudeasyml.api.request_log import configure_access_log
 from cloudeasyml.plugins.manager import PluginManager
@@ -60,6 +62,10 @@ ROUTES: list[ControllerRouterHandler] = [
     MetricsController,
     OpenInferenceController,
     WebhookController,
+    FileController,
+    BatchController,
+    OpenAIFileController,
+    OpenAIBatchController,
 ]
 
 
@@ -108,7 +114,7 @@ def create_app(
     ``cloudeasyml.api.fast_path``).
     """
     settings = settings if settings is not None else load_settings()
-    services = build_services(settings, plugin_manager)
+    services = build_services(settings, plugin_manager, describe_error=problem_body)
     configure_access_log(settings.server)
 
     @asynccontextmanager

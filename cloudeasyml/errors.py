@@ -19,6 +19,7 @@ __all__ = (
     "NotFoundError",
     "OverloadedError",
     "ParityError",
+    "PayloadTooLargeError",
     "PermissionDeniedError",
     "PluginError",
     "RateLimitedError",
@@ -26,6 +27,7 @@ __all__ = (
     "RetryLaterError",
     "RolloutFailedError",
     "SpendCapReachedError",
+    "StorageQuotaExceededError",
     "TenantLimitReachedError",
     "UsageJournalError",
 )
@@ -85,6 +87,16 @@ class InvalidInputError(CloudEasyMLError):
     """The request is well-formed JSON but its content is not valid for the operation."""
 
     title = "Unprocessable Content"
+
+
+class PayloadTooLargeError(InvalidInputError):
+    """An upload larger than the size limit for its kind (a batch input file: ``CLOUDEASYML_BATCH__MAX_FILE_BYTES``)."""
+
+    title = "Content Too Large"
+
+
+class StorageQuotaExceededError(ConflictError):
+    """The tenant's stored files would pass its storage quota; deleting files makes room."""
 
 
 class MalformedRequestError(InvalidInputError):

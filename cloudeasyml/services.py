@@ -13,6 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cloudeasyml.db.engine import create_engine, session_factory
 from cloudeasyml.domain.authenticator import ApiKeyAuthenticator
+from cloudeasyml.domain.batch.lines import Describe, describe_plain
+from cloudeasyml.domain.batch.runner import ChunkRunner
+from cloudeasyml.domain.batch.storage import FileStorage
+from cloudeasyml.domain.batch.worker import BatchWorker
 from cloudeasyml.domain.broadcast import CHANGED_DEPLOYMENTS, DELETED_DEPLOYMENTS, REVOKED_KEYS, Broadcast
 from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.deployment_status import LoadOutcomes
@@ -74,6 +78,10 @@ class Services:
     """Requests sent with an ``Idempotency-Key`` and their answers."""
     pricing: PricingBook
     """Each plan's prices (the data plane's, and the unit prices of invoices)."""
+    files: FileStorage
+    """Batch input and output files (the artifact store's ``files/``)."""
+    batches: BatchWorker
+    """This process's batch workers."""
     redis: Redis | None = None
     """Shared state across processes (``CLOUDEASYML_REDIS__URL``); None: each process on its own."""
     broadcast: Broadcast | None = None
@@ -90,12 +98,14 @@ class Services:
         self.metrics.start(self.refresh_gauges)
         if self.settings.webhooks.enabled:
             self.webhooks.start()
+        self.batches.start()
 
     async def stop(self) -> None:
         """Stop delivering webhooks, cancel shadow copies, drain deployments, write outstanding usage and events, close
         the database and Redis.
         """
         await self.webhooks.stop()
+        await self.batches.stop()
         await self.inference.shadows.close()
         await self.registry.close()
         await self.notices.close()
@@ -172,8 +182,14 @@ def build_catalog_from_settings(settings: Settings) -> ModelCatalog:
     return build_catalog(get_plugin_manager(blocked=settings.plugins.blocked))
 
 
-def build_services(settings: Settings, plugin_manager: PluginManager | None = None) -> Services:
-    """Wire the app's objects. Nothing here touches the database or loads a model yet."""
+def build_services(
+    settings: Settings, plugin_manager: PluginManager | None = None, *, describe_error: Describe | None = None
+) -> Services:
+    """Wire the app's objects. Nothing here touches the database or loads a model yet.
+
+    ``describe_error`` writes a failed batch line's problem details (the app passes the HTTP edge's, with the
+    status an online request would have got).
+    """
     pm = plugin_manager if plugin_manager is not None else get_plugin_manager(blocked=settings.plugins.blocked)
     catalog = build_catalog(pm)
     engine = create_engine(
@@ -227,9 +243,25 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         max_tenants=cache_entries,
         on_crossing=notices.quota_crossed,
     )
-    pricing = PricingBook(pm)
+    pricing = PricingBook(pm, batch_factor=settings.batch.price_factor)
     rollout = Rollout(registry, directory, catalog, settings.limits)
     directory.watch(_changed_unseen(rollout))
+    inference = InferenceService(
+        catalog,
+        directory,
+        registry,
+        meter,
+        pricing=pricing,
+        metrics=metrics,
+        quota=quota,
+        limits=settings.limits,
+        outcomes=outcomes,
+    )
+    files = FileStorage(settings.artifact_path)
+    runner = ChunkRunner(inference, directory, files, describe_error or describe_plain)
+    batches = BatchWorker(
+        sessions, runner, files, settings.batch, retry_window_seconds=settings.webhooks.retry_window_seconds
+    )
     return Services(
         settings=settings,
         plugin_manager=pm,
@@ -244,23 +276,15 @@ def build_services(settings: Settings, plugin_manager: PluginManager | None = No
         metrics=metrics,
         rate_limiter=RedisRateLimiter(redis) if redis is not None else LocalRateLimiter(max_buckets=cache_entries),
         quota=quota,
-        inference=InferenceService(
-            catalog,
-            directory,
-            registry,
-            meter,
-            pricing=pricing,
-            metrics=metrics,
-            quota=quota,
-            limits=settings.limits,
-            outcomes=outcomes,
-        ),
+        inference=inference,
         webhooks=WebhookDispatcher(sessions, settings.webhooks),
         notices=notices,
         rollout=rollout,
         outcomes=outcomes,
         idempotency=IdempotencyStore(sessions, settings.idempotency),
         pricing=pricing,
+        files=files,
+        batches=batches,
         redis=redis,
         broadcast=_broadcast(redis, authenticator, directory, registry, rollout) if redis is not None else None,
     )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
 
 __all__ = (
+    "BatchSettings",
     "DatabaseSettings",
     "IdempotencySettings",
     "LimitsSettings",
@@ -324,6 +326,32 @@ class IdempotencySettings(msgspec.Struct, frozen=True):
     """How often, at most, each server process deletes the keys older than ``ttl_seconds``."""
 
 
+class BatchSettings(msgspec.Struct, frozen=True):
+    """Batch inference (``/files``, ``/batches``): input files, their limits, and the workers that run jobs."""
+
+    max_file_bytes: Annotated[int, msgspec.Meta(ge=1)] = 200 * 1024 * 1024
+    """Largest file one upload may hold."""
+    tenant_storage_bytes: Annotated[int, msgspec.Meta(ge=0)] = 2 * 1024 * 1024 * 1024
+    """Most bytes of files (inputs and results) a tenant may keep at once; an upload past it is refused (409)."""
+    file_expiry_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30 * 86400.0
+    """Files are deleted this long after they were made."""
+    completion_window_seconds: Annotated[float, msgspec.Meta(gt=0)] = 86400.0
+    """A job not finished this long after it was made is ``expired`` (``completionWindow`` may say less)."""
+    chunk_lines: Annotated[int, msgspec.Meta(ge=1)] = 256
+    """Lines per chunk: the unit a worker claims, checkpoints and bills."""
+    workers: Annotated[int, msgspec.Meta(ge=0)] = 2
+    """Chunks each server process (and ``cloudeasyml worker``) runs at once; 0: this process runs no batch work."""
+    lease_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    """A claimed chunk is another worker's to take once this passes without its worker finishing it (a crash)."""
+    poll_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 0.5
+    """How often an idle worker looks for chunks."""
+    quota_pause_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    """A job whose tenant reached a monthly cap waits this long before trying again (its status says why)."""
+    price_factor: Decimal = Decimal("0.5")
+    """A batch item costs this fraction of the same item sent online, each line billed as one request (OpenAI's
+    batch discount is half)."""
+
+
 class Settings(msgspec.Struct, frozen=True):
     """All settings."""
 
@@ -339,6 +367,7 @@ class Settings(msgspec.Struct, frozen=True):
     webhooks: WebhookSettings = WebhookSettings()
     outcomes: OutcomeSettings = OutcomeSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
+    batch: BatchSettings = BatchSettings()
     home: str = ""
     """Data directory for the embedded defaults. Empty means ``~/.cloudeasyml``."""
 

@@ -27,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudeasyml.core.pricing import Pricing
 from cloudeasyml.domain.api_keys import ApiKeyService
+from cloudeasyml.domain.batch.files import FileService
+from cloudeasyml.domain.batch.jobs import BatchService
 from cloudeasyml.domain.deployments import DeploymentService
 from cloudeasyml.domain.experiment import ExperimentService
 from cloudeasyml.domain.feedback import FeedbackService
@@ -43,12 +45,14 @@ __all__ = (
     "WRITES",
     "Injected",
     "provide_api_key_service",
+    "provide_batch_service",
     "provide_caller",
     "provide_db_session",
     "provide_deployment_service",
     "provide_revision_service",
     "provide_experiment_service",
     "provide_feedback_service",
+    "provide_file_service",
     "provide_services",
     "provide_transaction",
     "provide_usage_service",
@@ -162,6 +166,20 @@ def provide_experiment_service(
     )
 
 
+def provide_file_service(
+    db_session: Injected[AsyncSession], caller: Injected[Principal], services: Injected[Services]
+) -> FileService:
+    """The caller's tenant's batch files."""
+    return FileService(db_session, caller.tenant_id, services.files, services.settings.batch)
+
+
+def provide_batch_service(
+    db_session: Injected[AsyncSession], caller: Injected[Principal], services: Injected[Services]
+) -> BatchService:
+    """The caller's tenant's batch jobs."""
+    return BatchService(db_session, caller.tenant_id, services.files, services.settings.batch)
+
+
 def _sync(provider: Any) -> Provide:
     # Cheap, non-blocking builders: run them on the event loop rather than in a worker thread.
     return Provide(provider, sync_to_thread=False)
@@ -179,6 +197,8 @@ MANAGEMENT: dict[str, Provide] = {
     "webhooks": _sync(provide_webhook_service),
     "feedback": _sync(provide_feedback_service),
     "experiment": _sync(provide_experiment_service),
+    "files": _sync(provide_file_service),
+    "batches": _sync(provide_batch_service),
 }
 """The dependencies of the management controllers (set on each; Litestar resolves only those a handler names)."""
 

@@ -26,6 +26,8 @@ _NO_SCOPE = {("GET", "/v2"), ("GET", "/models"), ("GET", "/models/{name}")}
 _INFERENCE = re.compile(r"^/(predict|deployments/\{deployment_id\}/predict|v1/embeddings|v2/models/.*/infer)\Z")
 _REVISION = re.compile(r"^/deployments/\{deployment_id\}(/rollback|/promote|/abort)?\Z")
 """Operations that make a revision (with ``PATCH`` on the deployment itself)."""
+_BATCH_CREATE = re.compile(r"^/(v1/)?batches\Z")
+_FILES = re.compile(r"^/(v1/)?files(/\{file_id\})?\Z")
 _OWN_ERROR_MEMBER = re.compile(r"^/(v2|v1)/")
 """Protocols whose every bad request is a 400 (V2, OpenAI): the app turns their 422s into 400s."""
 
@@ -35,8 +37,9 @@ _WHY = {
     402: "The tenant's monthly spend cap is reached (`Retry-After`)",
     403: "The key lacks the scope this operation needs",
     404: "No such resource for this tenant",
-    409: "A conflict: a deployment of that name exists, the deployment changed meanwhile (read it again and retry), "
-    "or the `Idempotency-Key` was used for another request or its first request is still running",
+    409: "A conflict: a duplicate name, a deployment changed meanwhile (read it again and retry), an `Idempotency-Key` "
+    "used for another request or whose first request is still running, the tenant's file storage quota, a file a job "
+    "still reads, a job that has ended",
     413: "Body larger than the server's limit",
     422: "Valid JSON whose content is invalid; the detail names the field",
     429: "The key's rate limit or the tenant's monthly request cap is spent (`Retry-After`)",
@@ -154,6 +157,12 @@ def _statuses(method: str, path: str, operation: Operation) -> set[int]:
         statuses |= {404, 409}  # an unknown model or version; a duplicate name
     if _REVISION.match(path) and method in ("PATCH", "POST"):
         statuses |= {404, 409, 422}  # an unknown version or revision; a concurrent change; an invalid change
+    if _BATCH_CREATE.match(path) and method == "POST":
+        statuses |= {404}  # an unknown deployment or file
+    if _FILES.match(path) and method in ("POST", "DELETE"):
+        statuses |= {409}  # past the storage quota; the input of a job that has not ended
+    if path.endswith("/cancel") and _BATCH_CREATE.match(path.removesuffix("/{batch_id}/cancel")):
+        statuses |= {409}  # the job has ended
     if _OWN_ERROR_MEMBER.match(path) and 422 in statuses:
         statuses = (statuses - {422}) | {400}
     return statuses

@@ -24,17 +24,26 @@ from cloudeasyml.errors import (
     ModelNotReadyError,
     NotFoundError,
     OverloadedError,
+    PayloadTooLargeError,
     PermissionDeniedError,
     RateLimitedError,
     RequestCapReachedError,
     RetryLaterError,
     RolloutFailedError,
     SpendCapReachedError,
+    StorageQuotaExceededError,
     TenantLimitReachedError,
     UsageJournalError,
 )
 
-__all__ = ("REFUSAL_CAUSE_BY_ERROR", "STATUS_BY_ERROR", "exception_handlers", "problem", "send_problem")
+__all__ = (
+    "REFUSAL_CAUSE_BY_ERROR",
+    "STATUS_BY_ERROR",
+    "exception_handlers",
+    "problem",
+    "problem_body",
+    "send_problem",
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,8 @@ STATUS_BY_ERROR: dict[type[CloudEasyMLError], int] = {
     TenantLimitReachedError: 409,  # the state conflicts (too many deployments); deleting one resolves it
     InvalidInputError: 422,
     MalformedRequestError: 400,
+    PayloadTooLargeError: 413,
+    StorageQuotaExceededError: 409,  # deleting files makes room
     RateLimitedError: 429,
     RequestCapReachedError: 429,
     SpendCapReachedError: 402,
@@ -99,6 +110,15 @@ def _count_refusal(request: Request[Any, Any, Any], exc: CloudEasyMLError) -> No
             if services is not None:
                 services.metrics.record_refusal(REFUSAL_CAUSE_BY_ERROR[cls])
             return
+
+
+def problem_body(exc: Exception) -> dict[str, Any]:
+    """The problem details an online request failing with ``exc`` would have been answered with (no ``instance``):
+    what a batch job's error file says of a line that failed.
+    """
+    status = _status_of(exc) if isinstance(exc, CloudEasyMLError) else 500
+    detail = exc.detail if isinstance(exc, CloudEasyMLError) else "internal server error"
+    return {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
 
 
 def handle_domain_error(request: Request[Any, Any, Any], exc: CloudEasyMLError) -> Response[dict[str, Any]]:

@@ -7,6 +7,7 @@ import logging
 import click
 
 import cloudeasyml
+from cloudeasyml.cli.batches import batches, worker
 from cloudeasyml.cli.db import db
 from cloudeasyml.cli.deployments import deployments
 from cloudeasyml.cli.doctor import doctor
@@ -41,3 +42,5 @@ cli.add_command(plugins)
 cli.add_command(export)
 cli.add_command(train)
 cli.add_command(doctor)
+cli.add_command(batches)
+cli.add_command(worker)

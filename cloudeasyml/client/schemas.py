@@ -230,6 +230,8 @@ class Usage(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     """Each model version's usage, online and shadow apart (asked for with ``groupBy=version``)."""
     groups: list[UsageGroup] | None = None
     """Sums per ``groupBy`` combination, when asked for."""
+    by_kind: dict[str, ModelUsage] = msgspec.field(default_factory=dict)
+    """The same period by kind: ``online`` requests, ``shadow`` copies and ``batch`` job chunks."""
 
 
 class Quota(msgspec.Struct, rename="camel", frozen=True, kw_only=True):

@@ -16,6 +16,9 @@ from cloudeasyml.db.types import Money, UTCDateTime
 
 __all__ = (
     "ApiKey",
+    "BatchChunk",
+    "BatchFile",
+    "BatchJob",
     "Deployment",
     "DeploymentRevision",
     "Feedback",
@@ -161,7 +164,8 @@ class UsageRecord(Base):
     cost: Mapped[Decimal] = mapped_column(Money)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     kind: Mapped[str] = mapped_column(String(16), default="online", server_default="online")
-    """``online``: a request answered to its client; ``shadow``: a shadow route's copy of one (spend, not a request)."""
+    """``online``: a request answered to its client; ``shadow``: a shadow route's copy of one (spend, not a request);
+    ``batch``: one chunk of a batch job, billed at the batch price."""
 
 
 class UsageDaily(Base):
@@ -351,3 +355,86 @@ class Invoice(Base):
     body: Mapped[str] = mapped_column(Text)
     """The invoice as served (JSON): lines, unit prices and amounts as they were when it was frozen."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class BatchFile(Base):
+    """A JSON Lines file in the artifact store's ``files/`` directory: a batch's input, output or errors."""
+
+    __tablename__ = "batch_file"
+    __table_args__ = (Index("ix_batch_file_tenant_id_created_at", "tenant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    """``file-`` + 24 hex digits (OpenAI's shape)."""
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(255))
+    purpose: Mapped[str] = mapped_column(String(32))
+    """``batch`` (an input), ``batch_output`` or ``batch_error`` (a job's results)."""
+    bytes: Mapped[int]
+    lines: Mapped[int]
+    created_by_key_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class BatchJob(Base):
+    """A batch job: one input file run on one deployment, in chunks (``BatchChunk``) that workers claim."""
+
+    __tablename__ = "batch_job"
+    __table_args__ = (
+        Index("ix_batch_job_tenant_id_created_at", "tenant_id", "created_at"),
+        Index("ix_batch_job_status_last_claimed_at", "status", "last_claimed_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    """``batch_`` + 24 hex digits."""
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
+    # No foreign key: the job (and its bill) outlives a deleted deployment; it then fails its remaining chunks.
+    deployment_id: Mapped[uuid.UUID]
+    deployment_name: Mapped[str] = mapped_column(String(100))
+    input_file_id: Mapped[str] = mapped_column(String(40))
+    output_file_id: Mapped[str | None] = mapped_column(String(40))
+    error_file_id: Mapped[str | None] = mapped_column(String(40))
+    endpoint: Mapped[str | None] = mapped_column(String(64))
+    """``/v1/embeddings`` for a job made through the OpenAI-compatible API (its lines are OpenAI requests)."""
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    total: Mapped[int] = mapped_column(default=0)
+    completed: Mapped[int] = mapped_column(default=0)
+    failed: Mapped[int] = mapped_column(default=0)
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    message: Mapped[str | None] = mapped_column(String(500))
+    """Why the job failed, or why it is paused (a monthly cap reached); None otherwise."""
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """When a worker last claimed one of its chunks (None: never): workers serve a job never claimed first, then
+    the one claimed longest ago (round-robin between jobs)."""
+    created_by_key_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """When it reached completed, failed, cancelled or expired."""
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class BatchChunk(Base):
+    """A run of consecutive lines of a job's input: claimed by one worker at a time under a lease, checkpointed
+    (``done``) once its output part is written and its usage journaled.
+    """
+
+    __tablename__ = "batch_chunk"
+    __table_args__ = (Index("ix_batch_chunk_job_id_status", "job_id", "status"),)
+
+    job_id: Mapped[str] = mapped_column(String(40), ForeignKey("batch_job.id", ondelete="CASCADE"), primary_key=True)
+    index: Mapped[int] = mapped_column(primary_key=True)
+    first_line: Mapped[int]
+    """1-based number of its first line in the input file."""
+    byte_start: Mapped[int]
+    byte_end: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    """``pending``, ``running`` (claimed until ``lease_until``) or ``done``."""
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    worker: Mapped[str | None] = mapped_column(String(100))
+    """``host:pid`` of the process that claimed it last (for operators: which pods share a job)."""
+    attempts: Mapped[int] = mapped_column(default=0)
+    completed: Mapped[int] = mapped_column(default=0)
+    failed: Mapped[int] = mapped_column(default=0)

@@ -175,6 +175,8 @@ class InferenceService:
         items: int,
         run: Callable[[LoadedDeployment], Awaitable[BatchResult]],
         context: RequestContext | None = None,
+        *,
+        kind: str = "online",
     ) -> tuple[BatchResult, str]:
         """The one path of every protocol: pick the route (a deployment with a traffic split), reserve a place
         under the tenant's caps, load, ``run(loaded)``, then bill and commit the reservation; any failure (an
@@ -186,7 +188,7 @@ class InferenceService:
         log; without one, the request gets a fresh id. A context of ``mode`` shadow is a shadow copy: ``spec`` is
         its route, it takes no place under the request cap and is billed as shadow usage or not (``bill_shadow``).
         A live request, once billed, leaves its cost and processing time in ``context`` (the answer's ``X-Usage-*``
-        headers).
+        headers). ``kind`` ``batch``: a batch job's chunk, billed at the batch price.
 
         Returns:
             The result and the usage record's request id.
@@ -232,7 +234,7 @@ class InferenceService:
                 loaded = await self.load(spec, entry, plan=principal.plan)
                 result = await run(loaded)
             if live:
-                cost = self.bill(principal, loaded, result, items, context.request_id)
+                cost = self.bill(principal, loaded, result, items, context.request_id, kind=kind)
                 context.cost, context.processing_ms = cost, result.processing_ms
             else:
                 await self._bill_shadow(principal, loaded, result, items, context.request_id)
@@ -343,14 +345,19 @@ class InferenceService:
         kind: str = "online",
     ) -> Decimal:
         """Price and meter one successful request under ``request_id`` at the version of the unit that served it
-        (``loaded.spec``); returns its cost. ``kind``: ``online``, or ``shadow`` for a shadow copy (metered apart,
-        not counted in the request metrics).
+        (``loaded.spec``); returns its cost. ``kind``: ``online``; ``shadow`` for a shadow copy (metered apart, not
+        counted in the request metrics); ``batch`` for one batch chunk (each item a request at the batch price).
         """
         spec = loaded.spec
         gpu_ms = result.processing_ms if loaded.on_gpu else 0.0
-        pricing = self._pricing.for_plan(principal.plan, loaded.model, spec.model_version)
-        cost = price(pricing, CostInputs(processing_ms=result.processing_ms, gpu_ms=gpu_ms))
-        if kind == "online":
+        if kind == "batch":
+            pricing = self._pricing.for_batch(principal.plan, loaded.model, spec.model_version)
+            work = CostInputs(requests=items, processing_ms=result.processing_ms, gpu_ms=gpu_ms)
+        else:
+            pricing = self._pricing.for_plan(principal.plan, loaded.model, spec.model_version)
+            work = CostInputs(processing_ms=result.processing_ms, gpu_ms=gpu_ms)
+        cost = price(pricing, work)
+        if kind != "shadow":
             self._metrics.record_success(spec.model_name, spec.model_version, items, result.processing_ms, float(cost))
         self._meter.record(
             Usage(

@@ -60,6 +60,9 @@ class UsageReport(msgspec.Struct, rename="camel"):
     """With ``groupBy=version``: each model version's online and shadow usage, by model, version and kind."""
     groups: list[UsageGroup] | None = None
     """The same usage summed per ``groupBy`` combination (only when asked for)."""
+    by_kind: dict[str, ModelUsage] = msgspec.field(default_factory=dict)
+    """The same period by kind: ``online`` requests, ``shadow`` copies and ``batch`` job chunks (billed at the batch
+    price)."""
 
 
 GroupBy = Literal["model", "version"]
@@ -109,6 +112,12 @@ async def usage_report(
         shadow.processing_time_ms = round(shadow_ms, 3)
     for part in versions:
         part.processing_time_ms = round(part.processing_time_ms, 3)
+    by_kind: dict[str, ModelUsage] = {}
+    for part in versions:
+        by_kind[part.kind] = _add(by_kind.get(part.kind), part)
+        by_kind[part.kind].processing_time_ms += part.processing_time_ms
+    for usage in by_kind.values():
+        usage.processing_time_ms = round(usage.processing_time_ms, 3)
     return UsageReport(
         tenant_id=tenant_id,
         start=start,
@@ -119,6 +128,7 @@ async def usage_report(
         by_model=by_model,
         shadow=shadow,
         by_version=versions if group_by == "version" else None,
+        by_kind=by_kind,
     )
 
 

@@ -55,8 +55,8 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
     cost: Decimal
     created_at: datetime
     kind: str = "online"
-    """``online`` (answered to its client) or ``shadow`` (a shadow route's copy); journals written before this field
-    read as ``online``."""
+    """``online`` (answered to its client), ``shadow`` (a shadow route's copy) or ``batch`` (a batch job's chunk, at
+    the batch price); journals written before this field read as ``online``."""
 
 
 class Meter:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 
 import pluggy
 
@@ -19,9 +20,27 @@ class PricingBook:
     runs per request.
     """
 
-    def __init__(self, pm: pluggy.PluginManager) -> None:
+    def __init__(self, pm: pluggy.PluginManager, *, batch_factor: Decimal = Decimal("0.5")) -> None:
         self._pm = pm
+        self._batch_factor = batch_factor
         self._prices: dict[tuple[str, str, str], Pricing] = {}
+        self._batch_prices: dict[tuple[str, str, str], Pricing] = {}
+
+    def for_batch(self, plan: str, model: ModelPlugin, version: str) -> Pricing:
+        """What ``plan`` pays for one line of a batch job: the online price (``for_plan``) times the batch factor
+        (``CLOUDEASYML_BATCH__PRICE_FACTOR``, half by default); each line counts as one request.
+        """
+        key = (plan, model.name, version)
+        pricing = self._batch_prices.get(key)
+        if pricing is None:
+            online = self.for_plan(plan, model, version)
+            factor = self._batch_factor
+            pricing = self._batch_prices[key] = Pricing(
+                per_request=online.per_request * factor,
+                per_second=online.per_second * factor,
+                per_gpu_hour=online.per_gpu_hour * factor,
+            )
+        return pricing
 
     def for_plan(self, plan: str, model: ModelPlugin, version: str) -> Pricing:
         """What ``plan`` pays for ``model`` at ``version``."""

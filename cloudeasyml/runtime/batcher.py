@@ -20,6 +20,11 @@ Deadlines bound the wait in the queue: a request whose deadline passes before it
 (the check is made when a batch is taken, on the loop and in a worker thread's chained take) and gets
 ``DeadlineExceededError``; once its first batch has started, the request runs to its end and gets its result.
 
+Background work (batch jobs: ``submit(items, background=True)``) waits in a queue of its own, with no deadline and
+outside the online queue's bound: a batch takes online chunks first and fills what is left of its share with
+background ones, and a worker takes background work only while no online request is queued. So batch jobs use the
+capacity online traffic leaves; an online request waits at most for one batch already running.
+
 A ``BatchObserver`` (optional) is told each request's wait in the queue and each batch's size and run time; the
 runtime defines the protocol and knows nothing of what implements it (``cloudeasyml.metering.metrics``).
 """
@@ -49,6 +54,13 @@ CostOf = Callable[[Sequence[Any]], int]
 INLINE_BELOW_MS = 0.3
 """Batches whose estimated run time is below this run on the event loop: handing a batch to a thread and back
 costs the loop ~0.05-0.1 ms of CPU plus a wake-up, more than such a batch blocks it."""
+BACKGROUND_SHARE = 0.25
+"""While online requests keep coming, background (batch-job) batches may take at most this share of a deployment's
+run time: after one that ran ``t``, the next waits ``t * (1 / BACKGROUND_SHARE - 1)``, and online batches are not
+topped up with background items. (Ordering alone is not enough: on a small machine the job's own pre- and
+post-processing takes the CPU that online requests need.)"""
+ONLINE_ACTIVE_S = 0.25
+"""Online traffic counts as active for this long after its last request."""
 QUIET_MS = 1.0
 """Under load, a gathering batch stops waiting once no request has arrived for this long."""
 
@@ -90,10 +102,22 @@ class BatchResult(msgspec.Struct, frozen=True):
 class _Request:
     """One caller's request: its future, its deadline, and the parts of its result while its chunks run."""
 
-    __slots__ = ("batch_items", "chunks_left", "deadline", "future", "parts", "processing_ms", "started")
+    __slots__ = (
+        "background",
+        "batch_items",
+        "chunks_left",
+        "deadline",
+        "future",
+        "parts",
+        "processing_ms",
+        "started",
+    )
 
-    def __init__(self, future: asyncio.Future[BatchResult], deadline: float, chunks: int) -> None:
+    def __init__(
+        self, future: asyncio.Future[BatchResult], deadline: float, chunks: int, *, background: bool = False
+    ) -> None:
         self.future = future
+        self.background = background
         self.deadline = deadline
         self.started = False
         """Set (under the batcher's lock) when its first chunk is taken into a batch: from then on it runs."""
@@ -159,6 +183,14 @@ class Batcher:
         self._max_queue_items = max_queue_items
         self._timeout = timeout_ms / 1000
         self._queue: deque[_Chunk] = deque()
+        self._background: deque[_Chunk] = deque()
+        """Background chunks (batch jobs): taken only to fill a batch's share that online chunks leave."""
+        self._background_items = 0
+        self._last_online = -math.inf
+        """When the last online request was submitted (``clock``)."""
+        self._background_ready_at = 0.0
+        """While online traffic is active, no background batch starts before this (``BACKGROUND_SHARE``)."""
+        self._kick: asyncio.TimerHandle | None = None
         self._queued_items = 0
         self._queued_units = 0
         self._lock = threading.Lock()
@@ -194,11 +226,17 @@ class Batcher:
         cost = self.alone_cost if alone else self.item_cost
         return cost.estimate(units) < INLINE_BELOW_MS
 
-    async def submit(self, items: Sequence[Any]) -> BatchResult:
+    async def submit(self, items: Sequence[Any], *, background: bool = False) -> BatchResult:
         """Run ``items`` (one request), in several batches if it holds more than a batch's share; ``OverloadedError``
         at once when the queue is full, ``DeadlineExceededError`` if its deadline passes before it starts running
         (it then never runs).
+
+        ``background`` work (a batch job's chunk) runs at a lower priority: only in what online requests leave of
+        a batch, with no deadline and outside the queue bound (its callers bound how much they submit at once).
         """
+        if background:
+            return await self._submit_background(items)
+        self._last_online = self._clock()
         self._admit(len(items))
         share = self._share
         if len(items) <= share:
@@ -217,12 +255,50 @@ class Batcher:
         chunks = [_Chunk(request, index, part, self._cost_of(part)) for index, part in enumerate(parts)]
         return await self._enqueue(request, chunks)
 
+    async def _submit_background(self, items: Sequence[Any]) -> BatchResult:
+        if self._closing:
+            raise DeploymentUnloadedError("the deployment is being unloaded")
+        share = self._share
+        parts = [items[start : start + share] for start in range(0, len(items), share)] or [items]
+        request = _Request(asyncio.get_running_loop().create_future(), math.inf, len(parts), background=True)
+        chunks = [_Chunk(request, index, part, self._cost_of(part)) for index, part in enumerate(parts)]
+        with self._lock:
+            self._background.extend(chunks)
+            self._background_items += len(items)
+        self._start_worker()
+        return await request.future
+
+    def _online_active(self, now: float) -> bool:
+        return now - self._last_online <= ONLINE_ACTIVE_S
+
+    def _background_open(self, now: float) -> bool:
+        """Whether a background batch may start now."""
+        return bool(self._background) and (not self._online_active(now) or now >= self._background_ready_at)
+
+    def _note_background_run(self, elapsed_ms: float) -> None:
+        """A background batch ran ``elapsed_ms``: while online traffic is active, the next one waits its turn."""
+        now = self._clock()
+        if self._online_active(now):
+            self._background_ready_at = now + elapsed_ms / 1000 * (1 / BACKGROUND_SHARE - 1)
+
+    def _wake_background(self) -> None:
+        self._kick = None
+        if self._background:
+            self._start_worker()
+
+    def _start_worker(self) -> None:
+        if self._running < self._instances:
+            self._running += 1
+            self._idle.clear()
+            asyncio.get_running_loop().create_task(self._work())
+
     async def submit_alone(self, work: Callable[[], Any], size: int, units: int | None = None) -> BatchResult:
         """Run ``work()``, one request that cannot share a batch (raw tensors of the V2 protocol), by itself but
         through the same queue as every other request: the same instances, queue bound, deadline and drain.
         It counts as ``size`` items; ``units`` (its elements; ``size`` if not given) decide whether it is cheap
         enough to run on the loop. ``outputs`` is ``[work()]`` and the whole run's time is its share.
         """
+        self._last_online = self._clock()
         self._admit(size)
         units = size if units is None else units
         if self._running == 0 and self.runs_inline(units, alone=True):
@@ -253,10 +329,7 @@ class Batcher:
             self._queued_units += sum(chunk.units for chunk in chunks)
         if self._full is not None and self._queued_items >= self._share:
             _wake(self._full)
-        if self._running < self._instances:
-            self._running += 1
-            self._idle.clear()
-            loop.create_task(self._work())
+        self._start_worker()
         timer = loop.call_later(self._timeout, self._expire, request)
         try:
             return await request.future
@@ -282,17 +355,26 @@ class Batcher:
         loop = asyncio.get_running_loop()
         under_load = False
         try:
-            while self._queue:
+            while self._queue or self._background_open(self._clock()):
                 # Gathering pays only where a run costs more than handling requests: a batch that runs on the
                 # loop in microseconds should go now, not keep the loop's own work waiting.
-                if (under_load or self._running > 1) and self._delay and not self.runs_inline(self._queued_units):
+                if (
+                    self._queue
+                    and (under_load or self._running > 1)
+                    and self._delay
+                    and not self.runs_inline(self._queued_units)
+                ):
                     await self._gather(loop)
                 batch = self._take()
                 if batch:
                     under_load = await self._run(loop, batch) > 1
         finally:
             self._running -= 1
-            if self._running == 0:
+            if self._background and self._kick is None:
+                # Background work waits its turn (online traffic is active): a worker comes back for it then.
+                delay = max(0.0, self._background_ready_at - self._clock())
+                self._kick = loop.call_later(delay, self._wake_background)
+            elif self._running == 0 and not self._background:
                 self._idle.set()
 
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -329,7 +411,11 @@ class Batcher:
     def _take_full(self, loop: asyncio.AbstractEventLoop) -> list[_Chunk]:
         """A batch if the queue holds at least a fair share (from a worker thread); else nothing."""
         with self._lock:
-            if self._queued_items < self._share or self._closing:
+            if self._closing or (
+                self._queued_items < self._share and (self._queue or not self._background_open(self._clock()))
+            ):
+                # Online work that is not a full batch goes back through the loop (it may gather more); background
+                # work chains only while no online request waits, and takes its turn (BACKGROUND_SHARE).
                 return []
             batch, expired = self._take_locked()
         for request in expired:
@@ -366,6 +452,21 @@ class Batcher:
             size += head.size
             if head.alone is not None:
                 break
+        # What online chunks left of the share, background chunks fill (whole chunks), unless online traffic is
+        # active: then background batches run by themselves, in their turn.
+        online_active = self._online_active(now)
+        open_ = self._background_open(now) and not (batch and (online_active or batch[0].alone is not None))
+        while open_ and self._background:
+            head = self._background[0]
+            if batch and size + head.size > self._share:
+                break
+            self._background.popleft()
+            self._background_items -= head.size
+            if head.request.finished:
+                continue
+            head.request.started = True
+            batch.append(head)
+            size += head.size
         return batch, expired
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Chunk]) -> int:
@@ -381,7 +482,7 @@ class Batcher:
             # Let the loop's other work in before the next batch: the chunks of one large request, each cheap,
             # must not run back to back on the loop. (Only then: with nothing queued the worker ends at once, so
             # the caller's next request finds the deployment idle and takes the fast path.)
-            if self._queue:
+            if self._queue or self._background:
                 await asyncio.sleep(0)
             return len(batch)
         last, failure = await loop.run_in_executor(self._executor, self._run_chain, loop, batch)
@@ -432,7 +533,11 @@ class Batcher:
             return self._timed(lambda: [work()], head.units, self.alone_cost, head.size)
         items = [item for chunk in batch for item in chunk.items]
         units = sum(chunk.units for chunk in batch)
-        return self._timed(lambda: self._run_items(items), units, self.item_cost, len(items))
+        outputs, elapsed_ms = self._timed(lambda: self._run_items(items), units, self.item_cost, len(items))
+        if head.request.background:  # (online chunks are taken first: a batch led by background is all background)
+            with self._lock:
+                self._note_background_run(elapsed_ms)
+        return outputs, elapsed_ms
 
     def _run_items(self, items: list[Any]) -> list[Any]:
         outputs = self._run_batch(items)

@@ -143,12 +143,13 @@ class LoadedDeployment:
         elements = sum(int(array.size) for array in arrays.values())
         return await self.batcher.submit_alone(lambda: self.session.run(arrays), items, elements)
 
-    async def predict(self, items: list[Any]) -> BatchResult:
-        """Queue one request's items into the deployment's batcher; for a model with an ``attention_mask`` input the
-        result holds the inputs' ``tokens`` too.
+    async def predict(self, items: list[Any], *, background: bool = False) -> BatchResult:
+        """Queue one request's items into the deployment's batcher (``background``: a batch job's chunk, which
+        runs in what online requests leave); for a model with an ``attention_mask`` input the result holds the
+        inputs' ``tokens`` too.
         """
         self.last_used = time.monotonic()
-        result = await self.batcher.submit(items)
+        result = await self.batcher.submit(items, background=background)
         if not self._counts_tokens:
             return result
         outputs = [prediction for prediction, _tokens in result.outputs]

@@ -547,3 +547,64 @@ async def test_a_request_run_alone_is_observed_with_its_size() -> None:
         assert (await batcher.submit_alone(lambda: "out", size=3, units=12)).outputs == ["out"]
     assert len(observer.waits) == 2 and max(observer.waits) < 0.05
     assert [items for items, _ in observer.runs] == [3, 3]
+
+
+async def test_online_requests_are_taken_before_queued_background_work() -> None:
+    """A batch job's chunks wait behind online requests: a batch takes online items first and background items
+    only fill what is left of its share.
+    """
+    gate = threading.Event()
+    batches: list[list[str]] = []
+
+    def run(items):  # type: ignore[no-untyped-def]
+        batches.append(list(items))
+        if len(batches) == 1:
+            gate.wait(5)
+        time.sleep(0.002)  # never inline: every batch goes through the queue
+        return items
+
+    batcher = make(run, max_batch_size=4, max_batch_delay_ms=0)
+    first = asyncio.ensure_future(batcher.submit(["x"]))
+    await asyncio.sleep(0.05)
+    background = asyncio.ensure_future(batcher.submit([f"b{i}" for i in range(6)], background=True))
+    await asyncio.sleep(0.02)
+    online = [asyncio.ensure_future(batcher.submit([f"o{i}"])) for i in range(3)]
+    await asyncio.sleep(0.02)
+    gate.set()
+    result = await background
+    await asyncio.gather(first, *online)
+    assert result.outputs == [f"b{i}" for i in range(6)]  # in order, though cut into chunks of the share
+    assert batches[1][:3] == ["o0", "o1", "o2"]  # the online requests first, queued after the job's chunks
+    assert all(len(batch) <= 4 for batch in batches)
+
+
+async def test_background_work_has_no_deadline_and_ignores_the_queue_bound() -> None:
+    batcher = make(lambda items: items, max_queue_items=4, timeout_ms=1)
+    result = await batcher.submit(list(range(10)), background=True)
+    assert result.outputs == list(range(10))
+
+
+async def test_background_work_takes_at_most_its_share_of_run_time_while_online_requests_come() -> None:
+    """A batch job's batches run by themselves and at most ``BACKGROUND_SHARE`` of the time while online traffic is
+    active; once it stops, they run back to back."""
+    busy = {"background": 0.0, "online": 0.0}
+
+    def run(items):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        time.sleep(0.004 * len(items) / 4)
+        kind = "background" if isinstance(items[0], str) else "online"
+        assert all(isinstance(item, str) == (kind == "background") for item in items)  # never mixed under load
+        busy[kind] += time.perf_counter() - started
+        return items
+
+    batcher = make(run, max_batch_size=4, max_batch_delay_ms=0, max_queue_items=10_000)
+    job = asyncio.ensure_future(batcher.submit([f"b{i}" for i in range(400)], background=True))
+    window = 1.0
+    stop = time.perf_counter() + window
+    while time.perf_counter() < stop:
+        await batcher.submit([1])
+        await asyncio.sleep(0.002)
+    assert busy["background"] <= 0.45 * window  # its share (0.25), with room for a slow machine
+    assert not job.done()
+    result = await asyncio.wait_for(job, 30)  # alone, it finishes
+    assert result.outputs == [f"b{i}" for i in range(400)]

@@ -14,11 +14,13 @@ CONTROLLERS = Path(cloudeasyml.api.controllers.__file__).parent
 
 SCOPED_SERVICES = {
     "ApiKeyService",
+    "BatchService",
     "DeploymentService",
     "ExperimentService",
     "FeedbackService",
     "InvoiceService",
     "RevisionService",
+    "FileService",
     "UsageService",
     "WebhookEndpointService",
 }

@@ -25,7 +25,7 @@ from cloudeasyml.domain.principal import Principal
 from cloudeasyml.errors import CloudEasyMLError, InvalidInputError
 from cloudeasyml.services import Services
 
-__all__ = ("EmbeddingsController",)
+__all__ = ("OPENAI_EXCEPTION_HANDLERS", "EmbeddingsController")
 
 MAX_INPUTS = 2048
 
@@ -74,17 +74,21 @@ def _token_count(tokens: int | None, inputs: list[str]) -> int:
     return tokens if tokens is not None else sum(len(text.split()) for text in inputs)
 
 
+OPENAI_EXCEPTION_HANDLERS = {
+    CloudEasyMLError: lambda r, e: _with_error(handle_domain_error(r, e)),
+    HTTPException: lambda r, e: _with_error(handle_http_exception(r, e)),
+    Exception: lambda r, e: _with_error(handle_unexpected(r, e)),
+}
+"""Problem details that also carry OpenAI's ``error`` object, for every OpenAI-compatible route."""
+
+
 class EmbeddingsController(Controller):
     """``POST /v1/embeddings``."""
 
     path = "/v1"
     tags = ["OpenAI-compatible"]
     guards = [requires_scope("predict")]
-    exception_handlers = {  # noqa: RUF012
-        CloudEasyMLError: lambda r, e: _with_error(handle_domain_error(r, e)),
-        HTTPException: lambda r, e: _with_error(handle_http_exception(r, e)),
-        Exception: lambda r, e: _with_error(handle_unexpected(r, e)),
-    }
+    exception_handlers = OPENAI_EXCEPTION_HANDLERS  # type: ignore[assignment]
 
     @post("/embeddings", summary="Create embeddings (OpenAI-compatible)", status_code=HTTP_200_OK)
     async def create_embeddings(self, request: Request[Principal, Any, Any]) -> Response[bytes]:

@@ -39,9 +39,11 @@ EVENT_TYPES: Final[Mapping[str, str]] = {
     "invoice.ready": "a closed month's invoice was frozen (once per tenant and month)",
     "endpoint.disabled": "one of the tenant's endpoints was disabled after failing for 5 days (sent to the others)",
     "webhook.test": "sent to one endpoint by POST /webhooks/{id}/test",
+    "batch.completed": "a batch job ended (completed, cancelled or expired): its counts and output files",
+    "batch.failed": "a batch job failed as a whole (its deployment or input file is gone)",
 }
 """Every event type that exists, with what causes it. A new event is one line here plus the ``emit`` call in the
-transaction that causes it (``deployment.revision.created`` and ``batch.*`` are not built yet)."""
+transaction that causes it (``deployment.revision.created`` is not built yet)."""
 
 BROADCAST: Final = frozenset({"endpoint.disabled"})
 """Types that every enabled endpoint of the tenant receives, whatever its ``events``: the tenant must hear of them."""

@@ -1,0 +1,3 @@
+"""Batch inference: input files, jobs over them in chunks, and the workers that run the chunks (README, "Batch
+inference").
+"""
