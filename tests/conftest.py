@@ -22,6 +22,7 @@ from cloudeasyml.plugins.manager import PluginManager, get_plugin_manager
 from cloudeasyml.settings import DatabaseSettings, RuntimeSettings, Settings
 from tests.support import tiny_model
 from tests.support.template_db import TEMPLATES, TemplateDatabases, plain_dsn
+from tests.support.workers import pytest_runtest_protocol  # noqa: F401  # a hook: serial tests run alone
 
 POSTGRES_URL = os.environ.get("CLOUDEASYML_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("CLOUDEASYML_TEST_REDIS_URL")

@@ -33,7 +33,8 @@ import pytest
 
 from tests.conftest import bearer
 
-pytestmark = [pytest.mark.replicas, pytest.mark.postgres]
+# One worker starts the cluster (a module fixture) for all of them.
+pytestmark = [pytest.mark.replicas, pytest.mark.postgres, pytest.mark.xdist_group("replicas")]
 
 POSTGRES_URL = os.environ.get("CLOUDEASYML_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("CLOUDEASYML_TEST_REDIS_URL")
