@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -q -c constraints.txt
 PLUGINS := $(wildcard plugin_packages/cloudeasyml-*)
 # pytest-xdist workers for `make test`: most tests wait on sockets, servers and databases, so two fit on two cores;
-# tests marked `serial` (latency and timing targets) still run while no other test runs (tests/support/workers.py).
+# tests marked `serial` (latency and timing targets) still run while no other test runs, and the tests of a module
+# that share a module fixture run on one worker (tests/support/workers.py).
 TEST_WORKERS ?= 2
 
 .PHONY: install serve test fuzz bench export clean
@@ -25,7 +26,7 @@ serve: install  ## Migrate the SQLite default, export the bundled models, serve,
 	$(BIN)/cloudeasyml serve --demo
 
 test: install  ## The whole suite on $(TEST_WORKERS) workers; PostgreSQL tests run when CLOUDEASYML_TEST_POSTGRES_URL is set
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 fuzz: install  ## Only the fuzz tests (schemathesis on the OpenAPI document, hypothesis on the parsers); make test runs them too
 	$(BIN)/python -m pytest -m fuzz

@@ -22,7 +22,9 @@ from cloudeasyml.plugins.manager import PluginManager, get_plugin_manager
 from cloudeasyml.settings import DatabaseSettings, RuntimeSettings, Settings
 from tests.support import tiny_model
 from tests.support.template_db import TEMPLATES, TemplateDatabases, plain_dsn
-from tests.support.workers import pytest_runtest_protocol  # noqa: F401  # a hook: serial tests run alone
+
+# Hooks for xdist (make test): serial tests run alone; a module's tests that share a module fixture, on one worker.
+from tests.support.workers import pytest_runtest_protocol, pytest_xdist_make_scheduler  # noqa: F401
 
 POSTGRES_URL = os.environ.get("CLOUDEASYML_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("CLOUDEASYML_TEST_REDIS_URL")

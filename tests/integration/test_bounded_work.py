@@ -18,9 +18,6 @@ from tests.support.server_process import ServerProcess, export_models, serve_pro
 WORST_MINILM_REQUEST_PEAK_RSS_MIB = 512
 """The most the worst MiniLM request the API accepts (128 inputs of 20,000 characters, a deployment asking for
 ``maxBatchSize`` 4096) may raise the server's peak RSS. Measured: see docs/security.md."""
-# The exports (MiniLM for the first test, housing and sentiment for the second) are made once, on one worker.
-pytestmark = pytest.mark.xdist_group("bounded_work")
-
 P99_LIMIT_MS = 50.0
 ROUNDS = 3
 """Rounds measured at most before the latency target is judged missed."""

@@ -35,7 +35,7 @@ from tests.support import tiny_model
 from tests.support.live_server import serve_in_thread
 from tests.support.template_db import TEMPLATES
 
-pytestmark = [pytest.mark.fuzz, pytest.mark.xdist_group("fuzz_openapi")]  # one worker serves them all
+pytestmark = pytest.mark.fuzz
 
 FUZZ_EXAMPLES = int(os.environ.get("CLOUDEASYML_FUZZ_EXAMPLES", "20"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

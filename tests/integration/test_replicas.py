@@ -33,8 +33,7 @@ import pytest
 
 from tests.conftest import bearer
 
-# One worker starts the cluster (a module fixture) for all of them.
-pytestmark = [pytest.mark.replicas, pytest.mark.postgres, pytest.mark.xdist_group("replicas")]
+pytestmark = [pytest.mark.replicas, pytest.mark.postgres]
 
 POSTGRES_URL = os.environ.get("CLOUDEASYML_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("CLOUDEASYML_TEST_REDIS_URL")

@@ -44,10 +44,6 @@ VALID = {
 DECODER = msgspec.json.Decoder(HouseFeatures)
 
 
-# Under pytest-xdist, one worker exports the model (a module fixture) for all of these tests.
-pytestmark = pytest.mark.xdist_group("housing_plugin")
-
-
 @pytest.fixture(name="model", scope="module")
 def fx_model() -> HousingModel:
     """The plugin's model, as the host holds it."""

@@ -29,10 +29,6 @@ LONG_TEXT = (
 ) * 4
 
 
-# Under pytest-xdist, one worker exports the model (a module fixture) for all of these tests.
-pytestmark = pytest.mark.xdist_group("minilm_plugin")
-
-
 @pytest.fixture(autouse=True, scope="module")
 def fx_offline() -> Iterator[None]:
     """Keep Hugging Face libraries offline for this module."""

@@ -31,10 +31,6 @@ ACCURACY_FLOOR = 0.72
 LONG_TEXT = " ".join(["The plot wanders, the jokes fall flat, and the ending drags on forever"] * 8)
 
 
-# Under pytest-xdist, one worker exports the model (a module fixture) for all of these tests.
-pytestmark = pytest.mark.xdist_group("sentiment_plugin")
-
-
 @pytest.fixture(name="model", scope="module")
 def fx_model() -> SentimentModel:
     return SentimentModel()
