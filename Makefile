@@ -6,8 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -q -c constraints.txt
 PLUGINS := $(wildcard plugin_packages/cloudeasyml-*)
 # pytest-xdist workers for `make test`: most tests wait on sockets, servers and databases, so two fit on two cores;
-# tests marked `serial` (latency and timing targets) still run while no other test runs, and the tests of a module
-# that share a module fixture run on one worker (tests/support/workers.py).
+# tests marked `serial` (latency and timing targets) still run while no other test runs (tests/support/workers.py).
 TEST_WORKERS ?= 2
 
 .PHONY: install serve test fuzz bench export clean

@@ -1,45 +1,33 @@
-"""How the suite runs on several pytest-xdist workers (``make test``: ``pytest -n 2``).
+"""How the suite runs on several pytest-xdist workers (``make test``: ``pytest -n 2``, xdist's ``load`` distribution:
+each test to whichever worker is free).
 
-Most tests wait on sockets, server processes and databases, so two of them at once fit on two cores. Two rules:
+Most tests wait on sockets, server processes and databases, so two of them at once fit on two cores. A test marked
+``serial`` measures latency or timing that another test on the CPU would skew, so it runs while no other test runs:
+every test holds the run's lock from its setup to its teardown, in shared mode, a ``serial`` test in exclusive mode
+(``fcntl.flock``); a second lock file, taken briefly before either, keeps a waiting ``serial`` test from being
+overtaken by the other worker's next tests forever (flock alone lets new shared holders in while an exclusive one
+waits). The waiting worker sleeps in ``flock``: it takes no CPU from the test that runs alone.
 
-- Tests are handed out one at a time, to whichever worker is free, except the tests of a module that share a
-  module-scoped fixture (an export, a cluster of servers, a virtual environment): those go to one worker together,
-  so the fixture is made once (``TogetherScheduling``; xdist's own ``--dist loadgroup`` no longer groups on pytest
-  9.2, whose node ids it can no longer rewrite).
-- A test marked ``serial`` measures latency or timing that another test on the CPU would skew, so it runs while no
-  other test runs. Every test holds the run's lock from its setup to its teardown, in shared mode, a ``serial``
-  test in exclusive mode (``fcntl.flock``); a second lock file, taken briefly before either, keeps a waiting
-  ``serial`` test from being overtaken by the other worker's next tests forever (flock alone lets new shared
-  holders in while an exclusive one waits). The waiting worker sleeps in ``flock``: it takes no CPU from the test
-  that runs alone.
+Not ``--dist loadgroup``/``loadscope``/``loadfile``: they key their work by node id, and the schemathesis tests
+(tests/integration/test_fuzz_openapi.py) are 26 items under one node id, of which they would run one; on pytest 9.2
+``loadgroup`` does not group either (pytest-xdist#1386). So a module fixture is made once per worker that runs
+one of its tests.
 
 Outside xdist (a plain ``python -m pytest``) there is one process, which runs one test at a time: nothing is
-locked. tests/conftest.py imports the hooks below, which is what makes pytest call them.
+locked. tests/conftest.py imports the hook below, which is what makes pytest call it.
 """
 
 from __future__ import annotations
 
-import ast
 import fcntl
-import functools
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
-from xdist.scheduler import LoadScopeScheduling
 
-__all__ = (
-    "SERIAL",
-    "TogetherScheduling",
-    "pytest_runtest_protocol",
-    "pytest_xdist_make_scheduler",
-    "run_directory",
-    "running_alone",
-    "shares_a_module_fixture",
-    "worker_id",
-)
+__all__ = ("SERIAL", "pytest_runtest_protocol", "run_directory", "running_alone", "worker_id")
 
 SERIAL = "serial"
 """The marker of a test that must run while no other test runs."""
@@ -89,44 +77,3 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     directory = run_directory(item.config._tmp_path_factory)  # type: ignore[attr-defined]
     with running_alone(directory, alone=item.get_closest_marker(SERIAL) is not None):
         return (yield)
-
-
-_SHARED_SCOPES = frozenset({"module", "package", "session"})
-
-
-@functools.cache
-def shares_a_module_fixture(path: Path) -> bool:
-    """Whether the test module at ``path`` defines a fixture of module scope or wider (its tests share it)."""
-    try:
-        tree = ast.parse(path.read_text(), str(path))
-    except (OSError, SyntaxError, ValueError):
-        return False  # not a module we can read: its tests are scheduled one by one
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
-        if name != "fixture":
-            continue
-        for keyword in node.keywords:
-            if keyword.arg == "scope" and isinstance(keyword.value, ast.Constant):
-                if keyword.value.value in _SHARED_SCOPES:
-                    return True
-    return False
-
-
-class TogetherScheduling(LoadScopeScheduling):  # type: ignore[misc]
-    """xdist's ``load`` distribution (each test to the next free worker), except that the tests of a module that
-    shares a module-scoped fixture form one unit of work, which one worker runs (``shares_a_module_fixture``)."""
-
-    def _split_scope(self, nodeid: str) -> str:
-        module = nodeid.split("::", 1)[0]
-        return module if shares_a_module_fixture(self.config.rootpath / module) else nodeid
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> TogetherScheduling | None:
-    """With xdist's default distribution (``-n N``, that is ``--dist load``), schedule with ``TogetherScheduling``;
-    any other ``--dist`` is xdist's own."""
-    if config.getvalue("dist") != "load":
-        return None
-    return TogetherScheduling(config, log)

@@ -67,7 +67,7 @@ def test_a_waiting_serial_test_is_not_overtaken_by_new_shared_holders(tmp_path: 
 
 # Plugins this run does not need, off: each worker would import them (seconds on this machine).
 QUIET = [f"-pno:{name}" for name in ("cacheprovider", "hypothesispytest", "schemathesis", "faker", "anyio", "asyncio")]
-CONFTEST = "from tests.support.workers import pytest_runtest_protocol, pytest_xdist_make_scheduler  # noqa: F401\n"
+CONFTEST = "from tests.support.workers import pytest_runtest_protocol  # noqa: F401\n"
 TESTS = """
 import json, os, time
 import pytest
@@ -87,28 +87,14 @@ def test_parallel(n):
 def test_serial(n):
     _record(f"serial-{n}")
 """
-SHARING = """
-import json, os
-import pytest
-
-@pytest.fixture(scope="module")
-def made_once():
-    return os.getpid()
-
-@pytest.mark.parametrize("n", range(4))
-def test_shared(n, made_once):
-    with open(os.environ["RECORD"] + ".shared", "a") as out:
-        out.write(json.dumps([n, made_once, os.getpid()]) + "\\n")
-"""
 
 
-def test_under_xdist_a_serial_test_runs_alone_and_a_module_fixture_is_made_once(tmp_path: Path) -> None:
+def test_under_xdist_a_serial_test_overlaps_no_other_while_the_others_overlap(tmp_path: Path) -> None:
     pytest.importorskip("xdist")
     suite = tmp_path / "suite"
     suite.mkdir()
     (suite / "conftest.py").write_text(CONFTEST)
     (suite / "test_timing.py").write_text(TESTS)
-    (suite / "test_sharing.py").write_text(SHARING)
     (suite / "pytest.ini").write_text("[pytest]\nmarkers =\n    serial: runs alone\n")
     record = tmp_path / "record.jsonl"
     env = {
@@ -136,7 +122,3 @@ def test_under_xdist_a_serial_test_runs_alone_and_a_module_fixture_is_made_once(
     assert not [(s[0], o[0]) for s in serial for o in runs if o is not s and overlap(s, o)]
     # The check means something: the other tests did run two at a time.
     assert any(overlap(a, b) for a in others for b in others if a is not b)
-    # The tests that share a module fixture ran in one worker, which made it once.
-    shared = [json.loads(line) for line in Path(f"{record}.shared").read_text().splitlines()]
-    assert sorted(n for n, *_ in shared) == [0, 1, 2, 3]
-    assert len({pid for _, made, pid in shared for pid in (made, pid)}) == 1, shared
