@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 # torch is pinned through constraints.txt everywhere: an unpinned torch pulls a multi-GB CUDA build.
 PIP := $(BIN)/pip install -q -c constraints.txt
 PLUGINS := $(wildcard plugin_packages/cloudeasyml-*)
-# pytest-xdist workers for `make test`: most tests wait on sockets, servers and databases, so two fit on two cores;
+# pytest-xdist workers for `make test`: a one-at-a-time run keeps one core busy and waits on servers and databases;
+# two workers use both cores of a 2-core CI VM (README, Tests: the measured times);
 # tests marked `serial` (latency and timing targets) still run while no other test runs (tests/support/workers.py).
 TEST_WORKERS ?= 2
 

@@ -1,7 +1,7 @@
 """How the suite runs on several pytest-xdist workers (``make test``: ``pytest -n 2``, xdist's ``load`` distribution:
 each test to whichever worker is free).
 
-Most tests wait on sockets, server processes and databases, so two of them at once fit on two cores. A test marked
+A one-at-a-time run keeps one core busy (and waits on servers and databases): two workers use both cores. A test marked
 ``serial`` measures latency or timing that another test on the CPU would skew, so it runs while no other test runs:
 every test holds the run's lock from its setup to its teardown, in shared mode, a ``serial`` test in exclusive mode
 (``fcntl.flock``); a second lock file, taken briefly before either, keeps a waiting ``serial`` test from being
