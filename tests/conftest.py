@@ -23,6 +23,9 @@ from cloudeasyml.settings import DatabaseSettings, RuntimeSettings, Settings
 from tests.support import tiny_model
 from tests.support.template_db import TEMPLATES, TemplateDatabases, plain_dsn
 
+# A hook for xdist (make test): a test marked serial runs while no other test runs.
+from tests.support.workers import pytest_runtest_protocol  # noqa: F401
+
 POSTGRES_URL = os.environ.get("CLOUDEASYML_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("CLOUDEASYML_TEST_REDIS_URL")
 
@@ -67,7 +70,12 @@ def fx_database_url(request: pytest.FixtureRequest, tmp_path: Path, templates: T
 
 @pytest.fixture(name="redis_url")
 def fx_redis_url() -> str:
-    """A real Redis server (``CLOUDEASYML_TEST_REDIS_URL``; the test is skipped without one)."""
+    """A real Redis server (``CLOUDEASYML_TEST_REDIS_URL``; the test is skipped without one).
+
+    The xdist workers of a run share its database: what tests write there is keyed by random ids (tenant, key,
+    deployment), and the broadcast channels are server-wide whatever the database number, so a database per worker
+    would isolate nothing that needs it. No test may ``FLUSHDB``: another worker's (or another run's) keys would go.
+    """
     if not REDIS_URL:
         pytest.skip("CLOUDEASYML_TEST_REDIS_URL is not set")
     return REDIS_URL

@@ -30,8 +30,12 @@ CLI = [sys.executable, "-m", "cloudeasyml.cli"]
 HEALTH = b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"
 
 
-# One SQLite file: these limits are the HTTP layer's, the same whatever the database.
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+pytestmark = [
+    # One SQLite file: these limits are the HTTP layer's, the same whatever the database.
+    pytest.mark.parametrize("database_url", ["sqlite"], indirect=True),
+    # Deadlines in seconds and the test process's own memory: measured while no other test runs.
+    pytest.mark.serial,
+]
 
 
 @contextmanager

@@ -139,4 +139,5 @@ def _database_url(server_url: str, name: str) -> str:
 
 
 TEMPLATES = TemplateDatabases()
-"""The test run's templates (one process, one set)."""
+"""The test process's templates: one set per process, so each xdist worker builds its own (under names of its own)
+and no worker copies a template while another is connected to it."""

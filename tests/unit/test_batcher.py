@@ -444,6 +444,7 @@ async def test_a_batch_runs_on_the_loop_only_when_its_own_size_is_measured_cheap
     assert not batcher.runs_inline(5000)
 
 
+@pytest.mark.serial  # measured run times decide: another test on the CPU preempts the measurement
 async def test_work_submitted_alone_runs_on_the_loop_only_when_its_elements_are_measured_cheap() -> None:
     """A ``[1, 600000]`` tensor after cheap ``[1, 11]`` ones ran on the loop for 200 ms each."""
     threads: list[str] = []
