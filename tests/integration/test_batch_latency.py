@@ -21,6 +21,7 @@ housing = pytest.importorskip("cloudeasyml_housing")
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a latency target: another test on the CPU would be measured too
 def test_online_p99_holds_while_a_batch_job_runs(artifact_dir: Path, tmp_path: Path, database_url: str) -> None:
     if "postgres" in database_url:
         pytest.skip("a latency figure: one database is enough")
