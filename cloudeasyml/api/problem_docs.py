@@ -153,6 +153,8 @@ def _statuses(method: str, path: str, operation: Operation) -> set[int]:
         statuses.add(400)  # a cursor the API did not give out
     if (method, path) == ("GET", "/invoices/{month}"):
         statuses.add(422)  # a month that is not YYYY-MM
+    if (method, path) == ("POST", "/feedback"):
+        statuses.add(404)  # a request id unknown, another tenant's, or answered before the retention period
     if (method, path) == ("POST", "/deployments"):
         statuses |= {404, 409}  # an unknown model or version; a duplicate name
     if _REVISION.match(path) and method in ("PATCH", "POST"):

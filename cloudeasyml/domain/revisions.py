@@ -23,6 +23,7 @@ from cloudeasyml.core.serving import ServingConfig
 from cloudeasyml.core.traffic import TrafficRoute, single_route
 from cloudeasyml.db.models import Deployment, DeploymentRevision, UsageRecord
 from cloudeasyml.domain.deployments import DeploymentService, merge_config, stored_traffic, traffic_of
+from cloudeasyml.domain.webhooks.events import deployment_data, emit
 from cloudeasyml.errors import ConflictError, InvalidInputError, NotFoundError
 from cloudeasyml.runtime.registry import DeploymentSpec
 
@@ -276,6 +277,11 @@ class RevisionService:
             raise ConflictError(f"deployment {plan.deployment_id} changed meanwhile; read it again and retry") from exc
         row = await self._deployments.get(plan.deployment_id)
         await self._session.refresh(row)
+        data = deployment_data(row.id, row.name, row.model_name, row.model_version)
+        data.update(
+            revision=number, action=plan.action, changes=plan.changes, traffic=traffic, createdByKeyId=created_by_key_id
+        )
+        await emit(self._session, self._tenant_id, "deployment.revision.created", data)  # in the revision's transaction
         return row
 
     async def list(self, deployment_id: uuid.UUID) -> list[RevisionSummary]:

@@ -107,6 +107,6 @@ async def test_no_dependency_shows_in_the_openapi_document(client: AsyncTestClie
         for method, operation in operations.items():
             names = {parameter["name"] for parameter in operation.get("parameters", [])}
             assert not names & injected, (method, path)
-    assert [p["name"] for p in paths["/usage"]["get"]["parameters"]] == ["start", "end"]
+    assert [p["name"] for p in paths["/usage"]["get"]["parameters"]] == ["start", "end", "groupBy"]
     assert [p["name"] for p in paths["/api-keys/{key_id}"]["delete"]["parameters"]] == ["key_id"]
     assert "parameters" not in paths["/api-keys"]["post"] and "requestBody" in paths["/api-keys"]["post"]

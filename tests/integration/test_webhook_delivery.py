@@ -226,6 +226,26 @@ async def test_deleting_a_deployment_writes_deployment_deleted_and_loading_one_d
     assert written[0]["data"]["modelName"] == "tiny" and len(await deliveries(migrated_url)) == 2
 
 
+async def test_each_revision_writes_deployment_revision_created_and_a_refused_change_none(
+    migrated_url: str, client, tenant: NewTenant
+) -> None:
+    await _endpoint(migrated_url, tenant, "http://127.0.0.1:9/hook", ["deployment.revision.created"])
+    deployment = await deploy(client, tenant.key)
+    url, auth = f"/deployments/{deployment['id']}", bearer(tenant.key)
+    assert (await client.patch(url, json={"variant": "int8"}, headers=auth)).status_code == 200
+    assert (await client.patch(url, json={"modelVersion": "9.9.9"}, headers=auth)).status_code == 404  # none
+    assert (await client.patch(url, json={"variant": "int8"}, headers=auth)).status_code == 200  # no change: none
+    assert (await client.post(f"{url}/rollback", headers=auth)).status_code in (200, 201)
+    written = await events(migrated_url)
+    assert [event["type"] for event in written] == ["deployment.revision.created"] * 2
+    first, second = (event["data"] for event in written)
+    assert first["deploymentId"] == deployment["id"] and first["revision"] == 2 and first["action"] == "update"
+    assert first["changes"]["config"]["variant"] == {"from": "float", "to": "int8"}
+    assert first["createdByKeyId"] == tenant.key_id
+    assert second["revision"] == 3 and second["action"] == "rollback"
+    assert len(await deliveries(migrated_url)) == 2
+
+
 async def test_quota_warning_at_80_percent_and_quota_exceeded_at_the_cap_are_written_once(
     migrated_url: str, client, tenant: NewTenant
 ) -> None:

@@ -32,6 +32,7 @@ EVENT_TYPES: Final[Mapping[str, str]] = {
     "deployment.ready": "a deployment's model loaded for the first time (once per deployment)",
     "deployment.failed": "loading a deployment's model failed (once per deployment and error)",
     "deployment.deleted": "a deployment was deleted",
+    "deployment.revision.created": "a deployment changed version, config or traffic (PATCH, rollback, promote, abort)",
     "key.revoked": "an API key was revoked (one event per key of a cascade)",
     "key.expiring": "an API key expires within 7 days (once per key and expiry)",
     "quota.warning": "the tenant used 80 % of a monthly cap (once per cap and month)",
@@ -43,7 +44,7 @@ EVENT_TYPES: Final[Mapping[str, str]] = {
     "batch.failed": "a batch job failed as a whole (its deployment or input file is gone)",
 }
 """Every event type that exists, with what causes it. A new event is one line here plus the ``emit`` call in the
-transaction that causes it (``deployment.revision.created`` is not built yet)."""
+transaction that causes it."""
 
 BROADCAST: Final = frozenset({"endpoint.disabled"})
 """Types that every enabled endpoint of the tenant receives, whatever its ``events``: the tenant must hear of them."""
