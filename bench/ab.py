@@ -251,9 +251,10 @@ def _report(samples: dict[tuple[str, int, str], list[Sample]], trees: list[str],
                 x_bare = rps / _median([s.load.requests_per_s for s in bare]) if bare else float("nan")
                 rounds = " ".join(f"{s.load.requests_per_s:,.0f}" for s in found)
                 errors = sum(s.load.errors for s in found)
-                print(f"{cell:<12} {concurrency:>3} {name:<10} {rps:>7,.0f} "
-                      f"{_median([s.load.p50_ms for s in found]):>7.2f} {_median([s.load.p99_ms for s in found]):>7.2f} "
-                      f"{_median([s.loop_ms for s in found]):>11.3f} {_median([s.process_ms for s in found]):>11.3f} "
+                p50, p99 = _median([s.load.p50_ms for s in found]), _median([s.load.p99_ms for s in found])
+                loop_ms, process_ms = _median([s.loop_ms for s in found]), _median([s.process_ms for s in found])
+                print(f"{cell:<12} {concurrency:>3} {name:<10} {rps:>7,.0f} {p50:>7.2f} {p99:>7.2f} "
+                      f"{loop_ms:>11.3f} {process_ms:>11.3f} "
                       f"{ratio:>8.2f} {x_bare:>7.2f}  {rounds}{f'  ERRORS {errors}' if errors else ''}")  # fmt: skip
 
 
