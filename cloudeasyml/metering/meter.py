@@ -35,6 +35,8 @@ __all__ = ("Meter", "Usage")
 
 log = logging.getLogger(__name__)
 
+WRITE_SLICE = 25
+"""Most usage rows per insert statement: the event loop turns them into parameters in one go (~5 µs each)."""
 REJECTED_FILE = "usage-rejected.jsonl"
 """Records the database refused for their content (not for being unavailable), kept in the journal directory."""
 
@@ -297,7 +299,6 @@ class Meter:
     async def _write(self, batch: list[Usage]) -> None:
         if not batch:
             return
-        rows = [msgspec.structs.asdict(usage) for usage in batch]
         last_used: dict[str, datetime] = {}
         for usage in batch:
             if usage.api_key_id is not None:
@@ -308,7 +309,12 @@ class Meter:
             # A Core insert of the table: the ORM's bulk path costs more per row on the event loop.
             table = cast(Table, UsageRecord.__table__)  # a declarative class's table (typed as any FromClause)
             statement = insert(table).on_conflict_do_nothing(index_elements=["request_id"])
-            await session.execute(statement, rows)
+            # In slices of WRITE_SLICE rows, one transaction still: SQLAlchemy turns the rows into parameters on the
+            # event loop, and 1,000 rows at once held it for ~5 ms of CPU (bench/loop_stalls.py), every flush, which
+            # is what a request arriving meanwhile waited for: the c=1 p99 of 8.6 ms against a p50 of 0.35 ms.
+            for start in range(0, len(batch), WRITE_SLICE):
+                rows = [msgspec.structs.asdict(usage) for usage in batch[start : start + WRITE_SLICE]]
+                await session.execute(statement, rows)
             for key_id, when in last_used.items():
                 await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from cloudeasyml.errors import DeadlineExceededError, ModelNotReadyError, OverloadedError
-from cloudeasyml.runtime.batcher import Batcher
+from cloudeasyml.runtime.batcher import INLINE_BELOW_MS, Batcher
 from cloudeasyml.runtime.run_cost import RunCost
 
 
@@ -464,17 +464,52 @@ async def test_work_submitted_alone_runs_on_the_loop_only_when_its_elements_are_
     assert threads[-1].startswith("cloudeasyml-batch")
 
 
-def test_run_cost_fits_fixed_and_per_unit_time_and_never_extrapolates() -> None:
+def test_run_cost_fits_fixed_and_per_unit_time_and_extrapolates_at_most_twice_the_largest_size() -> None:
     cost = RunCost()
     assert cost.estimate(1) == float("inf")  # nothing measured
     cost.observe(10, 1.0)
     assert cost.estimate(5) == pytest.approx(0.5)  # one size only: all of it per unit
-    assert cost.estimate(11) == float("inf")  # larger than anything measured
+    assert cost.estimate(20) == pytest.approx(2.0)  # up to twice the largest measured: the fit, extrapolated
+    assert cost.estimate(21) == float("inf")  # larger: unknown
     cost = RunCost()
     for units in (10, 100, 1000, 10, 1000):
         cost.observe(units, 0.1 + 0.002 * units)
     assert cost.estimate(500) == pytest.approx(0.1 + 0.002 * 500)
-    assert cost.estimate(2000) == float("inf")
+    assert cost.estimate(2000) == pytest.approx(0.1 + 0.002 * 2000)
+    assert cost.estimate(2001) == float("inf")
+
+
+def test_run_cost_records_one_stalled_run_as_a_bounded_outlier() -> None:
+    """A run preempted on a busy machine (50 ms for a 0.05 ms batch) once kept a small MLP's runs off the event loop
+    for a dozen runs; it now counts as at most OUTLIER times the estimate, and a model that did become slow still
+    crosses the inline threshold within a few runs."""
+    cost = RunCost()
+    for _ in range(10):
+        cost.observe(1, 0.05)
+    cost.observe(1, 50.0)
+    assert cost.estimate(1) < INLINE_BELOW_MS
+    slow = RunCost()
+    for _ in range(10):
+        slow.observe(1, 0.05)
+    runs = 0
+    while slow.estimate(1) < INLINE_BELOW_MS:
+        slow.observe(1, 5.0)
+        runs += 1
+    assert runs <= 3
+
+
+async def test_a_cheap_batch_grown_past_the_largest_size_measured_lately_still_runs_on_the_loop() -> None:
+    """Housing at c=64: batches that grew under load were judged unknown and sent to a thread (and gathered for),
+    which halved its throughput; up to twice the largest size measured, a cheap model's fit is trusted."""
+    threads: list[str] = []
+    batcher = make(_sized_run(threads, 0.001), max_batch_size=64)
+    for _ in range(20):
+        await batcher.submit(["a"] * 16)
+    assert threads[-1] == "MainThread"
+    assert batcher.runs_inline(32)
+    await batcher.submit(["a"] * 32)
+    assert threads[-1] == "MainThread"
+    assert not batcher.runs_inline(65)  # more than twice the largest measured (32) lately: unknown
 
 
 async def test_cheap_chunks_of_one_large_request_let_the_event_loop_in_between() -> None:
