@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from cloudeasyml.errors import DeadlineExceededError, ModelNotReadyError, OverloadedError
@@ -582,3 +583,67 @@ async def test_a_request_run_alone_is_observed_with_its_size() -> None:
         assert (await batcher.submit_alone(lambda: "out", size=3, units=12)).outputs == ["out"]
     assert len(observer.waits) == 2 and max(observer.waits) < 0.05
     assert [items for items, _ in observer.runs] == [3, 3]
+
+
+async def test_tensors_of_one_shape_share_a_run_and_get_their_own_rows_back() -> None:
+    """Raw tensors (V2) queued behind a run are concatenated along axis 0 with others of the same names, datatypes and
+    trailing shape (up to a batch's share of rows), and each request gets exactly its rows of every output; another
+    shape waits for a run of its own, and items never join tensors."""
+    gate = threading.Event()
+    runs: list[object] = []
+
+    def items_run(items):  # type: ignore[no-untyped-def]
+        runs.append(("items", len(items)))
+        gate.wait(5)
+        return items
+
+    def tensor_run(arrays):  # type: ignore[no-untyped-def]
+        x = arrays["x"]
+        runs.append(("tensors", x.shape))
+        return {"sum": x.sum(axis=1), "twice": x * 2}
+
+    batcher = make(items_run, max_batch_size=8)
+    blocker = asyncio.ensure_future(batcher.submit([0]))
+    await asyncio.sleep(0.02)
+    inputs = [np.full((rows, 3), float(i), dtype=np.float32) for i, rows in enumerate([1, 2, 3, 4])]
+    wide = np.ones((2, 5), dtype=np.float32)
+    pending = [asyncio.ensure_future(batcher.submit_tensors({"x": x}, tensor_run, len(x), x.size)) for x in inputs]
+    other = asyncio.ensure_future(batcher.submit_tensors({"x": wide}, tensor_run, 2, wide.size))
+    await asyncio.sleep(0.02)
+    gate.set()
+    results = await asyncio.gather(*pending, other)
+    await blocker
+    # 1 + 2 + 3 rows fill up to the share of 8; the 4-row request runs next, the wider tensor alone after it.
+    assert runs == [("items", 1), ("tensors", (6, 3)), ("tensors", (4, 3)), ("tensors", (2, 5))]
+    for x, result in zip([*inputs, wide], results, strict=True):
+        (output,) = result.outputs
+        np.testing.assert_array_equal(output["sum"], x.sum(axis=1))
+        np.testing.assert_array_equal(output["twice"], x * 2)
+    assert results[0].batch_items == 6 and results[3].batch_items == 4
+
+
+async def test_tensors_whose_outputs_are_not_batched_by_rows_run_alone() -> None:
+    """A graph whose output's axis 0 is not the rows cannot be split: the shared run fails and each request is run
+    alone (as ``_isolate`` does for a bad item), so every request still gets its own answer."""
+    gate = threading.Event()
+    runs: list[int] = []
+
+    def items_run(items):  # type: ignore[no-untyped-def]
+        gate.wait(5)
+        return items
+
+    def total(arrays):  # type: ignore[no-untyped-def]
+        runs.append(len(arrays["x"]))
+        return {"total": np.array(arrays["x"].sum())}
+
+    batcher = make(items_run)
+    blocker = asyncio.ensure_future(batcher.submit([0]))
+    await asyncio.sleep(0.02)
+    inputs = [np.full((2, 2), float(i)) for i in (1, 2)]
+    pending = [asyncio.ensure_future(batcher.submit_tensors({"x": x}, total, 2, 4)) for x in inputs]
+    await asyncio.sleep(0.02)
+    gate.set()
+    results = await asyncio.gather(*pending)
+    await blocker
+    assert runs == [4, 2, 2]
+    assert [float(r.outputs[0]["total"]) for r in results] == [4.0, 8.0]
