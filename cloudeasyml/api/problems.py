@@ -183,7 +183,7 @@ async def send_problem(
     receive: Receive,
     send: Send,
     exc: Exception,
-    handlers: Mapping[type[Exception], Any] | None = None,
+    handlers: Mapping[Any, Any] | None = None,
 ) -> None:
     """Answer ``exc`` as the app's exception handlers would, for a request served outside Litestar's router (see
     ``cloudeasyml.api.fast_path``): the handler of the exception's nearest class in ``handlers`` (a route's own, such

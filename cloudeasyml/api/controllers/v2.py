@@ -10,6 +10,7 @@ read; every bad request is a 400 here, as the protocol prescribes.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, NamedTuple
 
@@ -85,7 +86,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
     return _with_error(handle_unexpected(request, exc))
 
 
-V2_EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+V2_EXCEPTION_HANDLERS: dict[int | type[Exception], Callable[[Request[Any, Any, Any], Any], Response[Any]]] = {
     CloudEasyMLError: _domain_error,
     HTTPException: _http_error,
     Exception: _unexpected,
