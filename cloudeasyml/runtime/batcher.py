@@ -52,6 +52,10 @@ INLINE_BELOW_MS = 0.3
 costs the loop ~0.05-0.1 ms of CPU plus a wake-up, more than such a batch blocks it."""
 QUIET_MS = 1.0
 """Under load, a gathering batch stops waiting once no request has arrived for this long."""
+TENSOR_JOIN_ELEMENTS = 1 << 20
+"""Most elements of raw tensors (V2) that requests' tensors are concatenated into for one run (4 MiB of FP32): a
+shared run may not allocate much more than the requests' own arrays, each bounded by ``docs/security.md``; a
+larger request still runs, alone."""
 
 
 class BatchObserver(Protocol):
@@ -379,11 +383,16 @@ class Batcher:
         """
         batch: list[_Chunk] = []
         expired: list[_Request] = []
-        size = 0
+        size = units = 0
         now = self._clock()
         while self._queue:
             head = self._queue[0]
-            if batch and (head.alone is not None or size + head.size > self._share or not _joins(batch[0], head)):
+            if batch and (
+                head.alone is not None
+                or size + head.size > self._share
+                or not _joins(batch[0], head)
+                or (head.tensors is not None and units + head.units > TENSOR_JOIN_ELEMENTS)
+            ):
                 break
             self._queue.popleft()
             self._queued_items -= head.size
@@ -401,6 +410,7 @@ class Batcher:
                 self._observer.waited(max(0.0, now - (request.deadline - self._timeout)))
             batch.append(head)
             size += head.size
+            units += head.units
             if head.alone is not None:
                 break
         return batch, expired

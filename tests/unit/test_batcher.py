@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cloudeasyml.errors import DeadlineExceededError, ModelNotReadyError, OverloadedError
+from cloudeasyml.runtime import batcher as batcher_module
 from cloudeasyml.runtime.batcher import INLINE_BELOW_MS, Batcher
 from cloudeasyml.runtime.run_cost import RunCost
 
@@ -647,3 +648,28 @@ async def test_tensors_whose_outputs_are_not_batched_by_rows_run_alone() -> None
     await blocker
     assert runs == [4, 2, 2]
     assert [float(r.outputs[0]["total"]) for r in results] == [4.0, 8.0]
+
+
+async def test_tensors_join_a_run_only_up_to_a_bound_on_its_elements(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shared run allocates its concatenated inputs: past ``TENSOR_JOIN_ELEMENTS`` requests run in separate runs."""
+    monkeypatch.setattr(batcher_module, "TENSOR_JOIN_ELEMENTS", 10)
+    gate = threading.Event()
+    rows_run: list[int] = []
+
+    def items_run(items):  # type: ignore[no-untyped-def]
+        gate.wait(5)
+        return items
+
+    def run(arrays):  # type: ignore[no-untyped-def]
+        rows_run.append(len(arrays["x"]))
+        return {"y": arrays["x"]}
+
+    batcher = make(items_run)
+    blocker = asyncio.ensure_future(batcher.submit([0]))
+    await asyncio.sleep(0.02)
+    inputs = [np.zeros((1, 4)) for _ in range(3)]  # 4 elements each: two fit under 10, the third does not
+    pending = [asyncio.ensure_future(batcher.submit_tensors({"x": x}, run, 1, x.size)) for x in inputs]
+    await asyncio.sleep(0.02)
+    gate.set()
+    await asyncio.gather(*pending, blocker)
+    assert rows_run == [2, 1]
