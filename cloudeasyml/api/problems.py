@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -197,11 +198,19 @@ exception_handlers = {
 }
 
 
-async def send_problem(scope: HTTPScope, receive: Receive, send: Send, exc: Exception) -> None:
+async def send_problem(
+    scope: HTTPScope,
+    receive: Receive,
+    send: Send,
+    exc: Exception,
+    handlers: Mapping[Any, Any] | None = None,
+) -> None:
     """Answer ``exc`` as the app's exception handlers would, for a request served outside Litestar's router (see
-    ``cloudeasyml.api.fast_path``): the handler of the exception's nearest class in ``exception_handlers``.
+    ``cloudeasyml.api.fast_path``): the handler of the exception's nearest class in ``handlers`` (a route's own, such
+    as the Open Inference Protocol's dialect; by default the app's ``exception_handlers``).
     """
-    handler = next(exception_handlers[cls] for cls in type(exc).__mro__ if cls in exception_handlers)
+    handlers = exception_handlers if handlers is None else handlers
+    handler = next(handlers[cls] for cls in type(exc).__mro__ if cls in handlers)
     request: Request[Any, Any, Any] = Request(scope)
     response = handler(request, exc)  # type: ignore[operator]
     await response.to_asgi_response(app=None, request=request)(scope, receive, send)

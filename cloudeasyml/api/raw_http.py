@@ -7,6 +7,7 @@ way Litestar reports it, so the problem-details handlers treat both alike.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import cast
 
 from litestar.exceptions import ClientException, InternalServerException
@@ -17,8 +18,6 @@ __all__ = ("CLIENT_GONE", "read_body", "send_json")
 
 CLIENT_GONE = "client disconnected prematurely"
 """The detail Litestar's ``Request.stream`` gives when the client leaves before its body has arrived."""
-
-_JSON = (b"content-type", b"application/json")
 
 
 def _announced_length(scope: HTTPScope) -> int | None:
@@ -53,8 +52,17 @@ async def read_body(scope: HTTPScope, receive: Receive, max_bytes: int) -> bytes
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def send_json(send: Send, content: bytes, status: int = 200) -> None:
-    """Send ``content`` (encoded JSON) as the whole answer."""
-    headers = [_JSON, (b"content-length", str(len(content)).encode())]
+async def send_json(
+    send: Send,
+    content: bytes,
+    status: int = 200,
+    *,
+    content_type: bytes = b"application/json",
+    extra: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Send ``content`` as the whole answer: encoded JSON unless ``content_type`` says otherwise, with ``extra``
+    headers.
+    """
+    headers = [(b"content-type", content_type), (b"content-length", str(len(content)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": content, "more_body": False})

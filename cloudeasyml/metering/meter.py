@@ -35,6 +35,8 @@ __all__ = ("Meter", "Usage", "write_usage")
 
 log = logging.getLogger(__name__)
 
+WRITE_SLICE = 25
+"""Most usage rows per insert statement: the event loop turns them into parameters in one go (~5 µs each)."""
 REJECTED_FILE = "usage-rejected.jsonl"
 """Records the database refused for their content (not for being unavailable), kept in the journal directory."""
 
@@ -305,7 +307,6 @@ async def write_usage(session: AsyncSession, batch: list[Usage]) -> None:
     """Insert ``batch`` (records already there are skipped: the request id is the key), add the records inserted to
     the daily rollup (``UsageDaily``) and note when each key was last used, in ``session``'s transaction.
     """
-    rows = [msgspec.structs.asdict(usage) for usage in batch]
     last_used: dict[str, datetime] = {}
     for usage in batch:
         if usage.api_key_id is not None:
@@ -315,7 +316,13 @@ async def write_usage(session: AsyncSession, batch: list[Usage]) -> None:
     # A Core insert of the table: the ORM's bulk path costs more per row on the event loop.
     table = cast(Table, UsageRecord.__table__)  # a declarative class's table (typed as any FromClause)
     statement = insert(table).on_conflict_do_nothing(index_elements=["request_id"]).returning(table.c.request_id)
-    inserted = set((await session.execute(statement, rows)).scalars())
+    inserted: set[str] = set()
+    # In slices of WRITE_SLICE rows, one transaction still: SQLAlchemy turns the rows into parameters on the event
+    # loop, and 1,000 rows at once held it for ~5 ms of CPU (bench/loop_stalls.py), every flush, which is what a
+    # request arriving meanwhile waited for: the c=1 p99 of 8.6 ms against a p50 of 0.35 ms.
+    for start in range(0, len(batch), WRITE_SLICE):
+        rows = [msgspec.structs.asdict(usage) for usage in batch[start : start + WRITE_SLICE]]
+        inserted.update((await session.execute(statement, rows)).scalars())
     if inserted:
         await _roll_up(session, insert, [usage for usage in batch if usage.request_id in inserted])
     for key_id, when in last_used.items():

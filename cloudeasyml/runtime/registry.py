@@ -141,7 +141,7 @@ class LoadedDeployment:
         """
         self.last_used = time.monotonic()
         elements = sum(int(array.size) for array in arrays.values())
-        return await self.batcher.submit_alone(lambda: self.session.run(arrays), items, elements)
+        return await self.batcher.submit_tensors(arrays, self.session.run, items, elements)
 
     async def predict(self, items: list[Any], *, background: bool = False) -> BatchResult:
         """Queue one request's items into the deployment's batcher (``background``: a batch job's chunk, which

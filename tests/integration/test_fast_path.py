@@ -3,6 +3,8 @@ skip switches it off, and then takes effect on ``/predict``."""
 
 from __future__ import annotations
 
+import gzip
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +24,7 @@ from cloudeasyml.domain.tenants import NewTenant
 from cloudeasyml.settings import ServerSettings, Settings
 from tests.conftest import bearer
 from tests.integration.test_predict import deploy
+from tests.integration.test_v2_protocol import deploy as deploy_v2
 
 POINT = {"x": 1.0, "y": 2.0}
 
@@ -172,3 +175,119 @@ async def test_a_root_path_sends_predict_through_the_router(settings, plugin_man
         body = {"deploymentId": deployment["id"], "inputs": [POINT]}
         response = await client.post("/api/predict", json=body, headers=bearer(tenant.key))
     assert response.status_code == 200, response.text
+
+
+# --- the Open Inference Protocol's infer, served by the fast path -------------------------------------------------
+
+V2_POINTS = {"name": "points", "datatype": "FP32", "shape": [2, 2], "data": [1.5, -2.0, 0.0, 3.0]}
+
+
+def _v2_requests(key: str, reader: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(label, path, httpx request options)``: successes in both answer shapes and each of the route's errors."""
+    ok = {"inputs": [V2_POINTS], "id": "r-1"}
+    return [
+        ("json", "/v2/models/scorer/infer", {"json": ok, "headers": bearer(key)}),
+        ("version", "/v2/models/scorer/versions/1.0.0/infer", {"json": ok, "headers": bearer(key)}),
+        (
+            "binary output",
+            "/v2/models/scorer/infer",
+            {"json": {**ok, "parameters": {"binary_data_output": True}}, "headers": bearer(key)},
+        ),
+        (
+            "gzip",
+            "/v2/models/scorer/infer",
+            {"content": gzip.compress(json.dumps(ok).encode()), "headers": {**bearer(key), "Content-Encoding": "gzip"}},
+        ),
+        ("wrong version", "/v2/models/scorer/versions/9/infer", {"json": ok, "headers": bearer(key)}),
+        ("unknown model", "/v2/models/nobody/infer", {"json": ok, "headers": bearer(key)}),
+        ("no key", "/v2/models/scorer/infer", {"json": ok}),
+        ("bad key", "/v2/models/scorer/infer", {"json": ok, "headers": bearer("cem_not-a-key")}),
+        ("no predict scope", "/v2/models/scorer/infer", {"json": ok, "headers": bearer(reader)}),
+        ("malformed json", "/v2/models/scorer/infer", {"content": b'{"inputs": [', "headers": bearer(key)}),
+        (
+            "bad shape",
+            "/v2/models/scorer/infer",
+            {"json": {"inputs": [{**V2_POINTS, "shape": [3, 2]}]}, "headers": bearer(key)},
+        ),
+        (
+            "bad header length",
+            "/v2/models/scorer/infer",
+            {"content": b"{}", "headers": {**bearer(key), "Inference-Header-Content-Length": "x"}},
+        ),
+        ("empty name", "/v2/models//infer", {"json": ok, "headers": bearer(key)}),
+        ("extra segment", "/v2/models/scorer/x/infer", {"json": ok, "headers": bearer(key)}),
+    ]
+
+
+def _answer(response: Any) -> tuple[Any, ...]:
+    """What a client sees of an answer, but for the request id."""
+    headers = {
+        k: response.headers.get(k) for k in ("content-type", "www-authenticate", "inference-header-content-length")
+    }
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.content
+    return response.status_code, headers, body
+
+
+async def test_v2_infer_answers_alike_with_and_without_the_fast_path(settings, plugin_manager, tenant) -> None:
+    """Every answer of the V2 ``infer`` routes (successes, and each error in the protocol's dialect) is the same
+    whether the fast path or Litestar's router serves it; the fast path serves the routes' requests itself (only
+    paths that are no route's reach the router) and labels them with the router's route templates; each success
+    is billed once either way."""
+    answers: dict[bool, list[tuple[Any, ...]]] = {}
+    reader = ""
+    for fast in (True, False):
+        current = msgspec.structs.replace(settings, server=ServerSettings(fast_path=fast))
+        async with _client(current, plugin_manager) as client:
+            if fast:
+                await deploy_v2(client, tenant.key)
+                scopes = {"name": "reader", "scopes": ["usage:read"]}
+                reader = (await client.post("/api-keys", json=scopes, headers=bearer(tenant.key))).json()["key"]
+                passed_on, templates = _record_paths(client.app), _record_templates(client.app)
+            requests = _v2_requests(tenant.key, reader)
+            answers[fast] = [_answer(await client.post(path, **options)) for _, path, options in requests]
+            if fast:
+                to_router = [path for path in passed_on if path.endswith("/infer")]
+                assert to_router == ["/v2/models//infer", "/v2/models/scorer/x/infer"]
+                assert templates[:4] == [
+                    "/v2/models/{name}/infer",
+                    "/v2/models/{name}/versions/{version}/infer",
+                    "/v2/models/{name}/infer",
+                    "/v2/models/{name}/infer",
+                ]
+            usage = (await client.get("/usage", headers=bearer(tenant.key))).json()["totalRequests"]
+            assert usage == (4 if fast else 8)
+    for (label, *_), on, off in zip(requests, answers[True], answers[False], strict=True):
+        assert on == off, label
+    statuses = [status for status, *_ in answers[True]]
+    assert statuses == [200, 200, 200, 200, 404, 404, 401, 401, 403, 400, 400, 400, 405, 404]
+    assert all(body["error"] == body["detail"] for _, _, body in answers[True][4:12])  # the routes' own errors
+    assert answers[True][2][1]["content-type"] == "application/octet-stream"
+
+
+def _record_paths(app: Any) -> list[str]:
+    """The paths of the requests the fast path hands on to Litestar, from now on."""
+    passed_on: list[str] = []
+    router = app.entry.app
+
+    async def recording(scope: Any, receive: Receive, send: Send) -> None:
+        passed_on.append(scope["path"])
+        await router(scope, receive, send)
+
+    app.entry.app = recording
+    return passed_on
+
+
+def _record_templates(app: Any) -> list[str | None]:
+    """The route template each request served from now on was labelled with (the access log's and metrics' route)."""
+    templates: list[str | None] = []
+    entry = app.entry
+
+    async def recording(scope: Any, receive: Receive, send: Send) -> None:
+        await entry(scope, receive, send)
+        templates.append(scope.get("path_template"))
+
+    app.entry = recording
+    return templates

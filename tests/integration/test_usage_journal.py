@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from litestar.testing import AsyncTestClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from cloudeasyml.app import create_app
 from cloudeasyml.core.clock import utc_now
@@ -27,7 +27,7 @@ from cloudeasyml.db.engine import create_engine, session_factory
 from cloudeasyml.db.models import UsageRecord
 from cloudeasyml.domain.tenants import NewTenant
 from cloudeasyml.errors import DatabaseUnavailableError
-from cloudeasyml.metering.meter import Meter, Usage
+from cloudeasyml.metering.meter import WRITE_SLICE, Meter, Usage
 from cloudeasyml.plugins.manager import PluginManager
 from cloudeasyml.settings import DatabaseSettings, MeteringSettings, RuntimeSettings, Settings
 from tests.conftest import bearer, db_session
@@ -135,7 +135,7 @@ _CRASHING_METER = textwrap.dedent(
     from pathlib import Path
     from cloudeasyml.db.engine import create_engine, session_factory
     from cloudeasyml.core.clock import utc_now
-    from cloudeasyml.metering.meter import Meter, Usage
+    from cloudeasyml.metering.meter import WRITE_SLICE, Meter, Usage
 
     url, journal, tenant, written, unwritten, forget_checkpoint = sys.argv[1:7]
 
@@ -360,6 +360,36 @@ async def test_records_made_while_the_writer_catches_up_are_all_written_once(
         ids = await stored_ids(migrated_url)
         assert len(ids) == len(set(ids)) == len(made) == 780 and set(ids) == set(made)
         assert meter.pending == 0
+    finally:
+        await meter.stop()
+        await engine.dispose()
+
+
+async def test_a_large_batch_is_written_in_slices_that_each_hold_the_event_loop_briefly(
+    migrated_url: str, tenant: NewTenant, tmp_path: Path
+) -> None:
+    """SQLAlchemy turns an insert's rows into parameters on the event loop: 1,000 rows in one statement held the loop
+    for ~5 ms of CPU every flush, the c=1 p99 of /predict. No statement carries more than WRITE_SLICE rows; the
+    batch is still one transaction and every record is written once."""
+    engine = create_engine(migrated_url)
+    statements: list[int] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("INSERT INTO USAGE"):
+            statements.append(len(parameters) if executemany else 1)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    meter = Meter(session_factory(engine), tmp_path / "journal", flush_interval=60, batch_size=1000)
+    await meter.start()
+    made = [usage_of(tenant, i) for i in range(400)]
+    try:
+        for usage in made:
+            meter.record(usage)
+        await flushed(meter)
+        assert sorted(await stored_ids(migrated_url)) == sorted(u.request_id for u in made)
+        # A multi-row VALUES statement counts one; an executemany counts its rows: either way, slices of WRITE_SLICE.
+        assert len(statements) >= 400 // WRITE_SLICE
+        assert max(statements) <= WRITE_SLICE
     finally:
         await meter.stop()
         await engine.dispose()

@@ -3,6 +3,7 @@ errors, and the stock ``tritonclient.http`` client against a real uvicorn server
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -289,3 +290,23 @@ async def test_tritonclient_shows_the_servers_error(server: str, triton: Any, te
         triton.get_model_metadata("scorer")
     assert anonymous.value.status() == "401"
     assert httpx.get(f"http://{server}/usage", headers=bearer(tenant.key)).json()["totalRequests"] == 0
+
+
+async def test_concurrent_requests_get_their_own_rows(client: AsyncTestClient[Litestar], tenant: NewTenant) -> None:
+    """Requests arriving together may share one onnxruntime run (tensors of one shape are concatenated along the
+    batch axis); each answer holds exactly its own rows, and each request is billed once."""
+    await deploy(client, tenant.key)
+    rng = np.random.default_rng(7)
+    batches = [rng.normal(size=(rows, 2)).astype(np.float32) for rows in (1, 3, 2, 1, 4, 2, 1, 3)]
+
+    async def infer(points: np.ndarray) -> Any:
+        body = {"inputs": [points_input(points)]}
+        return await client.post("/v2/models/scorer/infer", json=body, headers=bearer(tenant.key))
+
+    responses = await asyncio.gather(*(infer(points) for points in batches))
+    for points, response in zip(batches, responses, strict=True):
+        assert response.status_code == 200, response.text
+        (output,) = response.json()["outputs"]
+        assert output["shape"] == [len(points), 1]
+        np.testing.assert_allclose(output["data"], numpy_forward(tiny_weights(), points).ravel(), rtol=1e-5)
+    assert await total_requests(client, tenant.key) == len(batches)

@@ -6,10 +6,12 @@ import asyncio
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from cloudeasyml.errors import DeadlineExceededError, ModelNotReadyError, OverloadedError
-from cloudeasyml.runtime.batcher import Batcher
+from cloudeasyml.runtime import batcher as batcher_module
+from cloudeasyml.runtime.batcher import INLINE_BELOW_MS, Batcher
 from cloudeasyml.runtime.run_cost import RunCost
 
 
@@ -465,17 +467,52 @@ async def test_work_submitted_alone_runs_on_the_loop_only_when_its_elements_are_
     assert threads[-1].startswith("cloudeasyml-batch")
 
 
-def test_run_cost_fits_fixed_and_per_unit_time_and_never_extrapolates() -> None:
+def test_run_cost_fits_fixed_and_per_unit_time_and_extrapolates_at_most_twice_the_largest_size() -> None:
     cost = RunCost()
     assert cost.estimate(1) == float("inf")  # nothing measured
     cost.observe(10, 1.0)
     assert cost.estimate(5) == pytest.approx(0.5)  # one size only: all of it per unit
-    assert cost.estimate(11) == float("inf")  # larger than anything measured
+    assert cost.estimate(20) == pytest.approx(2.0)  # up to twice the largest measured: the fit, extrapolated
+    assert cost.estimate(21) == float("inf")  # larger: unknown
     cost = RunCost()
     for units in (10, 100, 1000, 10, 1000):
         cost.observe(units, 0.1 + 0.002 * units)
     assert cost.estimate(500) == pytest.approx(0.1 + 0.002 * 500)
-    assert cost.estimate(2000) == float("inf")
+    assert cost.estimate(2000) == pytest.approx(0.1 + 0.002 * 2000)
+    assert cost.estimate(2001) == float("inf")
+
+
+def test_run_cost_records_one_stalled_run_as_a_bounded_outlier() -> None:
+    """A run preempted on a busy machine (50 ms for a 0.05 ms batch) once kept a small MLP's runs off the event loop
+    for a dozen runs; it now counts as at most OUTLIER times the estimate, and a model that did become slow still
+    crosses the inline threshold within a few runs."""
+    cost = RunCost()
+    for _ in range(10):
+        cost.observe(1, 0.05)
+    cost.observe(1, 50.0)
+    assert cost.estimate(1) < INLINE_BELOW_MS
+    slow = RunCost()
+    for _ in range(10):
+        slow.observe(1, 0.05)
+    runs = 0
+    while slow.estimate(1) < INLINE_BELOW_MS:
+        slow.observe(1, 5.0)
+        runs += 1
+    assert runs <= 3
+
+
+async def test_a_cheap_batch_grown_past_the_largest_size_measured_lately_still_runs_on_the_loop() -> None:
+    """Housing at c=64: batches that grew under load were judged unknown and sent to a thread (and gathered for),
+    which halved its throughput; up to twice the largest size measured, a cheap model's fit is trusted."""
+    threads: list[str] = []
+    batcher = make(_sized_run(threads, 0.001), max_batch_size=64)
+    for _ in range(20):
+        await batcher.submit(["a"] * 16)
+    assert threads[-1] == "MainThread"
+    assert batcher.runs_inline(32)
+    await batcher.submit(["a"] * 32)
+    assert threads[-1] == "MainThread"
+    assert not batcher.runs_inline(65)  # more than twice the largest measured (32) lately: unknown
 
 
 async def test_cheap_chunks_of_one_large_request_let_the_event_loop_in_between() -> None:
@@ -609,3 +646,92 @@ async def test_background_work_takes_at_most_its_share_of_run_time_while_online_
     assert not job.done()
     result = await asyncio.wait_for(job, 30)  # alone, it finishes
     assert result.outputs == [f"b{i}" for i in range(400)]
+
+
+async def test_tensors_of_one_shape_share_a_run_and_get_their_own_rows_back() -> None:
+    """Raw tensors (V2) queued behind a run are concatenated along axis 0 with others of the same names, datatypes and
+    trailing shape (up to a batch's share of rows), and each request gets exactly its rows of every output; another
+    shape waits for a run of its own, and items never join tensors."""
+    gate = threading.Event()
+    runs: list[object] = []
+
+    def items_run(items):  # type: ignore[no-untyped-def]
+        runs.append(("items", len(items)))
+        gate.wait(5)
+        return items
+
+    def tensor_run(arrays):  # type: ignore[no-untyped-def]
+        x = arrays["x"]
+        runs.append(("tensors", x.shape))
+        return {"sum": x.sum(axis=1), "twice": x * 2}
+
+    batcher = make(items_run, max_batch_size=8)
+    blocker = asyncio.ensure_future(batcher.submit([0]))
+    await asyncio.sleep(0.02)
+    inputs = [np.full((rows, 3), float(i), dtype=np.float32) for i, rows in enumerate([1, 2, 3, 4])]
+    wide = np.ones((2, 5), dtype=np.float32)
+    pending = [asyncio.ensure_future(batcher.submit_tensors({"x": x}, tensor_run, len(x), x.size)) for x in inputs]
+    other = asyncio.ensure_future(batcher.submit_tensors({"x": wide}, tensor_run, 2, wide.size))
+    await asyncio.sleep(0.02)
+    gate.set()
+    results = await asyncio.gather(*pending, other)
+    await blocker
+    # 1 + 2 + 3 rows fill up to the share of 8; the 4-row request runs next, the wider tensor alone after it.
+    assert runs == [("items", 1), ("tensors", (6, 3)), ("tensors", (4, 3)), ("tensors", (2, 5))]
+    for x, result in zip([*inputs, wide], results, strict=True):
+        (output,) = result.outputs
+        np.testing.assert_array_equal(output["sum"], x.sum(axis=1))
+        np.testing.assert_array_equal(output["twice"], x * 2)
+    assert results[0].batch_items == 6 and results[3].batch_items == 4
+
+
+async def test_tensors_whose_outputs_are_not_batched_by_rows_run_alone() -> None:
+    """A graph whose output's axis 0 is not the rows cannot be split: the shared run fails and each request is run
+    alone (as ``_isolate`` does for a bad item), so every request still gets its own answer."""
+    gate = threading.Event()
+    runs: list[int] = []
+
+    def items_run(items):  # type: ignore[no-untyped-def]
+        gate.wait(5)
+        return items
+
+    def total(arrays):  # type: ignore[no-untyped-def]
+        runs.append(len(arrays["x"]))
+        return {"total": np.array(arrays["x"].sum())}
+
+    batcher = make(items_run)
+    blocker = asyncio.ensure_future(batcher.submit([0]))
+    await asyncio.sleep(0.02)
+    inputs = [np.full((2, 2), float(i)) for i in (1, 2)]
+    pending = [asyncio.ensure_future(batcher.submit_tensors({"x": x}, total, 2, 4)) for x in inputs]
+    await asyncio.sleep(0.02)
+    gate.set()
+    results = await asyncio.gather(*pending)
+    await blocker
+    assert runs == [4, 2, 2]
+    assert [float(r.outputs[0]["total"]) for r in results] == [4.0, 8.0]
+
+
+async def test_tensors_join_a_run_only_up_to_a_bound_on_its_elements(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shared run allocates its concatenated inputs: past ``TENSOR_JOIN_ELEMENTS`` requests run in separate runs."""
+    monkeypatch.setattr(batcher_module, "TENSOR_JOIN_ELEMENTS", 10)
+    gate = threading.Event()
+    rows_run: list[int] = []
+
+    def items_run(items):  # type: ignore[no-untyped-def]
+        gate.wait(5)
+        return items
+
+    def run(arrays):  # type: ignore[no-untyped-def]
+        rows_run.append(len(arrays["x"]))
+        return {"y": arrays["x"]}
+
+    batcher = make(items_run)
+    blocker = asyncio.ensure_future(batcher.submit([0]))
+    await asyncio.sleep(0.02)
+    inputs = [np.zeros((1, 4)) for _ in range(3)]  # 4 elements each: two fit under 10, the third does not
+    pending = [asyncio.ensure_future(batcher.submit_tensors({"x": x}, run, 1, x.size)) for x in inputs]
+    await asyncio.sleep(0.02)
+    gate.set()
+    await asyncio.gather(*pending, blocker)
+    assert rows_run == [2, 1]

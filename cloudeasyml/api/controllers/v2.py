@@ -10,14 +10,16 @@ read; every bad request is a 400 here, as the protocol prescribes.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK
+from litestar.types import HTTPScope, Receive
 
 import cloudeasyml
 from cloudeasyml.api.auth import requires_scope
@@ -38,6 +40,7 @@ from cloudeasyml.api.open_inference import (
     split_body,
 )
 from cloudeasyml.api.problems import handle_domain_error, handle_http_exception, handle_unexpected, problem
+from cloudeasyml.api.raw_http import read_body
 from cloudeasyml.api.request_log import request_context
 from cloudeasyml.core.tensors import TensorSpec
 from cloudeasyml.db.errors import RETRY_AFTER_SECONDS
@@ -49,13 +52,15 @@ from cloudeasyml.errors import CloudEasyMLError, NotFoundError
 from cloudeasyml.runtime.registry import DeploymentSpec
 from cloudeasyml.services import Services
 
-__all__ = ("OpenInferenceController",)
+__all__ = ("V2_EXCEPTION_HANDLERS", "InferAnswer", "OpenInferenceController", "infer_answer")
 
 PLATFORM = "onnxruntime_onnx"
 EXTENSIONS = ["binary_tensor_data"]
 
 _REQUEST_DECODER = msgspec.json.Decoder(InferenceRequest)
 _ENCODER = msgspec.json.Encoder()
+
+_HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()
 
 _MODEL = "/models/{name:str}"
 _VERSION = "/models/{name:str}/versions/{version:str}"
@@ -81,6 +86,14 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
     return _with_error(handle_unexpected(request, exc))
 
 
+V2_EXCEPTION_HANDLERS: dict[int | type[Exception], Callable[[Request[Any, Any, Any], Any], Response[Any]]] = {
+    CloudEasyMLError: _domain_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}
+"""The V2 dialect of ``cloudeasyml.api.problems.exception_handlers``: every problem also carries ``error``."""
+
+
 def _tensors(specs: tuple[TensorSpec, ...]) -> list[TensorMetadata]:
     return [TensorMetadata(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in specs]
 
@@ -93,10 +106,20 @@ async def _deployment(services: Services, principal: Principal, name: str, versi
     return spec
 
 
-async def _read_request(request: Request[Any, Any, Any], max_body_bytes: int) -> tuple[InferenceRequest, bytes]:
+def _header(scope: HTTPScope, name: bytes) -> str | None:
+    """The first value of request header ``name`` (lower case, as ASGI gives names)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def _read_request(scope: HTTPScope, receive: Receive, max_body_bytes: int) -> tuple[InferenceRequest, bytes]:
     """The request's JSON header, decoded, and the binary tensor data after it."""
-    body = decompress(await request.body(), request.headers.get("content-encoding"), max_body_bytes)
-    header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
+    body = decompress(
+        await read_body(scope, receive, max_body_bytes), _header(scope, b"content-encoding"), max_body_bytes
+    )
+    header, binary = split_body(body, _header(scope, _HEADER_LENGTH_KEY))
     return decode_json(header, _REQUEST_DECODER), binary
 
 
@@ -141,16 +164,28 @@ async def _not_ready_reason(services: Services, spec: DeploymentSpec) -> str | N
     return None
 
 
-async def _infer(request: Request[Principal, Any, Any], name: str, version: str | None = None) -> Response[bytes]:
-    """Decode the tensors, run and bill them, and answer in JSON, or JSON plus binary data where asked."""
-    services: Services = request.app.state.services
-    spec = await _deployment(services, request.user, name, version)
-    infer_request, binary = await _read_request(request, services.settings.server.max_body_bytes)
+class InferAnswer(NamedTuple):
+    """An inference answer, encoded: the JSON header, then any binary tensor data."""
+
+    body: bytes
+    header_length: int | None
+    """The JSON header's length when binary data follows it (``Inference-Header-Content-Length``), else None."""
+
+
+async def infer_answer(scope: HTTPScope, receive: Receive, name: str, version: str | None) -> InferAnswer:
+    """Decode the tensors, run and bill them, and encode the answer: the handler body of both ``infer`` routes, and
+    of the fast path's (``cloudeasyml.api.fast_path``). The caller is authenticated (``scope["user"]``) and holds
+    the ``predict`` scope; the body is read here, raw, as ``read_body`` reads it for ``/predict``.
+    """
+    principal: Principal = scope["user"]
+    services: Services = scope["litestar_app"].state.services
+    spec = await _deployment(services, principal, name, version)
+    infer_request, binary = await _read_request(scope, receive, services.settings.server.max_body_bytes)
     arrays = decode_inputs(infer_request.inputs, binary, services.settings.v2)
     model = services.inference.entry_for(spec).model
     selected = select_outputs(infer_request, [t.name for t in model.output_tensors])
-    context = request_context(request.scope)
-    result = await infer_tensors(services.inference, request.user, spec, arrays, context)
+    context = request_context(scope)
+    result = await infer_tensors(services.inference, principal, spec, arrays, context)
     outputs, blob = encode_outputs(result.outputs, selected)
     served_version = context.model_version or spec.model_version  # the route that served it (a traffic split)
     response = InferenceResponse(
@@ -158,8 +193,17 @@ async def _infer(request: Request[Principal, Any, Any], name: str, version: str 
     )
     header = _ENCODER.encode(response)
     if not any(binary for _, binary in selected):
-        return Response(header, media_type="application/json")
-    return Response(header + blob, media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(header))})
+        return InferAnswer(header, None)
+    return InferAnswer(header + blob, len(header))
+
+
+async def _infer(request: Request[Principal, Any, Any], name: str, version: str | None = None) -> Response[bytes]:
+    """``infer_answer`` as a Litestar response."""
+    answer = await infer_answer(request.scope, request.receive, name, version)
+    if answer.header_length is None:
+        return Response(answer.body, media_type="application/json")
+    headers = {HEADER_LENGTH: str(answer.header_length)}
+    return Response(answer.body, media_type="application/octet-stream", headers=headers)
 
 
 class OpenInferenceController(Controller):
@@ -167,11 +211,7 @@ class OpenInferenceController(Controller):
 
     path = "/v2"
     tags = ["Open Inference Protocol (V2)"]
-    exception_handlers = {
-        CloudEasyMLError: _domain_error,
-        HTTPException: _http_error,
-        Exception: _unexpected,
-    }
+    exception_handlers = V2_EXCEPTION_HANDLERS
 
     @get("/", summary="Server metadata")
     async def server_metadata(self) -> ServerMetadata:
