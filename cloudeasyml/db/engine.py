@@ -14,11 +14,13 @@ __all__ = ("create_engine", "one_transaction", "session_factory")
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    # WAL lets readers proceed while the meter writes; busy_timeout rides out short write locks
-    # (several server workers share one file).
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # busy_timeout first: it rides out short write locks (several server workers, and each process's meter, webhook
+    # dispatcher and batch workers share one file), and switching to WAL takes a lock too; set after it, a
+    # connection opened while another wrote failed at once with "database is locked" (seen once in CI).
     cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    # WAL lets readers proceed while the meter writes.
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
