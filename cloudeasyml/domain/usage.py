@@ -69,11 +69,15 @@ GroupBy = Literal["model", "version"]
 
 
 def _add(total: ModelUsage | None, part: VersionUsage) -> ModelUsage:
+    """``part`` added to ``total`` (a new sum for None); processing time unrounded (rounded once, at the end)."""
     if total is None:
-        return ModelUsage(requests=part.requests, items=part.items, cost=part.cost, processing_time_ms=0.0)
+        return ModelUsage(
+            requests=part.requests, items=part.items, cost=part.cost, processing_time_ms=part.processing_time_ms
+        )
     total.requests += part.requests
     total.items += part.items
     total.cost += part.cost
+    total.processing_time_ms += part.processing_time_ms
     return total
 
 
@@ -96,28 +100,19 @@ async def usage_report(
         for (name, version, kind), (requests, items, cost, ms, _gpu) in sorted(sums.items())
     ]
     by_model: dict[str, ModelUsage] = {}
+    by_kind: dict[str, ModelUsage] = {}
     shadow: ModelUsage | None = None
-    ms_by_model: dict[str, float] = {}
-    shadow_ms = 0.0
     for part in versions:
         if part.kind == "shadow":
             shadow = _add(shadow, part)
-            shadow_ms += part.processing_time_ms
         else:
             by_model[part.model_name] = _add(by_model.get(part.model_name), part)
-            ms_by_model[part.model_name] = ms_by_model.get(part.model_name, 0.0) + part.processing_time_ms
-    for name, usage in by_model.items():
-        usage.processing_time_ms = round(ms_by_model[name], 3)
-    if shadow is not None:
-        shadow.processing_time_ms = round(shadow_ms, 3)
+        by_kind[part.kind] = _add(by_kind.get(part.kind), part)
+    totals: list[ModelUsage] = [*by_model.values(), *by_kind.values(), *([shadow] if shadow else [])]
+    for usage in totals:
+        usage.processing_time_ms = round(usage.processing_time_ms, 3)
     for part in versions:
         part.processing_time_ms = round(part.processing_time_ms, 3)
-    by_kind: dict[str, ModelUsage] = {}
-    for part in versions:
-        by_kind[part.kind] = _add(by_kind.get(part.kind), part)
-        by_kind[part.kind].processing_time_ms += part.processing_time_ms
-    for usage in by_kind.values():
-        usage.processing_time_ms = round(usage.processing_time_ms, 3)
     return UsageReport(
         tenant_id=tenant_id,
         start=start,
