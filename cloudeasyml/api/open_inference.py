@@ -312,6 +312,8 @@ def _from_json(tensor: RequestInput, dtype: np.dtype) -> np.ndarray:
         raw = np.asarray(tensor.data)
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # ragged, or nested deeper further on
         raise InvalidInputError(f"input {tensor.name!r}: data is not a rectangular list of numbers") from exc
+    if raw.size and dtype.kind in "iu" and raw.dtype.kind in "fO":
+        raw = _exact_integers(tensor, raw, dtype)
     if raw.size and raw.dtype.kind not in _JSON_KINDS[dtype.kind]:
         raise InvalidInputError(f"input {tensor.name!r}: data holds values that are not {tensor.datatype}")
     if raw.ndim > 1 and list(raw.shape) != tensor.shape:
@@ -325,6 +327,21 @@ def _from_json(tensor: RequestInput, dtype: np.dtype) -> np.ndarray:
         if raw.min() < info.min or raw.max() > info.max:
             raise InvalidInputError(f"input {tensor.name!r}: values out of range for {tensor.datatype}")
     return raw.astype(dtype).reshape(tensor.shape)
+
+
+def _exact_integers(tensor: RequestInput, raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Integer data that numpy's guess turned into float64 or objects: a list mixing values past 2**63 with others
+    (valid UINT64, e.g. ``[2**64 - 1, 1]``) becomes float64 and would lose its low bits. Rebuilt from the Python
+    ints, range-checked against ``dtype``, when every value is one; otherwise left as it was, to be refused as not of
+    the tensor's type.
+    """
+    values = np.asarray(tensor.data, dtype=object).reshape(-1)
+    if not all(type(value) is int for value in values):
+        return raw
+    info = np.iinfo(dtype)
+    if min(values) < info.min or max(values) > info.max:
+        raise InvalidInputError(f"input {tensor.name!r}: values out of range for {tensor.datatype}")
+    return np.array(values, dtype=dtype).reshape(raw.shape)
 
 
 def select_outputs(request: InferenceRequest, available: Sequence[str]) -> list[tuple[str, bool]]:

@@ -75,14 +75,26 @@ def test_any_tensors_round_trip_through_json_and_the_binary_extension(tensors: d
         np.testing.assert_array_equal(decoded[name], array)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _from_json builds the array with np.asarray(data), which makes float64 of a list that mixes ints "
-    "past 2**63 with others, so valid UINT64 JSON data is refused (and would lose precision); found by the round trip",
-)
 def test_uint64_json_data_past_int64_decodes_exactly() -> None:
+    # np.asarray makes float64 of this list (it mixes an int past 2**63 with others): 2**64 - 1 would be refused.
     tensor = RequestInput("x", [2], "UINT64", data=[2**64 - 1, 1])
     assert decode_inputs([tensor], b"", LIMITS)["x"].tolist() == [2**64 - 1, 1]
+    nested = RequestInput("x", [2, 1], "UINT64", data=[[2**64 - 1], [2**63]])
+    assert decode_inputs([nested], b"", LIMITS)["x"].tolist() == [[2**64 - 1], [2**63]]
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data"),
+    [("UINT64", [2**64, 1]), ("UINT64", [-1, 2**64 - 1]), ("INT64", [2**63, -1]), ("UINT8", [256, 2**64 - 1])],
+)
+def test_integers_past_the_types_range_are_refused(datatype: str, data: list[int]) -> None:
+    with pytest.raises(InvalidInputError, match="out of range"):
+        decode_inputs([RequestInput("x", [2], datatype, data=data)], b"", LIMITS)
+
+
+def test_floats_mixed_with_big_integers_are_not_integers() -> None:
+    with pytest.raises(InvalidInputError, match="not UINT64"):
+        decode_inputs([RequestInput("x", [2], "UINT64", data=[1.5, 2**64 - 1])], b"", LIMITS)
 
 
 def test_binary_outputs_are_little_endian_bytes_in_the_order_selected() -> None:
