@@ -302,7 +302,7 @@ def test_two_processes_sharing_a_multiprocess_directory_report_the_sum(two_proce
             response = httpx.post(f"{base}/predict", json=body, headers=bearer(key), timeout=60)
             assert response.status_code == 200, response.text
     for base in (first, second):
-        # Histograms are written at once; billing counters and gauges within a second (each process's refresh).
+        # Histograms, billing counters and gauges reach the files within a second (each process's refresh).
         deadline = time.monotonic() + 10
         while True:
             text = httpx.get(f"{base}/metrics").text
