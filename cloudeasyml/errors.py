@@ -75,10 +75,6 @@ class IdempotencyKeyReusedError(ConflictError):
     """An ``Idempotency-Key`` already used, within its window, for a request with another body, path or API key."""
 
 
-class IdempotencyKeyInUseError(ConflictError):
-    """An ``Idempotency-Key`` whose first request is still running: the retry may come back once it has answered."""
-
-
 class TenantLimitReachedError(ConflictError):
     """The tenant already has as many of something (deployments) as its plan allows; deleting one makes room."""
 
@@ -111,6 +107,13 @@ class RetryLaterError(CloudEasyMLError):
     def __init__(self, detail: str, retry_after: int = 1) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class IdempotencyKeyInUseError(ConflictError, RetryLaterError):
+    """An ``Idempotency-Key`` whose first request is still running: the retry may come back once it has answered. A
+    409 (the status is ``ConflictError``'s, first in the bases) with ``Retry-After``, which the Python client reads as
+    "try again" for a prediction whose earlier attempt timed out.
+    """
 
 
 class OverloadedError(RetryLaterError):

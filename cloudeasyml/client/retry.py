@@ -5,11 +5,12 @@
   wait is the answer's ``Retry-After`` (seconds, or an HTTP date) when it has one, else exponential backoff with
   jitter. A ``Retry-After`` that would end past the call's time budget (a monthly cap that resets in days) is not
   waited for: the error is raised at once, ``retry_after`` on it. No other status is retried (402, 504 and every
-  other 4xx included).
+  other 4xx included), except a prediction's 409 with ``Retry-After``: its ``Idempotency-Key``'s first attempt (one
+  that timed out here) still runs on the server, and once it has answered a retry gets its answer replayed.
 - **Connection errors.** One where the request was never sent (the connection could not be made, or no pooled
   connection came free) is retried for every call. One where it may have reached the server (a connection
-  broken mid-answer, a read timeout) is retried only for idempotent calls (GET, DELETE), and for predictions only
-  when ``RETRY_PREDICTIONS_AFTER_CONNECTION_ERRORS`` is set.
+  broken mid-answer, a read timeout) is retried only for idempotent calls (GET, DELETE) and for predictions, which
+  carry an ``Idempotency-Key`` (``RETRY_PREDICTIONS_AFTER_CONNECTION_ERRORS``); never for other POSTs.
 - Every call stops after ``RetryPolicy.max_attempts`` attempts or when its next wait would pass
   ``RetryPolicy.max_total_seconds`` since it started, whichever comes first.
 """
@@ -34,14 +35,14 @@ __all__ = (
     "parse_retry_after",
 )
 
-RETRY_PREDICTIONS_AFTER_CONNECTION_ERRORS = False
+RETRY_PREDICTIONS_AFTER_CONNECTION_ERRORS = True
 """The one switch for retrying a prediction whose request may have reached the server.
 
-Every prediction carries an ``Idempotency-Key`` header, the same on each attempt, so that a server that honours it
-answers a repeated request from the first one's result instead of running and billing it again. The server does not
-honour it yet (issue 13): a prediction retried after its connection broke may have run, and been billed, twice. So
-this stays False until it does; predictions are then retried only on 429/503 and on connections never made, which
-cannot run them twice."""
+Every prediction carries an ``Idempotency-Key`` header, the same on each attempt, and the server honours it
+(``docs/billing.md``, Idempotency): a repeated request with the same key and body within 24 hours is answered with
+the first one's result and not billed again, and one that arrives while the first still runs waits for it. So a
+prediction whose connection broke, or whose answer timed out, is tried again without running or billing twice
+(tests/integration/test_client_retries.py). Set it False against a server older than that."""
 
 RETRIED_STATUSES = frozenset({429, 503})
 
@@ -58,7 +59,8 @@ class Safety(enum.Enum):
     IDEMPOTENT = "idempotent"
     """GET and DELETE: doing it twice leaves the same state as once."""
     PREDICTION = "prediction"
-    """A prediction: runs and bills once per request the server receives (see the switch above)."""
+    """A prediction: carries an ``Idempotency-Key``, so the server runs and bills it once however often it is sent
+    (see the switch above)."""
     UNSAFE = "unsafe"
     """Any other POST (creating a deployment or a key): never repeated once it may have been received."""
 
@@ -109,6 +111,8 @@ class Attempts:
 
     def after_answer(self, status: int, retry_after: float | None) -> float | None:
         """The wait before the next attempt after an error answer, or None: raise it."""
+        if status == 409 and retry_after is not None and self._safety is Safety.PREDICTION:
+            return self._next(retry_after)  # its key's first attempt still runs: its answer is replayed once done
         if status not in RETRIED_STATUSES:
             return None
         return self._next(retry_after)

@@ -114,8 +114,10 @@ def test_the_real_apps_4xx_answers_are_not_retried(app, tenant: NewTenant) -> No
     assert [s.method for s in front.seen[before:]] == ["GET", "POST", "POST"]
 
 
-def test_a_broken_connection_is_retried_for_reads_and_deletes_not_for_predictions(app, tenant: NewTenant) -> None:
-    assert client_retry.RETRY_PREDICTIONS_AFTER_CONNECTION_ERRORS is False  # until the server honours the key
+def test_a_broken_connection_is_retried_for_reads_deletes_and_predictions_never_billed_twice(
+    app, tenant: NewTenant
+) -> None:
+    assert client_retry.RETRY_PREDICTIONS_AFTER_CONNECTION_ERRORS is True  # the server honours Idempotency-Key
     with serve_in_thread(app) as address:
         with Client(f"http://{address}", tenant.key, timeout=TIMEOUT) as direct:
             deployment = direct.deployments.create("tiny")
@@ -131,19 +133,23 @@ def test_a_broken_connection_is_retried_for_reads_and_deletes_not_for_prediction
             assert proxy.dropped[0].startswith(b"GET /deployments/")
 
             proxy.drops = 1
-            with pytest.raises(ConnectionFailedError) as broken:
-                client.predict(deployment, [POINT])
-            assert broken.value.status is None
+            assert len(client.predict(deployment, [POINT]).predictions) == 1  # dropped once, then answered
             assert len(proxy.dropped) == 2 and proxy.dropped[1].startswith(b"POST /predict")
-            assert client.usage.get().total_requests == 0  # not sent again
+            assert client.usage.get().total_requests == 1
 
             proxy.drops = 1
             client.deployments.delete(doomed)  # DELETE: dropped once, then done
             assert proxy.dropped[2].startswith(b"DELETE /deployments/")
             assert [d.id for d in client.deployments.list()] == [deployment.id]
 
+            proxy.drops = 1
+            with pytest.raises(ConnectionFailedError) as broken:  # any other POST: never sent twice
+                client.keys.create("once")
+            assert broken.value.status is None
+            assert proxy.dropped[3].startswith(b"POST /api-keys")
 
-def test_a_read_timeout_is_retried_for_reads_but_a_timed_out_prediction_is_not(app, tenant: NewTenant) -> None:
+
+def test_a_timed_out_prediction_is_retried_with_its_key_and_billed_once(app, tenant: NewTenant) -> None:
     with serve_in_thread(app) as address, Client(f"http://{address}", tenant.key, timeout=TIMEOUT) as setup:
         deployment = setup.deployments.create("tiny", config={"eagerLoad": True})
     front = RefusingFront(app, times=1, stall_seconds=1.5, matches=lambda m, p: p in ("/models", "/predict"))
@@ -152,13 +158,12 @@ def test_a_read_timeout_is_retried_for_reads_but_a_timed_out_prediction_is_not(a
         assert [s.path for s in front.matching()] == ["/models", "/models"]
 
         front.times = 1
-        with pytest.raises(ConnectionFailedError) as timed_out:
-            client.predict(deployment, [POINT], timeout=0.5)
-        assert "ReadTimeout" in str(timed_out.value)
-        time.sleep(2.0)  # the server finishes the request the client gave up on
-        # The one attempt ran and was billed although the client saw no answer: why predictions are not retried
-        # after a connection error until the server honours Idempotency-Key.
-        assert [s.path for s in front.matching()] == ["/models", "/models", "/predict"]
+        answer = client.predict(deployment, [POINT], timeout=0.5)  # the first attempt timed out; the retry answered
+        assert len(answer.predictions) == 1
+        time.sleep(2.0)  # the server gets the attempt the client gave up on: its key's answer is replayed
+        attempts = [s for s in front.matching() if s.path == "/predict"]
+        assert len(attempts) == 2
+        assert len({s.headers["idempotency-key"] for s in attempts}) == 1
         assert client.usage.get().total_requests == 1
 
 

@@ -116,6 +116,7 @@ async def test_the_same_key_with_another_request_is_a_409(client, tenant: NewTen
         assert refused.status_code == 409, refused.text
         assert refused.headers["content-type"].startswith("application/problem+json")
         assert "different request" in refused.json()["detail"]
+        assert "retry-after" not in refused.headers  # final: the Python client does not retry it
     assert await billed(client, tenant) == 1
 
 
@@ -176,6 +177,8 @@ async def test_concurrent_retries_with_one_key_run_once(app, tenant: NewTenant) 
             assert set(statuses) <= {200, 409} and 200 in statuses, statuses
             assert len({a.content for a in answers if a.status_code == 200}) == 1
             assert all("still being processed" in a.json()["detail"] for a in answers if a.status_code == 409)
+            # It passes: Retry-After says when to come back for the replay (the Python client retries on it).
+            assert all(a.headers.get("retry-after") == "1" for a in answers if a.status_code == 409)
             assert (await http.get("/usage", headers=bearer(tenant.key))).json()["totalRequests"] == 1
 
 
