@@ -30,7 +30,8 @@ def upgrade(revision: str) -> None:
     click.echo(f"database at {revision}: {_safe(url)}")
 
 
-@db.command()
+# A relative revision such as -1 starts with a dash: without ignore_unknown_options click takes it for an option.
+@db.command(context_settings={"ignore_unknown_options": True})
 @click.argument("revision")
 def downgrade(revision: str) -> None:
     """Downgrade the schema to REVISION (e.g. -1, or base to drop everything)."""

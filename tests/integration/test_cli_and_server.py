@@ -47,6 +47,17 @@ def test_db_commands_and_tenant_creation(cli_env: dict[str, str]) -> None:
     assert "(head)" not in current.stdout + current.stderr
 
 
+def test_db_downgrade_takes_a_relative_revision(cli_env: dict[str, str]) -> None:
+    """`db downgrade -1` (the README's and docs/operations.md's example) is a revision, not an unknown option."""
+    run_cli(cli_env, "db", "upgrade")
+    assert "database at -1" in run_cli(cli_env, "db", "downgrade", "-1").stdout
+    current = run_cli(cli_env, "db", "current")
+    assert "(head)" not in current.stdout + current.stderr
+    run_cli(cli_env, "db", "upgrade")
+    current = run_cli(cli_env, "db", "current")
+    assert "(head)" in current.stdout + current.stderr
+
+
 def test_tenant_caps_are_set_and_removed_from_the_cli(cli_env: dict[str, str]) -> None:
     run_cli(cli_env, "db", "upgrade")
     run_cli(cli_env, "tenants", "create", "acme", "--owner", "ops@acme.io")
