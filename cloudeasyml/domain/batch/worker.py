@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from datetime import timedelta
 from typing import Any
@@ -90,21 +91,32 @@ class BatchWorker:
             await cancel_and_wait(task)
 
     async def _loop(self) -> None:
-        failing = False
+        failures = 0
         while True:
             try:
                 busy = await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a database outage: keep the worker alive, retry
-                if not failing:
-                    log.warning("batch worker: %r; retrying", exc)
-                failing = True
-                await asyncio.sleep(self._settings.poll_interval_seconds)
+            except Exception as exc:  # noqa: BLE001 - a database outage or restart: keep the worker alive, retry
+                if not failures:
+                    log.warning("batch worker: %r; retrying with backoff", exc)
+                failures += 1
+                await asyncio.sleep(self.backoff(failures))
                 continue
-            failing = False
+            if failures:
+                log.warning("batch worker: working again after %d failed tries", failures)
+            failures = 0
             if not busy:
                 await asyncio.sleep(self._settings.poll_interval_seconds)
+
+    def backoff(self, failures: int) -> float:
+        """Seconds to wait after ``failures`` failed tries in a row: the poll interval, doubled per failure up to
+        ``retry_backoff_max_seconds``, with jitter (the workers of every pod fail together when the database goes
+        away; they should not all come back in the same instant).
+        """
+        most = self._settings.retry_backoff_max_seconds
+        base = min(most, self._settings.poll_interval_seconds * 2 ** min(failures - 1, 30))
+        return base * random.uniform(0.5, 1.0)
 
     async def run_once(self) -> bool:
         """Claim and run one chunk; when there is none, end the jobs that are due. Whether a chunk ran."""
