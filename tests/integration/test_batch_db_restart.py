@@ -56,7 +56,7 @@ def test_a_job_survives_restarts_of_the_database(artifact_dir: Path, tmp_path: P
             job = _wait(server.base_url, key, job_id, lambda j: j["counts"]["completed"] >= LINES // 3)
             assert job["status"] == "running", job
             _restart_mid_chunk(database, job_id, LEASE_SECONDS * 2)  # every lease runs out meanwhile
-            job = _wait(server.base_url, key, job_id, lambda j: j["status"] not in ("queued", "running"))
+            job = _wait(server.base_url, key, job_id, lambda j: j["status"] not in ("validating", "queued", "running"))
             _check_output(server.base_url, key, job)
             assert _wait_billed(database.url) == (LINES // CHUNK, LINES)
         log = (tmp_path / "server.log").read_text()

@@ -84,7 +84,9 @@ async def _submit(client: AsyncTestClient[Any], key: str, deployment: dict[str, 
         "/batches", json={"deploymentId": deployment["id"], "inputFileId": file["id"]}, headers=bearer(key)
     )
     assert response.status_code == 201, response.text
-    return response.json()
+    assert response.json()["status"] == "validating"
+    assert await _worker(client).run_once()  # a worker checks its lines first
+    return await _get(client, key, response.json()["id"])
 
 
 async def _run_all(client: AsyncTestClient[Any], limit: int = 100) -> int:
@@ -282,6 +284,7 @@ async def test_a_job_past_its_window_expires_and_expired_files_are_deleted(
         headers=bearer(tenant.key),
     )
     assert too_long.status_code == 422
+    assert await _worker(bclient).run_once()  # its lines checked
     assert await _worker(bclient).run_once()  # one chunk done in time
     async with db_session(migrated_url) as session:
         await session.execute(
@@ -297,3 +300,57 @@ async def test_a_job_past_its_window_expires_and_expired_files_are_deleted(
     assert (await bclient.get(f"/files/{file['id']}", headers=bearer(tenant.key))).status_code == 404
     stored = Path(batch_settings.runtime.artifact_dir) / "files" / str(tenant.tenant.id) / f"{file['id']}.jsonl"
     assert not stored.exists()
+
+
+async def test_a_job_is_validating_until_its_lines_are_checked_and_fails_when_none_is_valid(
+    bclient, tenant: NewTenant, migrated_url: str
+) -> None:
+    deployment = await deploy(bclient, tenant.key)
+    body = b'{not json\n{"input": {"x": "a"}, "customId": "bad"}\n\n{"customId": "no-input"}\n' + b"[1, 2]\n"
+    file = await _upload(bclient, tenant.key, body)
+    created = await bclient.post(
+        "/batches", json={"deploymentId": deployment["id"], "inputFileId": file["id"]}, headers=bearer(tenant.key)
+    )
+    assert created.status_code == 201 and created.json()["status"] == "validating"
+    job_id = created.json()["id"]
+    on_app = _worker(bclient)
+
+    # A checker that dies mid-check holds the job until its lease runs out; then another checks it.
+    async def claim_check() -> queue.Validation | None:
+        async with on_app.worker._sessions() as session:
+            return await queue.claim_validation(session, timedelta(seconds=30))
+
+    assert await on_app.call(claim_check) is not None
+    assert not await on_app.run_once()  # held by the dead checker: no chunk of a validating job is claimable
+    assert (await _get(bclient, tenant.key, job_id))["status"] == "validating"
+    async with db_session(migrated_url) as session:
+        await session.execute(
+            update(BatchJob).where(BatchJob.id == job_id).values(last_claimed_at=utc_now() - timedelta(minutes=1))
+        )
+
+    assert await on_app.run_once()
+    job = await _get(bclient, tenant.key, job_id)
+    assert job["status"] == "failed" and job["counts"] == {"total": 4, "completed": 0, "failed": 4}
+    assert "no valid line" in job["message"] and "4 malformed" in job["message"] and "line 1" in job["message"]
+    assert job["outputFileId"] and job["finishedAt"]
+    errors = await _lines(bclient, tenant.key, job["errorFileId"])
+    assert [(e["line"], e["customId"]) for e in errors] == [(1, None), (2, "bad"), (4, "no-input"), (5, None)]
+    assert await _run_all(bclient) == 0  # nothing left to run
+    async with db_session(migrated_url) as session:
+        assert await session.scalar(select(func.count()).select_from(UsageRecord)) == 0
+        events = (await session.execute(select(WebhookEvent.type))).scalars().all()
+    assert "batch.failed" in events
+
+
+async def test_a_job_cancelled_while_validating_is_cancelled(bclient, tenant: NewTenant) -> None:
+    deployment = await deploy(bclient, tenant.key)
+    file = await _upload(bclient, tenant.key, _jsonl([{"input": p} for p in _points(4)]))
+    created = await bclient.post(
+        "/batches", json={"deploymentId": deployment["id"], "inputFileId": file["id"]}, headers=bearer(tenant.key)
+    )
+    job_id = created.json()["id"]
+    cancelled = await bclient.post(f"/batches/{job_id}/cancel", headers=bearer(tenant.key))
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelling"
+    assert not await _worker(bclient).run_once()  # not checked, nothing run: the sweep ends it
+    job = await _get(bclient, tenant.key, job_id)
+    assert job["status"] == "cancelled" and job["counts"] == {"total": 4, "completed": 0, "failed": 0}
