@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from cloudeasyml.domain.tenants import NewTenant, set_caps
 from cloudeasyml.settings import BatchSettings, Settings
 from tests.conftest import bearer, db_session, new_tenant
 from tests.integration.test_predict import deploy
+from tests.support.live_server import serve_in_thread
 from tests.support.tiny_model import numpy_forward, tiny_weights
 
 CHUNK = 3
@@ -354,3 +356,35 @@ async def test_a_job_cancelled_while_validating_is_cancelled(bclient, tenant: Ne
     assert not await _worker(bclient).run_once()  # not checked, nothing run: the sweep ends it
     job = await _get(bclient, tenant.key, job_id)
     assert job["status"] == "cancelled" and job["counts"] == {"total": 4, "completed": 0, "failed": 0}
+
+
+def test_concurrent_uploads_cannot_pass_the_storage_quota_together(
+    batch_settings: Settings, plugin_manager, tenant: NewTenant, migrated_url: str
+) -> None:
+    body = _jsonl([{"input": p} for p in _points(200)])
+    quota = 2 * len(body) + len(body) // 2  # room for two uploads, not three
+    small = msgspec.structs.replace(
+        batch_settings, batch=msgspec.structs.replace(batch_settings.batch, tenant_storage_bytes=quota)
+    )
+    headers = {**bearer(tenant.key), "Content-Type": "application/jsonl"}
+
+    async def round_of_uploads(base: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            return list(await asyncio.gather(*(client.post("/files", content=body, headers=headers) for _ in range(8))))
+
+    async def stored() -> int:
+        async with db_session(migrated_url) as session:
+            query = select(func.coalesce(func.sum(BatchFile.bytes), 0)).where(BatchFile.tenant_id == tenant.tenant.id)
+            return int(await session.scalar(query) or 0)
+
+    with serve_in_thread(create_app(small, plugin_manager)) as address:
+        base = f"http://{address}"
+        for _ in range(3):  # each round: eight uploads at once, after the files of the round before are deleted
+            answers = asyncio.run(round_of_uploads(base))
+            statuses = sorted(answer.status_code for answer in answers)
+            assert statuses == [201, 201, 409, 409, 409, 409, 409, 409], [a.text[:200] for a in answers]
+            assert asyncio.run(stored()) == 2 * len(body) <= quota
+            for answer in answers:
+                if answer.status_code == 201:
+                    deleted = httpx.delete(f"{base}/files/{answer.json()['id']}", headers=bearer(tenant.key))
+                    assert deleted.status_code == 204
