@@ -388,3 +388,46 @@ def test_concurrent_uploads_cannot_pass_the_storage_quota_together(
                 if answer.status_code == 201:
                     deleted = httpx.delete(f"{base}/files/{answer.json()['id']}", headers=bearer(tenant.key))
                     assert deleted.status_code == 204
+
+
+async def test_a_job_pauses_before_the_chunk_that_would_cross_the_spend_cap(
+    batch_settings: Settings, plugin_manager, tenant: NewTenant, migrated_url: str
+) -> None:
+    quick = msgspec.structs.replace(  # caps read again after 50 ms, so the cap set below applies at once
+        batch_settings, quota=msgspec.structs.replace(batch_settings.quota, refresh_seconds=0.05)
+    )
+    async with AsyncTestClient(app=create_app(quick, plugin_manager)) as client:
+        deployment = await deploy(client, tenant.key)
+        async with db_session(migrated_url) as session:
+            await set_caps(session, tenant.tenant.name, spend_cap=Decimal(1))
+        job = await _submit(client, tenant.key, deployment, _jsonl([{"input": p} for p in _points(12)]))
+        assert await _worker(client).run_once()
+        assert await _worker(client).run_once()
+        await _worker(client).call(client.app.state.services.meter.flush)
+
+        async def spent() -> tuple[Decimal, int]:
+            async with db_session(migrated_url) as session:
+                row = (
+                    await session.execute(
+                        select(func.sum(UsageRecord.cost), func.count()).where(
+                            UsageRecord.tenant_id == tenant.tenant.id
+                        )
+                    )
+                ).one()
+            return row[0], row[1]
+
+        # A chunk of 3 lines costs 3 x 0.0005 at the batch price, plus its processing time. What is left under the
+        # cap now is more than the online minimum price (0.001, all a chunk used to hold: the third chunk ran and
+        # the spend passed the cap) and less than the third chunk's price.
+        two_chunks, _ = await spent()
+        cap = two_chunks + Decimal("0.00125")
+        async with db_session(migrated_url) as session:
+            await set_caps(session, tenant.tenant.name, spend_cap=cap)
+        await asyncio.sleep(0.1)
+        assert await _worker(client).run_once()  # the third chunk: refused before it runs, the job pauses
+        job = await _get(client, tenant.key, job["id"])
+        assert job["status"] == "running" and job["counts"] == {"total": 12, "completed": 6, "failed": 0}
+        assert job["pausedUntil"] and "spend cap" in job["message"] and "next chunk" in job["message"]
+        assert not await _worker(client).run_once()  # paused: no chunk is claimed
+        await _worker(client).call(client.app.state.services.meter.flush)
+        assert await spent() == (two_chunks, 2)

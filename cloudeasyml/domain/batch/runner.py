@@ -209,8 +209,10 @@ class ChunkRunner:
             result, _ = await self._inference.execute(
                 principal, spec, entry, len(items), run, RequestContext(request_id), kind="batch"
             )
-        except (RequestCapReachedError, SpendCapReachedError) as exc:
+        except RequestCapReachedError as exc:
             raise QuotaPaused(exc.detail) from exc
+        except SpendCapReachedError as exc:  # the chunk's whole expected cost was held: it would have passed the cap
+            raise QuotaPaused(f"the next chunk's {len(items)} items would pass the spend cap: {exc.detail}") from exc
         return result
 
 
