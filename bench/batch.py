@@ -94,7 +94,7 @@ def _job(server: PlatformServer, job_id: str) -> dict[str, Any]:
 
 def _wait_ended(server: PlatformServer, job_id: str, timeout: float = 3600) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
-    while (job := _job(server, job_id))["status"] in ("queued", "running"):
+    while (job := _job(server, job_id))["status"] in ("validating", "queued", "running"):
         if time.monotonic() > deadline:
             raise RuntimeError(f"job {job_id} did not end: {job}")
         time.sleep(0.2)
@@ -109,7 +109,7 @@ def latency(server: PlatformServer, lines: int, seconds: float) -> dict[str, Any
     alone = asyncio.run(online_load(server.base, server.token, deployment["id"], example, seconds))
     rows = [json.dumps({"input": example, "customId": str(i)}).encode() + b"\n" for i in range(lines)]
     job_id = _submit(server, deployment["id"], rows)
-    while _job(server, job_id)["status"] == "queued":
+    while _job(server, job_id)["status"] in ("validating", "queued"):
         time.sleep(0.05)
     before = _job(server, job_id)["counts"]["completed"]
     with_job = asyncio.run(online_load(server.base, server.token, deployment["id"], example, seconds))

@@ -345,6 +345,9 @@ class BatchSettings(msgspec.Struct, frozen=True):
     """A claimed chunk is another worker's to take once this passes without its worker finishing it (a crash)."""
     poll_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 0.5
     """How often an idle worker looks for chunks."""
+    retry_backoff_max_seconds: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """A worker that fails (the database down or restarting) retries after the poll interval, doubled per failure in
+    a row up to this; it never gives up."""
     quota_pause_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     """A job whose tenant reached a monthly cap waits this long before trying again (its status says why)."""
     price_factor: Decimal = Decimal("0.5")

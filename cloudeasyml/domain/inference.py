@@ -121,6 +121,9 @@ class InferenceService:
         self._inputs_decoders: dict[str, msgspec.json.Decoder[Any]] = {}
         self._encoder = msgspec.json.Encoder()
         self._router = Router()
+        # Processing ms per line of each model version's last batch chunk here (what the next chunk holds against
+        # the spend cap for its time); one float per model version served, so no bound is needed.
+        self._batch_ms_per_item: dict[tuple[str, str], float] = {}
         self.shadows = ShadowRunner(registry, quota, metrics, self._limits)
         """This process's shadow copies (``close`` them at shutdown)."""
 
@@ -216,7 +219,7 @@ class InferenceService:
         context.variant = spec.config.variant
         context.items = items
         # Admission prices the request by the version that serves it. A shadow copy is no request of the tenant's.
-        reservation = await self.admit(principal, spec, entry) if live else None
+        reservation = await self.admit(principal, spec, entry, items=items, kind=kind) if live else None
         started = time.perf_counter() if observed else 0.0
         loaded: LoadedDeployment | None = None
         try:
@@ -302,13 +305,31 @@ class InferenceService:
             cost = self.bill(principal, loaded, result, items, request_id, kind="shadow")
             await self._quota.add_spend(principal.tenant_id, cost)
 
-    async def admit(self, principal: Principal, spec: DeploymentSpec, entry: CatalogEntry) -> Reservation | None:
-        """Reserve the request's place under its tenant's monthly caps, holding the model's minimum cost against
-        the spend cap; None for a tenant without caps. Past a cap: ``RequestCapReachedError`` (429) or
+    async def admit(
+        self, principal: Principal, spec: DeploymentSpec, entry: CatalogEntry, *, items: int = 1, kind: str = "online"
+    ) -> Reservation | None:
+        """Reserve the request's place under its tenant's monthly caps, holding its minimum cost against the spend
+        cap; None for a tenant without caps. Past a cap: ``RequestCapReachedError`` (429) or
         ``SpendCapReachedError`` (402).
+
+        The minimum of an online request is the model's per-request price. A batch chunk (``kind`` batch) holds what
+        its ``items`` lines will cost: each line's batch price, plus their processing time as the model's last chunk
+        here took per line (``batch_hold``), so a job pauses before the chunk that would pass the cap rather than
+        after it.
         """
-        minimum: Decimal = self._pricing.for_plan(principal.plan, entry.model, spec.model_version).per_request
+        if kind == "batch":
+            minimum = self.batch_hold(principal, spec, entry, items)
+        else:
+            minimum = self._pricing.for_plan(principal.plan, entry.model, spec.model_version).per_request
         return await self._quota.reserve(principal.tenant_id, minimum)
+
+    def batch_hold(self, principal: Principal, spec: DeploymentSpec, entry: CatalogEntry, items: int) -> Decimal:
+        """The cost a batch chunk of ``items`` lines is expected to have: exact for the per-line price, estimated
+        for the time-based part (the model version's last batch chunk in this process, per line; none before it).
+        """
+        pricing = self._pricing.for_batch(principal.plan, entry.model, spec.model_version)
+        per_item_ms = self._batch_ms_per_item.get((spec.model_name, spec.model_version), 0.0)
+        return price(pricing, CostInputs(requests=items, processing_ms=per_item_ms * items))
 
     def entry_for(self, spec: DeploymentSpec) -> CatalogEntry:
         """The deployment's model; a model uninstalled since the deployment was made is not ready."""
@@ -353,6 +374,7 @@ class InferenceService:
         if kind == "batch":
             pricing = self._pricing.for_batch(principal.plan, loaded.model, spec.model_version)
             work = CostInputs(requests=items, processing_ms=result.processing_ms, gpu_ms=gpu_ms)
+            self._batch_ms_per_item[(spec.model_name, spec.model_version)] = result.processing_ms / max(items, 1)
         else:
             pricing = self._pricing.for_plan(principal.plan, loaded.model, spec.model_version)
             work = CostInputs(processing_ms=result.processing_ms, gpu_ms=gpu_ms)

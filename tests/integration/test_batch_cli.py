@@ -43,7 +43,7 @@ def test_the_cli_submits_and_a_worker_process_runs_the_job(
         )
         assert submitted.exit_code == 0, submitted.output
         batch_id = submitted.output.strip().splitlines()[-1]  # (the in-thread server's access log shares stdout)
-        assert "queued" in runner.invoke(cli, ["batches", "status", batch_id], env=env).output
+        assert "validating" in runner.invoke(cli, ["batches", "status", batch_id], env=env).output
 
         worker_env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDEASYML_")}
         worker_env.update(

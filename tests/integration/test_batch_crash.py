@@ -150,7 +150,7 @@ def test_a_job_survives_sigkill_of_its_worker_and_the_database_going_away(
         outage = threading.Thread(target=_drop_the_database, args=(migrated_url, 3.0))
         outage.start()
         outage.join()
-        job = _wait(second.base_url, key, job_id, lambda j: j["status"] not in ("queued", "running"))
+        job = _wait(second.base_url, key, job_id, lambda j: j["status"] not in ("validating", "queued", "running"))
         _check_output(second.base_url, key, job)
         # The killed process's journal is replayed by the second; a chunk run twice is billed once.
         assert _wait_billed(migrated_url) == (LINES // CHUNK, LINES)
@@ -170,7 +170,7 @@ def test_two_server_processes_share_one_job(artifact_dir: Path, tmp_path: Path, 
         serve_process(artifact_dir, tmp_path / "b", database_url=migrated_url, env=_env()) as second,
     ):
         job_id = _submit(first.base_url, key)
-        job = _wait(second.base_url, key, job_id, lambda j: j["status"] not in ("queued", "running"))
+        job = _wait(second.base_url, key, job_id, lambda j: j["status"] not in ("validating", "queued", "running"))
         _check_output(first.base_url, key, job)
         assert _wait_billed(migrated_url) == (LINES // CHUNK, LINES)
 

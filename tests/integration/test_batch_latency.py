@@ -47,7 +47,8 @@ def test_online_p99_holds_while_a_batch_job_runs(artifact_dir: Path, tmp_path: P
         job = httpx.post(
             f"{base}/batches", json={"deploymentId": deployment, "inputFileId": file["id"]}, headers=bearer(key)
         ).json()
-        while httpx.get(f"{base}/batches/{job['id']}", headers=bearer(key)).json()["status"] == "queued":
+        waiting = ("validating", "queued")
+        while httpx.get(f"{base}/batches/{job['id']}", headers=bearer(key)).json()["status"] in waiting:
             time.sleep(0.05)
         with_job = asyncio.run(online_load(base, key, deployment, example, 4.0))
         during = httpx.get(f"{base}/batches/{job['id']}", headers=bearer(key)).json()

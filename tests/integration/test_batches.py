@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from cloudeasyml.domain.tenants import NewTenant, set_caps
 from cloudeasyml.settings import BatchSettings, Settings
 from tests.conftest import bearer, db_session, new_tenant
 from tests.integration.test_predict import deploy
+from tests.support.live_server import serve_in_thread
 from tests.support.tiny_model import numpy_forward, tiny_weights
 
 CHUNK = 3
@@ -84,7 +86,9 @@ async def _submit(client: AsyncTestClient[Any], key: str, deployment: dict[str, 
         "/batches", json={"deploymentId": deployment["id"], "inputFileId": file["id"]}, headers=bearer(key)
     )
     assert response.status_code == 201, response.text
-    return response.json()
+    assert response.json()["status"] == "validating"
+    assert await _worker(client).run_once()  # a worker checks its lines first
+    return await _get(client, key, response.json()["id"])
 
 
 async def _run_all(client: AsyncTestClient[Any], limit: int = 100) -> int:
@@ -282,6 +286,7 @@ async def test_a_job_past_its_window_expires_and_expired_files_are_deleted(
         headers=bearer(tenant.key),
     )
     assert too_long.status_code == 422
+    assert await _worker(bclient).run_once()  # its lines checked
     assert await _worker(bclient).run_once()  # one chunk done in time
     async with db_session(migrated_url) as session:
         await session.execute(
@@ -297,3 +302,132 @@ async def test_a_job_past_its_window_expires_and_expired_files_are_deleted(
     assert (await bclient.get(f"/files/{file['id']}", headers=bearer(tenant.key))).status_code == 404
     stored = Path(batch_settings.runtime.artifact_dir) / "files" / str(tenant.tenant.id) / f"{file['id']}.jsonl"
     assert not stored.exists()
+
+
+async def test_a_job_is_validating_until_its_lines_are_checked_and_fails_when_none_is_valid(
+    bclient, tenant: NewTenant, migrated_url: str
+) -> None:
+    deployment = await deploy(bclient, tenant.key)
+    body = b'{not json\n{"input": {"x": "a"}, "customId": "bad"}\n\n{"customId": "no-input"}\n' + b"[1, 2]\n"
+    file = await _upload(bclient, tenant.key, body)
+    created = await bclient.post(
+        "/batches", json={"deploymentId": deployment["id"], "inputFileId": file["id"]}, headers=bearer(tenant.key)
+    )
+    assert created.status_code == 201 and created.json()["status"] == "validating"
+    job_id = created.json()["id"]
+    on_app = _worker(bclient)
+
+    # A checker that dies mid-check holds the job until its lease runs out; then another checks it.
+    async def claim_check() -> queue.Validation | None:
+        async with on_app.worker._sessions() as session:
+            return await queue.claim_validation(session, timedelta(seconds=30))
+
+    assert await on_app.call(claim_check) is not None
+    assert not await on_app.run_once()  # held by the dead checker: no chunk of a validating job is claimable
+    assert (await _get(bclient, tenant.key, job_id))["status"] == "validating"
+    async with db_session(migrated_url) as session:
+        await session.execute(
+            update(BatchJob).where(BatchJob.id == job_id).values(last_claimed_at=utc_now() - timedelta(minutes=1))
+        )
+
+    assert await on_app.run_once()
+    job = await _get(bclient, tenant.key, job_id)
+    assert job["status"] == "failed" and job["counts"] == {"total": 4, "completed": 0, "failed": 4}
+    assert "no valid line" in job["message"] and "4 malformed" in job["message"] and "line 1" in job["message"]
+    assert job["outputFileId"] and job["finishedAt"]
+    errors = await _lines(bclient, tenant.key, job["errorFileId"])
+    assert [(e["line"], e["customId"]) for e in errors] == [(1, None), (2, "bad"), (4, "no-input"), (5, None)]
+    assert await _run_all(bclient) == 0  # nothing left to run
+    async with db_session(migrated_url) as session:
+        assert await session.scalar(select(func.count()).select_from(UsageRecord)) == 0
+        events = (await session.execute(select(WebhookEvent.type))).scalars().all()
+    assert "batch.failed" in events
+
+
+async def test_a_job_cancelled_while_validating_is_cancelled(bclient, tenant: NewTenant) -> None:
+    deployment = await deploy(bclient, tenant.key)
+    file = await _upload(bclient, tenant.key, _jsonl([{"input": p} for p in _points(4)]))
+    created = await bclient.post(
+        "/batches", json={"deploymentId": deployment["id"], "inputFileId": file["id"]}, headers=bearer(tenant.key)
+    )
+    job_id = created.json()["id"]
+    cancelled = await bclient.post(f"/batches/{job_id}/cancel", headers=bearer(tenant.key))
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelling"
+    assert not await _worker(bclient).run_once()  # not checked, nothing run: the sweep ends it
+    job = await _get(bclient, tenant.key, job_id)
+    assert job["status"] == "cancelled" and job["counts"] == {"total": 4, "completed": 0, "failed": 0}
+
+
+def test_concurrent_uploads_cannot_pass_the_storage_quota_together(
+    batch_settings: Settings, plugin_manager, tenant: NewTenant, migrated_url: str
+) -> None:
+    body = _jsonl([{"input": p} for p in _points(200)])
+    quota = 2 * len(body) + len(body) // 2  # room for two uploads, not three
+    small = msgspec.structs.replace(
+        batch_settings, batch=msgspec.structs.replace(batch_settings.batch, tenant_storage_bytes=quota)
+    )
+    headers = {**bearer(tenant.key), "Content-Type": "application/jsonl"}
+
+    async def round_of_uploads(base: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            return list(await asyncio.gather(*(client.post("/files", content=body, headers=headers) for _ in range(8))))
+
+    async def stored() -> int:
+        async with db_session(migrated_url) as session:
+            query = select(func.coalesce(func.sum(BatchFile.bytes), 0)).where(BatchFile.tenant_id == tenant.tenant.id)
+            return int(await session.scalar(query) or 0)
+
+    with serve_in_thread(create_app(small, plugin_manager)) as address:
+        base = f"http://{address}"
+        for _ in range(3):  # each round: eight uploads at once, after the files of the round before are deleted
+            answers = asyncio.run(round_of_uploads(base))
+            statuses = sorted(answer.status_code for answer in answers)
+            assert statuses == [201, 201, 409, 409, 409, 409, 409, 409], [a.text[:200] for a in answers]
+            assert asyncio.run(stored()) == 2 * len(body) <= quota
+            for answer in answers:
+                if answer.status_code == 201:
+                    deleted = httpx.delete(f"{base}/files/{answer.json()['id']}", headers=bearer(tenant.key))
+                    assert deleted.status_code == 204
+
+
+async def test_a_job_pauses_before_the_chunk_that_would_cross_the_spend_cap(
+    batch_settings: Settings, plugin_manager, tenant: NewTenant, migrated_url: str
+) -> None:
+    quick = msgspec.structs.replace(  # caps read again after 50 ms, so the cap set below applies at once
+        batch_settings, quota=msgspec.structs.replace(batch_settings.quota, refresh_seconds=0.05)
+    )
+    async with AsyncTestClient(app=create_app(quick, plugin_manager)) as client:
+        deployment = await deploy(client, tenant.key)
+        async with db_session(migrated_url) as session:
+            await set_caps(session, tenant.tenant.name, spend_cap=Decimal(1))
+        job = await _submit(client, tenant.key, deployment, _jsonl([{"input": p} for p in _points(12)]))
+        assert await _worker(client).run_once()
+        assert await _worker(client).run_once()
+        await _worker(client).call(client.app.state.services.meter.flush)
+
+        async def spent() -> tuple[Decimal, int]:
+            async with db_session(migrated_url) as session:
+                row = (
+                    await session.execute(
+                        select(func.sum(UsageRecord.cost), func.count()).where(
+                            UsageRecord.tenant_id == tenant.tenant.id
+                        )
+                    )
+                ).one()
+            return row[0], row[1]
+
+        # A chunk of 3 lines costs 3 x 0.0005 at the batch price, plus its processing time. What is left under the
+        # cap now is more than the online minimum price (0.001, all a chunk used to hold: the third chunk ran and
+        # the spend passed the cap) and less than the third chunk's price.
+        two_chunks, _ = await spent()
+        cap = two_chunks + Decimal("0.00125")
+        async with db_session(migrated_url) as session:
+            await set_caps(session, tenant.tenant.name, spend_cap=cap)
+        await asyncio.sleep(0.1)
+        assert await _worker(client).run_once()  # the third chunk: refused before it runs, the job pauses
+        job = await _get(client, tenant.key, job["id"])
+        assert job["status"] == "running" and job["counts"] == {"total": 12, "completed": 6, "failed": 0}
+        assert job["pausedUntil"] and "spend cap" in job["message"] and "next chunk" in job["message"]
+        assert not await _worker(client).run_once()  # paused: no chunk is claimed
+        await _worker(client).call(client.app.state.services.meter.flush)
+        assert await spent() == (two_chunks, 2)

@@ -1,5 +1,6 @@
 """The deploy/ folder: both kustomize overlays render and wire probes, autoscaling, disruption budget and the
-migration Job to the Deployment; the compose file has its services; the Dockerfile copies files that exist;
+migration Job to the API Deployment, and batch worker pods (``cloudeasyml worker``) sharing its image, settings,
+database and artifact volume; the compose file has its services; the Dockerfile copies files that exist;
 the artifact seeding script copies without overwriting. Needs kubectl for the overlays (skipped without it)."""
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ def _one(objects: dict[tuple[str, str], dict], kind: str) -> dict:
     return found[0]
 
 
+API = ("Deployment", "cloudeasyml")
+WORKER = ("Deployment", "cloudeasyml-worker")
+
+
 def _container(pod_spec: dict, name: str) -> dict:
     return next(c for c in pod_spec["containers"] if c["name"] == name)
 
@@ -55,7 +60,7 @@ def _port_matches(probe_port: object, container: dict) -> bool:
 
 
 def test_deployment_probes_use_health_and_readiness_on_the_container_port(objects) -> None:
-    deployment = _one(objects, "Deployment")
+    deployment = objects[API]
     api = _container(deployment["spec"]["template"]["spec"], "api")
     assert api["command"] == ["cloudeasyml", "serve", "--host", "0.0.0.0", "--port", "8000"]
     assert any(port["containerPort"] == 8000 for port in api["ports"])
@@ -69,7 +74,7 @@ def test_deployment_probes_use_health_and_readiness_on_the_container_port(object
 
 
 def test_pods_run_as_non_root_with_a_read_only_root_and_writable_volumes(objects) -> None:
-    deployment = _one(objects, "Deployment")
+    deployment = objects[API]
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     for container in pod["containers"] + pod.get("initContainers", []):
@@ -90,7 +95,7 @@ def test_pods_run_as_non_root_with_a_read_only_root_and_writable_volumes(objects
 
 
 def test_hpa_and_pdb_target_the_deployment(objects) -> None:
-    deployment = _one(objects, "Deployment")
+    deployment = objects[API]
     hpa = _one(objects, "HorizontalPodAutoscaler")
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
@@ -105,7 +110,7 @@ def test_hpa_and_pdb_target_the_deployment(objects) -> None:
 
 def test_migration_job_runs_db_upgrade_with_the_same_image_and_settings(objects) -> None:
     job = _one(objects, "Job")
-    deployment = _one(objects, "Deployment")
+    deployment = objects[API]
     (migrate,) = job["spec"]["template"]["spec"]["containers"]
     assert migrate["command"] == ["cloudeasyml", "db", "upgrade"]
     api = _container(deployment["spec"]["template"]["spec"], "api")
@@ -114,18 +119,54 @@ def test_migration_job_runs_db_upgrade_with_the_same_image_and_settings(objects)
     assert job["spec"]["template"]["spec"]["restartPolicy"] in ("Never", "OnFailure")
 
 
+def test_batch_workers_share_the_image_settings_database_and_artifact_volume_but_no_traffic(objects) -> None:
+    worker, api = objects[WORKER], objects[API]
+    pod, api_pod = worker["spec"]["template"]["spec"], api["spec"]["template"]["spec"]
+    container, api_container = _container(pod, "worker"), _container(api_pod, "api")
+    assert container["command"] == ["cloudeasyml", "worker"]
+    assert container["image"] == api_container["image"]
+    assert container["envFrom"] == api_container["envFrom"]  # the same settings and database Secret
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert worker["spec"]["replicas"] >= 1
+    # Non-root, read-only root; the artifact directory (models and batch files) is the API pods' shared claim.
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    for each in pod["containers"] + pod.get("initContainers", []):
+        assert each["securityContext"]["readOnlyRootFilesystem"] is True
+        assert each["securityContext"]["allowPrivilegeEscalation"] is False
+    settings = next(doc for (kind, _), doc in objects.items() if kind == "ConfigMap")["data"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    api_volumes = {v["name"]: v for v in api_pod["volumes"]}
+    api_mounts = {m["mountPath"]: m["name"] for m in api_container["volumeMounts"]}
+    artifact_dir = settings["CLOUDEASYML_RUNTIME__ARTIFACT_DIR"]
+    claim = volumes[mounts[artifact_dir]]["persistentVolumeClaim"]["claimName"]
+    assert claim == api_volumes[api_mounts[artifact_dir]]["persistentVolumeClaim"]["claimName"]
+    assert "emptyDir" in volumes[mounts[settings["CLOUDEASYML_HOME"]]]  # its usage journal
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    (seed,) = pod["initContainers"]
+    assert seed["command"] == next(c for c in api_pod["initContainers"] if c["name"] == "seed-artifacts")["command"]
+    # Its pods are not the API's: the Service, autoscaler and disruption budget select and scale the API only.
+    labels = worker["spec"]["template"]["metadata"]["labels"]
+    assert worker["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert not _one(objects, "Service")["spec"]["selector"].items() <= labels.items()
+    assert not _one(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert not api["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert _one(objects, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] == api["metadata"]["name"]
+
+
 def test_only_the_gpu_overlay_requests_a_gpu() -> None:
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl is not installed")
     for overlay in OVERLAYS:
-        deployment = next(doc for doc in _render(overlay) if doc["kind"] == "Deployment")
-        pod = deployment["spec"]["template"]["spec"]
-        limits = _container(pod, "api")["resources"]["limits"]
-        if overlay == "gpu":
-            assert int(limits["nvidia.com/gpu"]) == 1
-            assert pod["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
-        else:
-            assert "nvidia.com/gpu" not in limits
+        rendered = {(doc["kind"], doc["metadata"]["name"]): doc for doc in _render(overlay)}
+        for key, container in ((API, "api"), (WORKER, "worker")):
+            pod = rendered[key]["spec"]["template"]["spec"]
+            limits = _container(pod, container)["resources"]["limits"]
+            if overlay == "gpu":
+                assert int(limits["nvidia.com/gpu"]) == 1
+                assert pod["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+            else:
+                assert "nvidia.com/gpu" not in limits
 
 
 def test_compose_has_postgres_app_and_a_migrate_step_the_app_waits_for() -> None:

@@ -7,11 +7,11 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudeasyml.core.clock import utc_now
-from cloudeasyml.db.models import BatchFile, BatchJob
+from cloudeasyml.db.models import BatchFile, BatchJob, Tenant
 from cloudeasyml.domain.batch.storage import FileStorage
 from cloudeasyml.errors import ConflictError, InvalidInputError, NotFoundError, StorageQuotaExceededError
 from cloudeasyml.settings import BatchSettings
@@ -60,15 +60,16 @@ class FileService:
             if purpose != "batch":
                 raise InvalidInputError(f"purpose must be 'batch', not {purpose!r}")
             size = upload.stat().st_size
+            lines = await asyncio.to_thread(_count_lines, upload)  # before the lock below: it may take a while
+            if lines == 0:
+                raise InvalidInputError("the file holds no lines; one JSON object per line is expected")
+            await self._lock_storage()
             used = await self.used_bytes()
             if used + size > self._settings.tenant_storage_bytes:
                 raise StorageQuotaExceededError(
                     f"the tenant's files would take {used + size} bytes, over its quota of "
                     f"{self._settings.tenant_storage_bytes}; delete files to make room"
                 )
-            lines = await asyncio.to_thread(_count_lines, upload)
-            if lines == 0:
-                raise InvalidInputError("the file holds no lines; one JSON object per line is expected")
         except BaseException:
             upload.unlink(missing_ok=True)
             raise
@@ -88,6 +89,21 @@ class FileService:
         self._session.add(row)
         await self._session.flush()
         return row
+
+    async def _lock_storage(self) -> None:
+        """Hold the tenant's storage until this transaction ends, so that two uploads cannot both read the bytes
+        used, both fit, and together pass the quota: the second reads the bytes used only once the first has
+        committed its file (or given up).
+
+        PostgreSQL: the tenant's row ``FOR NO KEY UPDATE`` (new rows that reference the tenant are not blocked).
+        SQLite takes no row locks: a write (the row's name set to itself) takes the database's write lock, and the
+        reads after it see every commit before it.
+        """
+        if self._session.get_bind().dialect.name == "postgresql":
+            query = select(Tenant.id).where(Tenant.id == self._tenant_id).with_for_update(key_share=True)
+            await self._session.execute(query)
+        else:
+            await self._session.execute(update(Tenant).where(Tenant.id == self._tenant_id).values(name=Tenant.name))
 
     async def used_bytes(self) -> int:
         """Bytes of the tenant's files."""

@@ -69,8 +69,8 @@ class BatchService:
         metadata: dict[str, Any] | None = None,
         endpoint: str | None = None,
     ) -> BatchJob:
-        """A job over ``input_file_id`` on the deployment ``spec`` (the caller's, looked up by the caller), queued
-        for the workers in chunks of ``chunk_lines`` lines.
+        """A job over ``input_file_id`` on the deployment ``spec`` (the caller's, looked up by the caller), in
+        chunks of ``chunk_lines`` lines: ``validating`` until a worker has checked its lines, then ``queued``.
         """
         window = parse_window(completion_window, self._settings.completion_window_seconds)
         if spec.tenant_id != self._tenant_id:  # the caller looked it up under its own tenant: never true
@@ -88,7 +88,7 @@ class BatchService:
             deployment_name=spec.name,
             input_file_id=source.id,
             endpoint=endpoint,
-            status="queued",
+            status="validating",  # a worker checks the input's lines, then queues it (or fails it: none valid)
             total=total,
             completed=0,
             failed=0,

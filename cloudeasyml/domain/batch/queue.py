@@ -30,8 +30,12 @@ from cloudeasyml.db.models import BatchChunk, BatchFile, BatchJob, Tenant
 __all__ = (
     "RUNNABLE",
     "Claim",
+    "Validation",
     "checkpoint",
     "claim",
+    "claim_validation",
+    "end_validation",
+    "fail_every_line",
     "expired_files",
     "jobs_to_finish",
     "release",
@@ -63,6 +67,15 @@ class Claim(msgspec.Struct, frozen=True):
     first_line: int
     byte_start: int
     byte_end: int
+
+
+class Validation(msgspec.Struct, frozen=True):
+    """A ``validating`` job held by this worker while it checks the job's input file: the job's chunks, as
+    ``(index, first line, byte start, byte end)``, and what running them would need.
+    """
+
+    claim: Claim
+    chunks: list[tuple[int, int, int, int]]
 
 
 def rowcount(result: Any) -> int:
@@ -138,6 +151,92 @@ async def claim(session: AsyncSession, lease: timedelta) -> Claim | None:
         )
 
 
+async def claim_validation(session: AsyncSession, lease: timedelta) -> Validation | None:
+    """Take a ``validating`` job to check its input, in its own transaction; None when there is none now.
+
+    A validating job's ``last_claimed_at`` is its validator's lease (round-robin between running jobs reads it only
+    once they are queued): a job claimed for validation longer than ``lease`` ago (its worker died) is taken again.
+    Checking is idempotent, and only one checker's ``end_validation`` wins.
+    """
+    now = utc_now()
+    claimable = and_(
+        BatchJob.status == "validating",
+        or_(BatchJob.last_claimed_at.is_(None), BatchJob.last_claimed_at < now - lease),
+    )
+    query = select(BatchJob.id).where(claimable).order_by(BatchJob.created_at).limit(1)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    async with session.begin():
+        job_id = await session.scalar(query)
+        if job_id is None:
+            return None
+        taken = await session.execute(
+            update(BatchJob).where(BatchJob.id == job_id, claimable).values(last_claimed_at=now)
+        )
+        if rowcount(taken) != 1:
+            return None
+        job, plan = (
+            await session.execute(
+                select(BatchJob, Tenant.plan).join(Tenant, Tenant.id == BatchJob.tenant_id).where(BatchJob.id == job_id)
+            )
+        ).one()
+        chunks = (
+            await session.execute(
+                select(BatchChunk.index, BatchChunk.first_line, BatchChunk.byte_start, BatchChunk.byte_end)
+                .where(BatchChunk.job_id == job_id)
+                .order_by(BatchChunk.index)
+            )
+        ).all()
+        claim = Claim(
+            job_id=job.id,
+            index=-1,
+            attempt=0,
+            tenant_id=job.tenant_id,
+            plan=plan,
+            key_id=job.created_by_key_id,
+            deployment_id=job.deployment_id,
+            deployment_name=job.deployment_name,
+            input_file_id=job.input_file_id,
+            endpoint=job.endpoint,
+            first_line=0,
+            byte_start=0,
+            byte_end=0,
+        )
+        return Validation(claim, [(i, first, start, end) for i, first, start, end in chunks])
+
+
+async def end_validation(session: AsyncSession, job_id: str) -> bool:
+    """A checked job with valid lines is ``queued`` for the workers (first in the round-robin: never claimed).
+    False if it is no longer validating (cancelled, expired, or queued by another checker).
+    """
+    async with session.begin():
+        result = await session.execute(
+            update(BatchJob)
+            .where(BatchJob.id == job_id, BatchJob.status == "validating")
+            .values(status="queued", last_claimed_at=None)
+        )
+        return rowcount(result) == 1
+
+
+async def fail_every_line(session: AsyncSession, job_id: str, failed: dict[int, int]) -> bool:
+    """A checked job with no valid line: each chunk is done with its lines failed (``failed`` by chunk index; their
+    error parts are on disk), so that ending the job joins them into its error file. False if the job is no longer
+    validating.
+    """
+    async with session.begin():
+        job = await session.get(BatchJob, job_id, with_for_update=True)
+        if job is None or job.status != "validating":
+            return False
+        for index, count in failed.items():
+            await session.execute(
+                update(BatchChunk)
+                .where(BatchChunk.job_id == job_id, BatchChunk.index == index)
+                .values(status="done", completed=0, failed=count, lease_until=None)
+            )
+        job.failed = sum(failed.values())
+        return True
+
+
 def _held(held: Claim) -> Any:
     return and_(
         BatchChunk.job_id == held.job_id,
@@ -210,7 +309,7 @@ async def jobs_to_finish(session: AsyncSession, limit: int = 20) -> list[tuple[s
         for condition, target in (
             (and_(BatchJob.status.in_(RUNNABLE), ~unfinished), "completed"),
             (and_(BatchJob.status == "cancelling", ~running), "cancelled"),
-            (and_(BatchJob.status.in_(RUNNABLE), BatchJob.expires_at <= now), "expired"),
+            (and_(BatchJob.status.in_(("validating", *RUNNABLE)), BatchJob.expires_at <= now), "expired"),
         ):
             ids = await session.scalars(select(BatchJob.id).where(condition).limit(limit))
             due.extend((job_id, target) for job_id in ids)

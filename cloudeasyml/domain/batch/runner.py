@@ -10,8 +10,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from cloudeasyml.domain.batch.lines import Describe, Line, line_format
-from cloudeasyml.domain.batch.queue import Claim
+import msgspec
+
+from cloudeasyml.domain.batch.lines import Describe, Line, LineFormat, line_format
+from cloudeasyml.domain.batch.queue import Claim, Validation
 from cloudeasyml.domain.batch.storage import FileStorage
 from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.inference import InferenceService
@@ -29,7 +31,7 @@ from cloudeasyml.plugins.catalog import CatalogEntry
 from cloudeasyml.runtime.batcher import BatchResult
 from cloudeasyml.runtime.registry import DeploymentSpec, LoadedDeployment
 
-__all__ = ("ChunkRunner", "JobFailed", "QuotaPaused", "chunk_request_id")
+__all__ = ("ChunkRunner", "Checked", "JobFailed", "QuotaPaused", "chunk_request_id")
 
 _USAGE = uuid.UUID("6e1f0a3b-2d4c-4e5f-8a9b-0c1d2e3f4a5b")
 
@@ -47,6 +49,27 @@ class QuotaPaused(Exception):
 
 class JobFailed(Exception):
     """The job cannot run at all (its deployment or its input is gone): it fails with this message."""
+
+
+class Checked(msgspec.Struct, frozen=True):
+    """What checking a job's input found: its valid and malformed lines, the first problem, and, when no line is
+    valid, each chunk's count of failed lines (their error parts written).
+    """
+
+    valid: int
+    malformed: int
+    first_problem: str | None
+    failed_by_chunk: dict[int, int] | None = None
+
+
+class _Job(msgspec.Struct, frozen=True):
+    """What running a job's lines takes: the job's principal, deployment, model, line format and input file."""
+
+    principal: Principal
+    spec: DeploymentSpec
+    entry: CatalogEntry
+    fmt: LineFormat
+    source: Path
 
 
 class ChunkRunner:
@@ -71,22 +94,12 @@ class ChunkRunner:
             QuotaPaused: A monthly cap stops the tenant (nothing of the chunk is written).
             JobFailed: The deployment, its model or the input file is gone.
         """
-        principal = Principal(
-            tenant_id=held.tenant_id, key_id=held.key_id or "", scopes=frozenset({"predict"}), plan=held.plan
-        )
+        job = await self._prepare(held)
+        principal, spec, entry, fmt = job.principal, job.spec, job.entry, job.fmt
         try:
-            spec = await self._directory.by_id(principal, held.deployment_id)
-            entry = self._inference.entry_for(spec)
-        except (NotFoundError, ModelNotReadyError) as exc:
-            raise JobFailed(exc.detail) from exc
-        source = self._storage.path(held.tenant_id, held.input_file_id)
-        try:
-            data = await asyncio.to_thread(_read, source, held.byte_start, held.byte_end)
+            data = await asyncio.to_thread(_read, job.source, held.byte_start, held.byte_end)
         except FileNotFoundError as exc:
             raise JobFailed(f"the input file {held.input_file_id} is gone") from exc
-        fmt = line_format(
-            held.endpoint, held.job_id, entry.model, entry.inputs_type, self.describe, deployment=spec.name
-        )
         lines = await asyncio.to_thread(fmt.parse, data, held.first_line)
         await self._infer(principal, spec, entry, held, [line for line in lines if line.error is None])
         encoded = await asyncio.to_thread(lambda: [fmt.encode(line) for line in lines])
@@ -95,6 +108,53 @@ class ChunkRunner:
         await asyncio.to_thread(self._write_parts, held, out, err)
         failed = sum(1 for line in lines if line.error is not None)
         return len(lines) - failed, failed
+
+    async def validate(self, job: Validation) -> Checked:
+        """Check the job's input file: every line parsed against the deployment's input schema (the job's line
+        format), nothing run. When no line is valid, every chunk's error part is written (the job fails with them in
+        its error file); otherwise the chunks report their malformed lines in the error file when they run.
+
+        Raises:
+            JobFailed: The deployment, its model or the input file is gone.
+        """
+        held = job.claim
+        prepared = await self._prepare(held)
+        fmt, source = prepared.fmt, prepared.source
+        valid = malformed = 0
+        first_problem: str | None = None
+        for _, first_line, start, end in job.chunks:
+            lines = await asyncio.to_thread(_parse_range, fmt, source, first_line, start, end)
+            for line in lines:
+                if line.error is None:
+                    valid += 1
+                else:
+                    malformed += 1
+                    if first_problem is None:
+                        first_problem = str(self.describe(line.error).get("detail", line.error))
+        if valid:
+            return Checked(valid, malformed, first_problem)
+        failed: dict[int, int] = {}
+        for index, first_line, start, end in job.chunks:
+            lines = await asyncio.to_thread(_parse_range, fmt, source, first_line, start, end)
+            err = b"".join(e for _, e in (fmt.encode(line) for line in lines) if e is not None)
+            chunk = msgspec.structs.replace(held, index=index)
+            await asyncio.to_thread(self._write_parts, chunk, b"", err)
+            failed[index] = len(lines)
+        return Checked(valid, malformed, first_problem, failed)
+
+    async def _prepare(self, held: Claim) -> _Job:
+        principal = Principal(
+            tenant_id=held.tenant_id, key_id=held.key_id or "", scopes=frozenset({"predict"}), plan=held.plan
+        )
+        try:
+            spec = await self._directory.by_id(principal, held.deployment_id)
+            entry = self._inference.entry_for(spec)
+        except (NotFoundError, ModelNotReadyError) as exc:
+            raise JobFailed(exc.detail) from exc
+        fmt = line_format(
+            held.endpoint, held.job_id, entry.model, entry.inputs_type, self.describe, deployment=spec.name
+        )
+        return _Job(principal, spec, entry, fmt, self._storage.path(held.tenant_id, held.input_file_id))
 
     def _write_parts(self, held: Claim, out: bytes, err: bytes) -> None:
         self._storage.write(self._storage.part(held.tenant_id, held.job_id, held.index, "out"), out)
@@ -149,9 +209,18 @@ class ChunkRunner:
             result, _ = await self._inference.execute(
                 principal, spec, entry, len(items), run, RequestContext(request_id), kind="batch"
             )
-        except (RequestCapReachedError, SpendCapReachedError) as exc:
+        except RequestCapReachedError as exc:
             raise QuotaPaused(exc.detail) from exc
+        except SpendCapReachedError as exc:  # the chunk's whole expected cost was held: it would have passed the cap
+            raise QuotaPaused(f"the next chunk's {len(items)} items would pass the spend cap: {exc.detail}") from exc
         return result
+
+
+def _parse_range(fmt: LineFormat, path: Path, first_line: int, start: int, end: int) -> list[Line]:
+    try:
+        return fmt.parse(_read(path, start, end), first_line)
+    except FileNotFoundError as exc:
+        raise JobFailed(f"the input file {path.stem} is gone") from exc
 
 
 def _read(path: Path, start: int, end: int) -> bytes:

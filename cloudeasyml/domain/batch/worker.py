@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from datetime import timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.models import BatchChunk, BatchFile, BatchJob
 from cloudeasyml.domain.batch import queue
 from cloudeasyml.domain.batch.files import new_file_id
-from cloudeasyml.domain.batch.queue import Claim
+from cloudeasyml.domain.batch.queue import Claim, Validation
 from cloudeasyml.domain.batch.runner import ChunkRunner, JobFailed, QuotaPaused
 from cloudeasyml.domain.batch.storage import FileStorage
 from cloudeasyml.domain.webhooks.events import derived_event_id, emit, rfc3339
@@ -90,24 +91,42 @@ class BatchWorker:
             await cancel_and_wait(task)
 
     async def _loop(self) -> None:
-        failing = False
+        failures = 0
         while True:
             try:
                 busy = await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a database outage: keep the worker alive, retry
-                if not failing:
-                    log.warning("batch worker: %r; retrying", exc)
-                failing = True
-                await asyncio.sleep(self._settings.poll_interval_seconds)
+            except Exception as exc:  # noqa: BLE001 - a database outage or restart: keep the worker alive, retry
+                if not failures:
+                    log.warning("batch worker: %r; retrying with backoff", exc)
+                failures += 1
+                await asyncio.sleep(self.backoff(failures))
                 continue
-            failing = False
+            if failures:
+                log.warning("batch worker: working again after %d failed tries", failures)
+            failures = 0
             if not busy:
                 await asyncio.sleep(self._settings.poll_interval_seconds)
 
+    def backoff(self, failures: int) -> float:
+        """Seconds to wait after ``failures`` failed tries in a row: the poll interval, doubled per failure up to
+        ``retry_backoff_max_seconds``, with jitter (the workers of every pod fail together when the database goes
+        away; they should not all come back in the same instant).
+        """
+        most = self._settings.retry_backoff_max_seconds
+        base = min(most, self._settings.poll_interval_seconds * 2 ** min(failures - 1, 30))
+        return base * random.uniform(0.5, 1.0)
+
     async def run_once(self) -> bool:
-        """Claim and run one chunk; when there is none, end the jobs that are due. Whether a chunk ran."""
+        """Check one ``validating`` job's input, or claim and run one chunk; when there is neither, end the jobs
+        that are due. Whether there was work.
+        """
+        async with self._sessions() as session:
+            checking = await queue.claim_validation(session, self._lease)
+        if checking is not None:
+            await self._validate(checking)
+            return True
         async with self._sessions() as session:
             held = await queue.claim(session, self._lease)
         if held is None:
@@ -139,6 +158,27 @@ class BatchWorker:
             await cancel_and_wait(heartbeat)
         if await self._checkpoint(held, completed, failed):
             await self.finish(held.job_id, "completed")
+
+    async def _validate(self, job: Validation) -> None:
+        """Check a job's input: queue it if any line is valid, else fail it with every line in its error file."""
+        job_id = job.claim.job_id
+        try:
+            checked = await self.runner.validate(job)
+        except JobFailed as exc:
+            await self.finish(job_id, "failed", message=str(exc))
+            return
+        if checked.failed_by_chunk is None:
+            async with self._sessions() as session:
+                await queue.end_validation(session, job_id)
+            return
+        async with self._sessions() as session:
+            if not await queue.fail_every_line(session, job_id, checked.failed_by_chunk):
+                return
+        lines = checked.malformed
+        message = f"the input file has no valid line ({lines} malformed; the error file has each one)"
+        if checked.first_problem:
+            message += f"; the first: {checked.first_problem}"
+        await self.finish(job_id, "failed", message=message[:500])
 
     async def _checkpoint(self, held: Claim, completed: int, failed: int) -> bool:
         """Checkpoint, retrying through a database outage while the lease lasts (after that another worker has
@@ -189,7 +229,7 @@ class BatchWorker:
             job = await session.get(BatchJob, job_id)
             if job is None:
                 return False
-            allowed = ("cancelling",) if status == "cancelled" else queue.RUNNABLE
+            allowed = ("cancelling",) if status == "cancelled" else ("validating", *queue.RUNNABLE)
             if job.status not in allowed:
                 return False
             indexes = list(
