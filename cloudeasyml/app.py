@@ -30,6 +30,7 @@ from cloudeasyml.api.controllers.invoices import InvoiceController
 from cloudeasyml.api.controllers.metrics import MetricsController
 from cloudeasyml.api.controllers.models import ModelController
 from cloudeasyml.api.controllers.openai_batches import OpenAIBatchController, OpenAIFileController
+from cloudeasyml.api.controllers.operator import OperatorTenantController
 from cloudeasyml.api.controllers.usage import UsageController
 from cloudeasyml.api.controllers.v2 import OpenInferenceController
 from cloudeasyml.api.controllers.webhooks import WebhookController
@@ -66,6 +67,7 @@ ROUTES: list[ControllerRouterHandler] = [
     BatchController,
     OpenAIFileController,
     OpenAIBatchController,
+    OperatorTenantController,
 ]
 
 

@@ -43,6 +43,8 @@ from cloudeasyml.settings import Settings
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from cloudeasyml.domain.tenant_admin import DeletedTenant
+
 __all__ = ("Services", "build_catalog_from_settings", "build_services", "memory_budget_bytes")
 
 log = logging.getLogger(__name__)
@@ -143,6 +145,21 @@ class Services:
         if self.broadcast is not None:
             for key_id in key_ids:
                 await self.broadcast.publish(REVOKED_KEYS, key_id)
+
+    async def tenant_changed(self, key_ids: Sequence[str]) -> None:
+        """A tenant's suspension, resumption or plan changed (committed): every process reads its keys again at
+        once (the key-revocation broadcast: the key cache holds the tenant's state with each key).
+        """
+        await self.keys_revoked(key_ids)
+
+    async def tenant_deleted(self, deleted: DeletedTenant) -> None:
+        """A deleted tenant (committed): its keys forgotten and its deployments unloaded in every process, its
+        batch files removed from the artifact store.
+        """
+        await self.keys_revoked(deleted.key_ids)
+        for spec in deleted.deployments:
+            await self.deployment_deleted(spec)
+        self.files.remove_tenant(deleted.tenant_id)
 
     async def deployment_deleted(self, spec: DeploymentSpec) -> None:
         """Stop serving a deleted deployment: here (its in-flight requests drain first), and in every other

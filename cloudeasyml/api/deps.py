@@ -35,6 +35,7 @@ from cloudeasyml.domain.feedback import FeedbackService
 from cloudeasyml.domain.invoices import InvoiceService
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.domain.revisions import RevisionService
+from cloudeasyml.domain.tenant_admin import TenantAdminService
 from cloudeasyml.domain.usage import UsageService
 from cloudeasyml.domain.webhooks.endpoints import WebhookEndpointService
 from cloudeasyml.errors import NotFoundError
@@ -54,6 +55,7 @@ __all__ = (
     "provide_feedback_service",
     "provide_file_service",
     "provide_services",
+    "provide_tenant_admin_service",
     "provide_transaction",
     "provide_usage_service",
     "provide_webhook_service",
@@ -180,6 +182,11 @@ def provide_batch_service(
     return BatchService(db_session, caller.tenant_id, services.files, services.settings.batch)
 
 
+def provide_tenant_admin_service(db_session: Injected[AsyncSession]) -> TenantAdminService:
+    """Every tenant, for the platform operator (only ``/operator/...`` routes, guarded by ``operator``, name it)."""
+    return TenantAdminService(db_session)
+
+
 def _sync(provider: Any) -> Provide:
     # Cheap, non-blocking builders: run them on the event loop rather than in a worker thread.
     return Provide(provider, sync_to_thread=False)
@@ -199,6 +206,7 @@ MANAGEMENT: dict[str, Provide] = {
     "experiment": _sync(provide_experiment_service),
     "files": _sync(provide_file_service),
     "batches": _sync(provide_batch_service),
+    "tenant_admin": _sync(provide_tenant_admin_service),
 }
 """The dependencies of the management controllers (set on each; Litestar resolves only those a handler names)."""
 

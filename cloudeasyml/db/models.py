@@ -25,6 +25,7 @@ __all__ = (
     "Outcome",
     "IdempotencyRecord",
     "Invoice",
+    "OperatorKey",
     "Tenant",
     "UsageDaily",
     "UsageRecord",
@@ -48,6 +49,27 @@ class Tenant(Base):
     request_cap: Mapped[int | None]
     """Most requests per calendar month; None is unlimited."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """When an operator suspended the tenant (None: active). While set, every key of the tenant is refused (403)."""
+    suspended_reason: Mapped[str | None] = mapped_column(String(500))
+    """What the operator gave as the reason, shown to the tenant's callers in the 403."""
+    deletion_token_hash: Mapped[str | None] = mapped_column(String(64))
+    """SHA-256 of the confirmation token the operator must send back to delete the tenant (None: none asked)."""
+    deletion_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class OperatorKey(Base):
+    """A platform operator's API key (scope ``operator``): manages tenants, not a tenant's resources. It belongs
+    to no tenant; ``cloudeasyml operators create`` makes one. Same format as tenant keys, only the hash is stored.
+    """
+
+    __tablename__ = "operator_key"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class User(Base):

@@ -31,6 +31,7 @@ TABLES = {
     "idempotency_record",
     "invoice",
     "usage_daily",
+    "operator_key",
 }
 
 

@@ -1,0 +1,108 @@
+"""Wire schemas of the platform operator's API (``/operator/...``, camelCase JSON)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+import msgspec
+
+from cloudeasyml.db.models import Tenant
+
+__all__ = (
+    "TenantCreate",
+    "TenantCreated",
+    "TenantDeletion",
+    "TenantRead",
+    "TenantSuspend",
+    "TenantUpdate",
+)
+
+TenantName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+PlanName = Annotated[str, msgspec.Meta(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9_.-]+$")]
+Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+SpendCap = Decimal
+"""Validated by the domain (non-negative, at most 100,000,000, six decimal places at most)."""
+RequestCap = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
+
+
+class _Wire(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class TenantRead(_Wire):
+    """A tenant as the operator sees it."""
+
+    id: uuid.UUID
+    name: str
+    plan: str
+    spend_cap: Decimal | None
+    """Most the tenant may spend per calendar month (UTC); null: no cap."""
+    request_cap: int | None
+    """Most requests per calendar month (UTC); null: no cap."""
+    status: Literal["active", "suspended"]
+    suspended_at: datetime | None
+    suspended_reason: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: Tenant) -> TenantRead:
+        """The wire form of a row."""
+        return cls(
+            id=row.id,
+            name=row.name,
+            plan=row.plan,
+            spend_cap=row.spend_cap,
+            request_cap=row.request_cap,
+            status="suspended" if row.suspended_at is not None else "active",
+            suspended_at=row.suspended_at,
+            suspended_reason=row.suspended_reason,
+            created_at=row.created_at,
+        )
+
+
+class TenantCreate(_Wire):
+    """Body of ``POST /operator/tenants``."""
+
+    name: TenantName
+    owner_email: Email
+    """The tenant's first user (role owner), who holds the owner key."""
+    plan: PlanName = "default"
+    spend_cap: SpendCap | None = None
+    request_cap: RequestCap | None = None
+
+
+class TenantCreated(_Wire):
+    """A new tenant and its owner key (``key``: in this response only)."""
+
+    tenant: TenantRead
+    owner_user_id: uuid.UUID
+    key_id: str
+    key: str
+
+
+class TenantUpdate(_Wire):
+    """Body of ``PATCH /operator/tenants/{id}``: absent fields stay; a null cap removes it."""
+
+    plan: PlanName | msgspec.UnsetType = msgspec.UNSET
+    spend_cap: SpendCap | None | msgspec.UnsetType = msgspec.UNSET
+    request_cap: RequestCap | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class TenantSuspend(_Wire):
+    """Body of ``POST /operator/tenants/{id}/suspend`` (optional)."""
+
+    reason: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+    """Shown to the tenant's callers in the 403 their requests get."""
+
+
+class TenantDeletion(_Wire):
+    """The first ``DELETE /operator/tenants/{id}``'s answer: nothing is deleted yet; send ``confirm`` back."""
+
+    tenant: TenantRead
+    confirmation_token: str
+    """``DELETE /operator/tenants/{id}?confirm=<token>`` deletes the tenant and all its data."""
+    expires_at: datetime
+    """The token is refused after this."""
