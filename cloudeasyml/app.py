@@ -19,6 +19,7 @@ from litestar.types import ControllerRouterHandler
 import cloudeasyml
 from cloudeasyml.api.auth import ApiKeyMiddleware
 from cloudeasyml.api.controllers.api_keys import ApiKeyController
+from cloudeasyml.api.controllers.audit import AuditController
 from cloudeasyml.api.controllers.batches import BatchController, FileController
 from cloudeasyml.api.controllers.deployments import DeploymentController
 from cloudeasyml.api.controllers.embeddings import EmbeddingsController
@@ -68,6 +69,7 @@ ROUTES: list[ControllerRouterHandler] = [
     OpenAIFileController,
     OpenAIBatchController,
     OperatorTenantController,
+    AuditController,
 ]
 
 

@@ -27,13 +27,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudeasyml.core.pricing import Pricing
 from cloudeasyml.domain.api_keys import ApiKeyService
+from cloudeasyml.domain.audit import Actor, AuditLog, AuditTrail
 from cloudeasyml.domain.batch.files import FileService
 from cloudeasyml.domain.batch.jobs import BatchService
 from cloudeasyml.domain.deployments import DeploymentService
 from cloudeasyml.domain.experiment import ExperimentService
 from cloudeasyml.domain.feedback import FeedbackService
 from cloudeasyml.domain.invoices import InvoiceService
-from cloudeasyml.domain.principal import Principal
+from cloudeasyml.domain.principal import OPERATOR_SCOPE, Principal
 from cloudeasyml.domain.revisions import RevisionService
 from cloudeasyml.domain.tenant_admin import TenantAdminService
 from cloudeasyml.domain.usage import UsageService
@@ -46,6 +47,8 @@ __all__ = (
     "WRITES",
     "Injected",
     "provide_api_key_service",
+    "provide_audit_log",
+    "provide_audit_trail",
     "provide_batch_service",
     "provide_caller",
     "provide_db_session",
@@ -182,6 +185,22 @@ def provide_batch_service(
     return BatchService(db_session, caller.tenant_id, services.files, services.settings.batch)
 
 
+def provide_audit_trail(
+    request: Request[Principal, Any, Any], db_session: Injected[AsyncSession], caller: Injected[Principal]
+) -> AuditTrail:
+    """Records the handler's changes in its transaction, as the caller's key from the client's address, about the
+    caller's tenant (the operator's changes name their tenant themselves).
+    """
+    client = request.client
+    actor = Actor(key_id=caller.key_id, client_ip=client.host if client is not None else None)
+    return AuditTrail(db_session, actor, None if caller.has_scope(OPERATOR_SCOPE) else caller.tenant_id)
+
+
+def provide_audit_log(db_session: Injected[AsyncSession], caller: Injected[Principal]) -> AuditLog:
+    """The audit log the caller may read: its tenant's, or every tenant's for the operator."""
+    return AuditLog(db_session, None if caller.has_scope(OPERATOR_SCOPE) else caller.tenant_id)
+
+
 def provide_tenant_admin_service(db_session: Injected[AsyncSession]) -> TenantAdminService:
     """Every tenant, for the platform operator (only ``/operator/...`` routes, guarded by ``operator``, name it)."""
     return TenantAdminService(db_session)
@@ -207,6 +226,8 @@ MANAGEMENT: dict[str, Provide] = {
     "files": _sync(provide_file_service),
     "batches": _sync(provide_batch_service),
     "tenant_admin": _sync(provide_tenant_admin_service),
+    "audit": _sync(provide_audit_trail),
+    "audit_log": _sync(provide_audit_log),
 }
 """The dependencies of the management controllers (set on each; Litestar resolves only those a handler names)."""
 

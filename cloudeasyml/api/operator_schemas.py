@@ -5,13 +5,15 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-from cloudeasyml.db.models import Tenant
+from cloudeasyml.db.models import AuditEvent, Tenant
 
 __all__ = (
+    "AuditEventRead",
+    "AuditList",
     "TenantCreate",
     "TenantCreated",
     "TenantDeletion",
@@ -106,3 +108,44 @@ class TenantDeletion(_Wire):
     """``DELETE /operator/tenants/{id}?confirm=<token>`` deletes the tenant and all its data."""
     expires_at: datetime
     """The token is refused after this."""
+
+
+class AuditEventRead(_Wire):
+    """One change in the audit log."""
+
+    id: int
+    tenant: uuid.UUID | None
+    """The tenant the change is about (null: none, e.g. a plan)."""
+    action: str
+    """``<resource>.<verb>``: ``tenant.created``, ``key.revoked``, ``deployment.updated``, ``webhook.deleted``, ..."""
+    resource_type: str
+    resource_id: str
+    actor_key_id: str | None
+    """The key that made the change (``sk_...`` a tenant's, ``op_...`` the operator's; null: the CLI)."""
+    client_ip: str | None
+    changes: dict[str, Any]
+    """``{field: {"from": old, "to": new}}``; never a secret."""
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: AuditEvent) -> AuditEventRead:
+        """The wire form of a row."""
+        return cls(
+            id=row.id,
+            tenant=row.tenant_id,
+            action=row.action,
+            resource_type=row.resource_type,
+            resource_id=row.resource_id,
+            actor_key_id=row.actor_key_id,
+            client_ip=row.client_ip,
+            changes=row.changes,
+            created_at=row.created_at,
+        )
+
+
+class AuditList(_Wire):
+    """A page of the audit log, newest first."""
+
+    items: list[AuditEventRead]
+    next_cursor: str | None
+    """Pass as ``cursor`` for the next page; null: this is the last."""

@@ -149,7 +149,7 @@ def _statuses(method: str, path: str, operation: Operation) -> set[int]:
         statuses |= {402, 404, 504}
     if method == "POST":
         statuses.add(409)  # an Idempotency-Key used for another request, or whose first request still runs
-    if (method, path) == ("GET", "/usage/records"):
+    if (method, path) in {("GET", "/usage/records"), ("GET", "/audit")}:
         statuses.add(400)  # a cursor the API did not give out
     if (method, path) == ("GET", "/invoices/{month}"):
         statuses.add(422)  # a month that is not YYYY-MM

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cloudeasyml.core.clock import utc_now
@@ -16,6 +16,7 @@ from cloudeasyml.db.types import Money, UTCDateTime
 
 __all__ = (
     "ApiKey",
+    "AuditEvent",
     "BatchChunk",
     "BatchFile",
     "BatchJob",
@@ -70,6 +71,37 @@ class OperatorKey(Base):
     secret_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(Base):
+    """One change to a tenant, a plan, a key, a deployment or a webhook: who made it (key id), when, from which
+    address, and what changed. Written in the transaction of the change; never updated. No secret is ever in it.
+    """
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        Index("ix_audit_event_tenant_id_id", "tenant_id", "id"),
+        Index("ix_audit_event_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    """Increasing: the order of the log, and its cursor."""
+    # No foreign key: the log of a tenant outlives it (its deletion is the last event).
+    tenant_id: Mapped[uuid.UUID | None]
+    """The tenant the change is about (None: not one tenant's, e.g. a plan)."""
+    actor_key_id: Mapped[str | None] = mapped_column(String(32))
+    """The key that made the change: a tenant's ``sk_...`` or an operator's ``op_...`` (None: the CLI)."""
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+    """The address the request came from, as the server saw it (a proxy's, behind one)."""
+    action: Mapped[str] = mapped_column(String(64))
+    """``<resource>.<verb>``, e.g. ``key.created``, ``deployment.updated``, ``tenant.suspended``."""
+    resource_type: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    changes: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """``{field: {"from": old, "to": new}}`` (only ``to`` at creation, only ``from`` at deletion); secrets never."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
 
 
 class User(Base):

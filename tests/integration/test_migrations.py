@@ -32,6 +32,7 @@ TABLES = {
     "invoice",
     "usage_daily",
     "operator_key",
+    "audit_event",
 }
 
 

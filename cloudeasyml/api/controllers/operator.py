@@ -26,6 +26,8 @@ from cloudeasyml.api.operator_schemas import (
     TenantSuspend,
     TenantUpdate,
 )
+from cloudeasyml.db.models import Tenant
+from cloudeasyml.domain.audit import AuditTrail, created, deleted, diff
 from cloudeasyml.domain.principal import OPERATOR_SCOPE
 from cloudeasyml.domain.tenant_admin import TenantAdminService
 from cloudeasyml.domain.tenants import UNCHANGED
@@ -42,6 +44,11 @@ def _given(value: object) -> object:
     return UNCHANGED if value is msgspec.UNSET else value
 
 
+def _audited(row: Tenant) -> dict[str, object]:
+    """What the audit log keeps of a tenant."""
+    return {"name": row.name, "plan": row.plan, "spendCap": row.spend_cap, "requestCap": row.request_cap}
+
+
 class OperatorTenantController(Controller):
     """Create, list, read, change, suspend, resume and delete tenants."""
 
@@ -52,12 +59,17 @@ class OperatorTenantController(Controller):
 
     @post("/", summary="Create a tenant", dependencies=WRITES)
     async def create_tenant(
-        self, tenant_admin: Injected[TenantAdminService], data: Annotated[TenantCreate, Body()]
+        self,
+        tenant_admin: Injected[TenantAdminService],
+        audit: Injected[AuditTrail],
+        data: Annotated[TenantCreate, Body()],
     ) -> TenantCreated:
         """A tenant, its owner user and the owner's ``admin`` key; the full ``key`` is in this response only."""
         new = await tenant_admin.create(
             data.name, data.owner_email, plan=data.plan, spend_cap=data.spend_cap, request_cap=data.request_cap
         )
+        changes = created({**_audited(new.tenant), "ownerEmail": new.owner.email, "ownerKeyId": new.key_id})
+        audit.record("tenant.created", "tenant", new.tenant.id, changes, tenant=new.tenant.id)
         return TenantCreated(
             tenant=TenantRead.of(new.tenant), owner_user_id=new.owner.id, key_id=new.key_id, key=new.key
         )
@@ -85,6 +97,7 @@ class OperatorTenantController(Controller):
         tenant_admin: Injected[TenantAdminService],
         db_session: Injected[AsyncSession],
         services: Injected[Services],
+        audit: Injected[AuditTrail],
         tenant_ref: FromPath[uuid.UUID],
         data: Annotated[TenantUpdate, Body()],
     ) -> TenantRead:
@@ -92,10 +105,14 @@ class OperatorTenantController(Controller):
         caps (a null cap removes it; servers apply caps within ``CLOUDEASYML_QUOTA__REFRESH_SECONDS``).
         """
         plan = None if data.plan is msgspec.UNSET else data.plan
+        before = _audited(await tenant_admin.get(tenant_ref))
         row = await tenant_admin.update(
             tenant_ref, plan=plan, spend_cap=_given(data.spend_cap), request_cap=_given(data.request_cap)
         )
         read = TenantRead.of(row)
+        changes = diff(before, _audited(row))
+        if changes:
+            audit.record("tenant.updated", "tenant", tenant_ref, changes, tenant=tenant_ref)
         keys = await tenant_admin.key_ids(tenant_ref) if plan is not None else []
         await db_session.commit()  # committed before the caches read the tenant again
         await services.tenant_changed(keys)
@@ -107,14 +124,19 @@ class OperatorTenantController(Controller):
         tenant_admin: Injected[TenantAdminService],
         db_session: Injected[AsyncSession],
         services: Injected[Services],
+        audit: Injected[AuditTrail],
         tenant_ref: FromPath[uuid.UUID],
         data: Annotated[TenantSuspend | None, Body()] = None,
     ) -> TenantRead:
         """Every key of the tenant is refused with 403 from now on, on every process (at once where they share
         Redis, else within ``CLOUDEASYML_SERVER__KEY_CACHE_SECONDS``): predictions and management calls alike.
         """
-        row = await tenant_admin.suspend(tenant_ref, data.reason if data is not None else None)
+        reason = data.reason if data is not None else None
+        was = (await tenant_admin.get(tenant_ref)).suspended_at is not None
+        row = await tenant_admin.suspend(tenant_ref, reason)
         read = TenantRead.of(row)
+        changes = {"status": {"from": "suspended" if was else "active", "to": "suspended"}, "reason": {"to": reason}}
+        audit.record("tenant.suspended", "tenant", tenant_ref, changes, tenant=tenant_ref)
         keys = await tenant_admin.key_ids(tenant_ref)
         await db_session.commit()
         await services.tenant_changed(keys)
@@ -126,11 +148,15 @@ class OperatorTenantController(Controller):
         tenant_admin: Injected[TenantAdminService],
         db_session: Injected[AsyncSession],
         services: Injected[Services],
+        audit: Injected[AuditTrail],
         tenant_ref: FromPath[uuid.UUID],
     ) -> TenantRead:
         """The tenant's keys work again (those not revoked or expired)."""
+        was = (await tenant_admin.get(tenant_ref)).suspended_at is not None
         row = await tenant_admin.resume(tenant_ref)
         read = TenantRead.of(row)
+        changes = {"status": {"from": "suspended" if was else "active", "to": "active"}}
+        audit.record("tenant.resumed", "tenant", tenant_ref, changes, tenant=tenant_ref)
         keys = await tenant_admin.key_ids(tenant_ref)
         await db_session.commit()
         await services.tenant_changed(keys)
@@ -148,6 +174,7 @@ class OperatorTenantController(Controller):
         tenant_admin: Injected[TenantAdminService],
         db_session: Injected[AsyncSession],
         services: Injected[Services],
+        audit: Injected[AuditTrail],
         tenant_ref: FromPath[uuid.UUID],
         confirm: Annotated[str | None, QueryParameter(min_length=1, max_length=200)] = None,
     ) -> Response[TenantDeletion | None]:
@@ -161,8 +188,17 @@ class OperatorTenantController(Controller):
             valid = services.settings.operator.deletion_token_seconds
             token = await tenant_admin.request_deletion(tenant_ref, valid)
             body = TenantDeletion(tenant=tenant, confirmation_token=token.token, expires_at=token.expires_at)
+            # The token is a secret: only that one was given, and until when.
+            audit.record(
+                "tenant.deletion_requested",
+                "tenant",
+                tenant_ref,
+                {"expiresAt": {"to": token.expires_at}},
+                tenant=tenant_ref,
+            )
             return Response(body, status_code=202)
-        deleted = await tenant_admin.delete(tenant_ref, confirm)
+        gone = await tenant_admin.delete(tenant_ref, confirm)
+        audit.record("tenant.deleted", "tenant", tenant_ref, deleted({"name": gone.name}), tenant=tenant_ref)
         await db_session.commit()  # gone from the database before the caches forget it
-        await services.tenant_deleted(deleted)
+        await services.tenant_deleted(gone)
         return Response(None, status_code=204)
