@@ -32,6 +32,7 @@ from cloudeasyml.api.controllers.metrics import MetricsController
 from cloudeasyml.api.controllers.models import ModelController
 from cloudeasyml.api.controllers.openai_batches import OpenAIBatchController, OpenAIFileController
 from cloudeasyml.api.controllers.operator import OperatorTenantController
+from cloudeasyml.api.controllers.plans import PlanController
 from cloudeasyml.api.controllers.usage import UsageController
 from cloudeasyml.api.controllers.v2 import OpenInferenceController
 from cloudeasyml.api.controllers.webhooks import WebhookController
@@ -70,6 +71,7 @@ ROUTES: list[ControllerRouterHandler] = [
     OpenAIBatchController,
     OperatorTenantController,
     AuditController,
+    PlanController,
 ]
 
 

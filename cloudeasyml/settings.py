@@ -332,6 +332,8 @@ class OperatorSettings(msgspec.Struct, frozen=True):
 
     deletion_token_seconds: Annotated[float, msgspec.Meta(gt=0)] = 600.0
     """How long the confirmation token of ``DELETE /operator/tenants/{id}`` stays valid; past it, ask again."""
+    plan_refresh_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    """How often each process reads the stored plans again (at once, with Redis, when one is changed)."""
 
 
 class BatchSettings(msgspec.Struct, frozen=True):

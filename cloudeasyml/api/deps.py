@@ -34,6 +34,7 @@ from cloudeasyml.domain.deployments import DeploymentService
 from cloudeasyml.domain.experiment import ExperimentService
 from cloudeasyml.domain.feedback import FeedbackService
 from cloudeasyml.domain.invoices import InvoiceService
+from cloudeasyml.domain.plans import PlanService
 from cloudeasyml.domain.principal import OPERATOR_SCOPE, Principal
 from cloudeasyml.domain.revisions import RevisionService
 from cloudeasyml.domain.tenant_admin import TenantAdminService
@@ -53,6 +54,7 @@ __all__ = (
     "provide_caller",
     "provide_db_session",
     "provide_deployment_service",
+    "provide_plan_service",
     "provide_revision_service",
     "provide_experiment_service",
     "provide_feedback_service",
@@ -112,9 +114,7 @@ def provide_deployment_service(
     db_session: Injected[AsyncSession], caller: Injected[Principal], services: Injected[Services]
 ) -> DeploymentService:
     """The caller's tenant's deployments."""
-    return DeploymentService(
-        db_session, caller.tenant_id, services.catalog, services.resolver, limits=services.settings.limits
-    )
+    return DeploymentService(db_session, caller.tenant_id, services.catalog, services.resolver, limits=services.limits)
 
 
 def provide_revision_service(
@@ -201,6 +201,11 @@ def provide_audit_log(db_session: Injected[AsyncSession], caller: Injected[Princ
     return AuditLog(db_session, None if caller.has_scope(OPERATOR_SCOPE) else caller.tenant_id)
 
 
+def provide_plan_service(db_session: Injected[AsyncSession], services: Injected[Services]) -> PlanService:
+    """The plans, stored and the code's (not tenant-scoped: plans are the platform's)."""
+    return PlanService(db_session, services.settings.limits)
+
+
 def provide_tenant_admin_service(db_session: Injected[AsyncSession]) -> TenantAdminService:
     """Every tenant, for the platform operator (only ``/operator/...`` routes, guarded by ``operator``, name it)."""
     return TenantAdminService(db_session)
@@ -228,6 +233,7 @@ MANAGEMENT: dict[str, Provide] = {
     "tenant_admin": _sync(provide_tenant_admin_service),
     "audit": _sync(provide_audit_trail),
     "audit_log": _sync(provide_audit_log),
+    "plans": _sync(provide_plan_service),
 }
 """The dependencies of the management controllers (set on each; Litestar resolves only those a handler names)."""
 

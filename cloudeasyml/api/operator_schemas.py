@@ -9,9 +9,14 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from cloudeasyml.core.pricing import Pricing
 from cloudeasyml.db.models import AuditEvent, Tenant
+from cloudeasyml.domain.plans import PlanRecord
 
 __all__ = (
+    "PlanCreate",
+    "PlanRead",
+    "PlanUpdate",
     "AuditEventRead",
     "AuditList",
     "TenantCreate",
@@ -32,6 +37,11 @@ RequestCap = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
 
 class _Wire(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
     pass
+
+
+def _amount(value: Decimal | None) -> Decimal | None:
+    """An amount without the storage's trailing zeros (``100``, not ``100.0000000000`` nor ``1E+2``)."""
+    return None if value is None else Decimal(format(value.normalize(), "f"))
 
 
 class TenantRead(_Wire):
@@ -56,7 +66,7 @@ class TenantRead(_Wire):
             id=row.id,
             name=row.name,
             plan=row.plan,
-            spend_cap=row.spend_cap,
+            spend_cap=_amount(row.spend_cap),
             request_cap=row.request_cap,
             status="suspended" if row.suspended_at is not None else "active",
             suspended_at=row.suspended_at,
@@ -72,8 +82,10 @@ class TenantCreate(_Wire):
     owner_email: Email
     """The tenant's first user (role owner), who holds the owner key."""
     plan: PlanName = "default"
-    spend_cap: SpendCap | None = None
-    request_cap: RequestCap | None = None
+    spend_cap: SpendCap | None | msgspec.UnsetType = msgspec.UNSET
+    """Absent: the plan's default (``/plans``), else none; null: none."""
+    request_cap: RequestCap | None | msgspec.UnsetType = msgspec.UNSET
+    """Absent: the plan's default, else none; null: none."""
 
 
 class TenantCreated(_Wire):
@@ -149,3 +161,71 @@ class AuditList(_Wire):
     items: list[AuditEventRead]
     next_cursor: str | None
     """Pass as ``cursor`` for the next page; null: this is the last."""
+
+
+Limit = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Prices = Annotated[dict[ModelName, Pricing], msgspec.Meta(max_length=1000)]
+
+
+class PlanRead(_Wire):
+    """A price plan: stored (``source`` ``database``) or the code's (``code``: the settings' limits and the models'
+    own prices).
+    """
+
+    name: str
+    source: Literal["code", "database"]
+    description: str
+    prices: dict[str, Pricing]
+    """Per model; a model not named here is priced by its plugin."""
+    rate_limit_per_minute: int | None
+    """Most requests per minute any one key of a tenant on the plan may make (null: the key's own limit)."""
+    spend_cap: Decimal | None
+    """The monthly spend cap of a tenant created on the plan without one."""
+    request_cap: int | None
+    """The monthly request cap of a tenant created on the plan without one."""
+    max_deployments: int | None
+    """Null: the settings' default (``CLOUDEASYML_LIMITS__MAX_DEPLOYMENTS``)."""
+    max_loaded_deployments: int | None
+    bill_shadow: bool | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+    @classmethod
+    def of(cls, plan: PlanRecord) -> PlanRead:
+        """The wire form of a plan."""
+        return cls(
+            name=plan.name,
+            source="database" if plan.stored else "code",
+            description=plan.description,
+            prices=plan.prices,
+            rate_limit_per_minute=plan.rate_limit_per_minute,
+            spend_cap=_amount(plan.spend_cap),
+            request_cap=plan.request_cap,
+            max_deployments=plan.limits.max_deployments,
+            max_loaded_deployments=plan.limits.max_loaded_deployments,
+            bill_shadow=plan.limits.bill_shadow,
+            created_at=plan.created_at,
+            updated_at=plan.updated_at,
+        )
+
+
+class PlanUpdate(_Wire):
+    """Body of ``PATCH /plans/{name}`` (absent fields stay; null removes an optional one). ``prices`` replaces the
+    whole price list.
+    """
+
+    description: Annotated[str, msgspec.Meta(max_length=500)] | msgspec.UnsetType = msgspec.UNSET
+    prices: Prices | msgspec.UnsetType = msgspec.UNSET
+    rate_limit_per_minute: Limit | None | msgspec.UnsetType = msgspec.UNSET
+    spend_cap: SpendCap | None | msgspec.UnsetType = msgspec.UNSET
+    request_cap: RequestCap | None | msgspec.UnsetType = msgspec.UNSET
+    max_deployments: Limit | None | msgspec.UnsetType = msgspec.UNSET
+    max_loaded_deployments: Limit | None | msgspec.UnsetType = msgspec.UNSET
+    bill_shadow: bool | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class PlanCreate(PlanUpdate, kw_only=True):
+    """Body of ``POST /plans``."""
+
+    name: PlanName

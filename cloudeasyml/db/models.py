@@ -27,6 +27,7 @@ __all__ = (
     "IdempotencyRecord",
     "Invoice",
     "OperatorKey",
+    "Plan",
     "Tenant",
     "UsageDaily",
     "UsageRecord",
@@ -102,6 +103,32 @@ class AuditEvent(Base):
     changes: Mapped[dict[str, Any]] = mapped_column(JSON)
     """``{field: {"from": old, "to": new}}`` (only ``to`` at creation, only ``from`` at deletion); secrets never."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class Plan(Base):
+    """A price plan stored as data (``/plans``): prices per model, a per-key rate limit, default monthly caps and
+    deployment limits. A plan not stored here is the code's (``CLOUDEASYML_LIMITS__PLANS``, the models' prices).
+    """
+
+    __tablename__ = "plan"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    prices: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """``{model name: {"perRequest", "perSecond", "perGpuHour"}}`` (decimal strings); a model not named here is
+    priced by its plugin (and the ``cloudeasyml_adjust_pricing`` hooks)."""
+    rate_limit_per_minute: Mapped[int | None]
+    """Most requests per minute any one key of a tenant on the plan may make (None: the key's own limit only)."""
+    spend_cap: Mapped[Decimal | None] = mapped_column(Money)
+    """The monthly spend cap a tenant created on the plan gets when none is given."""
+    request_cap: Mapped[int | None]
+    """The monthly request cap a tenant created on the plan gets when none is given."""
+    max_deployments: Mapped[int | None]
+    max_loaded_deployments: Mapped[int | None]
+    bill_shadow: Mapped[bool | None]
+    """None: ``CLOUDEASYML_LIMITS__BILL_SHADOW``."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
 
 
 class User(Base):

@@ -33,6 +33,7 @@ TABLES = {
     "usage_daily",
     "operator_key",
     "audit_event",
+    "plan",
 }
 
 

@@ -62,11 +62,21 @@ class OperatorTenantController(Controller):
         self,
         tenant_admin: Injected[TenantAdminService],
         audit: Injected[AuditTrail],
+        services: Injected[Services],
         data: Annotated[TenantCreate, Body()],
     ) -> TenantCreated:
-        """A tenant, its owner user and the owner's ``admin`` key; the full ``key`` is in this response only."""
+        """A tenant, its owner user and the owner's ``admin`` key; the full ``key`` is in this response only. Caps
+        not given are the plan's defaults (``/plans``), none if it has none.
+        """
+        plan = services.plans.get(data.plan)
+        spend_cap = plan.spend_cap if plan is not None else None
+        request_cap = plan.request_cap if plan is not None else None
         new = await tenant_admin.create(
-            data.name, data.owner_email, plan=data.plan, spend_cap=data.spend_cap, request_cap=data.request_cap
+            data.name,
+            data.owner_email,
+            plan=data.plan,
+            spend_cap=spend_cap if data.spend_cap is msgspec.UNSET else data.spend_cap,
+            request_cap=request_cap if data.request_cap is msgspec.UNSET else data.request_cap,
         )
         changes = created({**_audited(new.tenant), "ownerEmail": new.owner.email, "ownerKeyId": new.key_id})
         audit.record("tenant.created", "tenant", new.tenant.id, changes, tenant=new.tenant.id)
