@@ -257,3 +257,23 @@ def test_cli_operator_key_suspends_a_tenant_across_real_processes_sharing_redis(
                 if statuses[-1] == 403:
                     break
             assert statuses[-1] == 403, statuses
+
+
+def test_the_cli_makes_lists_and_revokes_operator_keys(migrated_url: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cloudeasyml.cli.main import cli
+
+    env = {"CLOUDEASYML_DATABASE_URL": migrated_url, "CLOUDEASYML_HOME": str(tmp_path)}
+    runner = CliRunner()
+    made = runner.invoke(cli, ["operators", "create", "night-shift", "--json"], env=env)
+    assert made.exit_code == 0, made.output
+    issued = json.loads(made.output)
+    assert issued["keyId"].startswith("op_") and issued["key"].startswith(issued["keyId"] + ".")
+    assert issued["scopes"] == ["operator"]
+    listed = runner.invoke(cli, ["operators", "list"], env=env).output
+    assert issued["keyId"] in listed and "night-shift" in listed and issued["key"] not in listed
+    assert runner.invoke(cli, ["operators", "revoke", issued["keyId"]], env=env).exit_code == 0
+    assert "revoked" in runner.invoke(cli, ["operators", "list"], env=env).output
+    unknown = runner.invoke(cli, ["operators", "revoke", "op_AAAAAAAAAAAAAAAA"], env=env)
+    assert unknown.exit_code != 0 and "no operator key" in unknown.output
