@@ -77,7 +77,10 @@ async def claim(session: AsyncSession, lease: timedelta) -> Claim | None:
     query = (
         select(BatchChunk.job_id, BatchChunk.index, BatchChunk.attempts, BatchChunk.status)
         .join(BatchJob, BatchJob.id == BatchChunk.job_id)
+        # A suspended tenant's jobs wait (their chunks running now finish); they go on once it is resumed.
+        .join(Tenant, Tenant.id == BatchJob.tenant_id)
         .where(
+            Tenant.suspended_at.is_(None),
             BatchJob.status.in_(RUNNABLE),
             BatchJob.expires_at > now,
             or_(BatchJob.paused_until.is_(None), BatchJob.paused_until <= now),
