@@ -28,10 +28,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from cloudeasyml.app import create_app
-from cloudeasyml.plugins.manager import PluginManager, get_plugin_manager
-from cloudeasyml.settings import DatabaseSettings, RuntimeSettings, Settings
 from cloudeasyml.db.engine import one_transaction
 from cloudeasyml.domain.operators import issue_operator_key
+from cloudeasyml.plugins.manager import PluginManager, get_plugin_manager
+from cloudeasyml.settings import DatabaseSettings, RuntimeSettings, Settings
 from tests.conftest import bearer, new_tenant
 from tests.support import tiny_model
 from tests.support.live_server import serve_in_thread
