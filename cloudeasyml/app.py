@@ -19,6 +19,7 @@ from litestar.types import ControllerRouterHandler
 import cloudeasyml
 from cloudeasyml.api.auth import ApiKeyMiddleware
 from cloudeasyml.api.controllers.api_keys import ApiKeyController
+from cloudeasyml.api.controllers.audit import AuditController
 from cloudeasyml.api.controllers.batches import BatchController, FileController
 from cloudeasyml.api.controllers.deployments import DeploymentController
 from cloudeasyml.api.controllers.embeddings import EmbeddingsController
@@ -30,6 +31,8 @@ from cloudeasyml.api.controllers.invoices import InvoiceController
 from cloudeasyml.api.controllers.metrics import MetricsController
 from cloudeasyml.api.controllers.models import ModelController
 from cloudeasyml.api.controllers.openai_batches import OpenAIBatchController, OpenAIFileController
+from cloudeasyml.api.controllers.operator import OperatorTenantController
+from cloudeasyml.api.controllers.plans import PlanController
 from cloudeasyml.api.controllers.usage import UsageController
 from cloudeasyml.api.controllers.v2 import OpenInferenceController
 from cloudeasyml.api.controllers.webhooks import WebhookController
@@ -66,6 +69,9 @@ ROUTES: list[ControllerRouterHandler] = [
     BatchController,
     OpenAIFileController,
     OpenAIBatchController,
+    OperatorTenantController,
+    AuditController,
+    PlanController,
 ]
 
 

@@ -29,6 +29,7 @@ __all__ = (
     "SpendCapReachedError",
     "StorageQuotaExceededError",
     "TenantLimitReachedError",
+    "TenantSuspendedError",
     "UsageJournalError",
 )
 
@@ -53,6 +54,10 @@ class PermissionDeniedError(CloudEasyMLError):
     """The caller is authenticated but its key lacks a scope the operation needs."""
 
     title = "Forbidden"
+
+
+class TenantSuspendedError(PermissionDeniedError):
+    """The caller's tenant is suspended by the platform operator: every key of it is refused until it is resumed."""
 
 
 class NotFoundError(CloudEasyMLError):

@@ -11,17 +11,25 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from cloudeasyml.core.pricing import Pricing
 from cloudeasyml.db.engine import create_engine, session_factory
 from cloudeasyml.domain.authenticator import ApiKeyAuthenticator
 from cloudeasyml.domain.batch.lines import Describe, describe_plain
 from cloudeasyml.domain.batch.runner import ChunkRunner
 from cloudeasyml.domain.batch.storage import FileStorage
 from cloudeasyml.domain.batch.worker import BatchWorker
-from cloudeasyml.domain.broadcast import CHANGED_DEPLOYMENTS, DELETED_DEPLOYMENTS, REVOKED_KEYS, Broadcast
+from cloudeasyml.domain.broadcast import (
+    CHANGED_DEPLOYMENTS,
+    CHANGED_PLANS,
+    DELETED_DEPLOYMENTS,
+    REVOKED_KEYS,
+    Broadcast,
+)
 from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.deployment_status import LoadOutcomes
 from cloudeasyml.domain.idempotency import IdempotencyStore
 from cloudeasyml.domain.inference import InferenceService
+from cloudeasyml.domain.plans import LiveLimits, PlanBook
 from cloudeasyml.domain.quota import QuotaGuard
 from cloudeasyml.domain.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from cloudeasyml.domain.rollout import Rollout
@@ -42,6 +50,8 @@ from cloudeasyml.settings import Settings
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+    from cloudeasyml.domain.tenant_admin import DeletedTenant
 
 __all__ = ("Services", "build_catalog_from_settings", "build_services", "memory_budget_bytes")
 
@@ -82,6 +92,10 @@ class Services:
     """Batch input and output files (the artifact store's ``files/``)."""
     batches: BatchWorker
     """This process's batch workers."""
+    plans: PlanBook
+    """The stored plans (``/plans``), this process's copy."""
+    limits: LiveLimits
+    """``settings.limits`` with the stored plans' limits laid over: what every limit by plan is read from."""
     redis: Redis | None = None
     """Shared state across processes (``CLOUDEASYML_REDIS__URL``); None: each process on its own."""
     broadcast: Broadcast | None = None
@@ -91,6 +105,7 @@ class Services:
         """Start background work (the meter: replay of journals left by stopped processes, then its writer; the
         Redis subscriber; the webhook dispatcher).
         """
+        await self.plans.start()
         await self.meter.start()
         await self.outcomes.start()
         if self.broadcast is not None:
@@ -106,6 +121,7 @@ class Services:
         """
         await self.webhooks.stop()
         await self.batches.stop()
+        await self.plans.stop()
         await self.inference.shadows.close()
         await self.registry.close()
         await self.notices.close()
@@ -143,6 +159,29 @@ class Services:
         if self.broadcast is not None:
             for key_id in key_ids:
                 await self.broadcast.publish(REVOKED_KEYS, key_id)
+
+    async def plans_changed(self) -> None:
+        """A stored plan changed (committed): read the plans again here at once, and in every other process
+        through Redis (without it, within ``operator.plan_refresh_seconds``).
+        """
+        await self.plans.refresh()
+        if self.broadcast is not None:
+            await self.broadcast.publish(CHANGED_PLANS, "plans")
+
+    async def tenant_changed(self, key_ids: Sequence[str]) -> None:
+        """A tenant's suspension, resumption or plan changed (committed): every process reads its keys again at
+        once (the key-revocation broadcast: the key cache holds the tenant's state with each key).
+        """
+        await self.keys_revoked(key_ids)
+
+    async def tenant_deleted(self, deleted: DeletedTenant) -> None:
+        """A deleted tenant (committed): its keys forgotten and its deployments unloaded in every process, its
+        batch files removed from the artifact store.
+        """
+        await self.keys_revoked(deleted.key_ids)
+        for spec in deleted.deployments:
+            await self.deployment_deleted(spec)
+        self.files.remove_tenant(deleted.tenant_id)
 
     async def deployment_deleted(self, spec: DeploymentSpec) -> None:
         """Stop serving a deleted deployment: here (its in-flight requests drain first), and in every other
@@ -243,8 +282,16 @@ def build_services(
         max_tenants=cache_entries,
         on_crossing=notices.quota_crossed,
     )
-    pricing = PricingBook(pm, batch_factor=settings.batch.price_factor)
-    rollout = Rollout(registry, directory, catalog, settings.limits)
+    plans = PlanBook(sessions, refresh_seconds=settings.operator.plan_refresh_seconds)
+    limits = LiveLimits.over(settings.limits, plans)
+
+    def stored_price(plan: str, model: str) -> Pricing | None:
+        stored = plans.get(plan)
+        return stored.prices.get(model) if stored is not None else None
+
+    pricing = PricingBook(pm, batch_factor=settings.batch.price_factor, stored=stored_price)
+    plans.on_change(pricing.clear)
+    rollout = Rollout(registry, directory, catalog, limits)
     directory.watch(_changed_unseen(rollout))
     inference = InferenceService(
         catalog,
@@ -254,7 +301,7 @@ def build_services(
         pricing=pricing,
         metrics=metrics,
         quota=quota,
-        limits=settings.limits,
+        limits=limits,
         outcomes=outcomes,
     )
     files = FileStorage(settings.artifact_path)
@@ -285,8 +332,10 @@ def build_services(
         pricing=pricing,
         files=files,
         batches=batches,
+        plans=plans,
+        limits=limits,
         redis=redis,
-        broadcast=_broadcast(redis, authenticator, directory, registry, rollout) if redis is not None else None,
+        broadcast=_broadcast(redis, authenticator, directory, registry, rollout, plans) if redis is not None else None,
     )
 
 
@@ -296,6 +345,7 @@ def _broadcast(
     directory: DeploymentDirectory,
     registry: ServingRegistry,
     rollout: Rollout,
+    plans: PlanBook,
 ) -> Broadcast:
     return Broadcast(
         redis,
@@ -303,6 +353,7 @@ def _broadcast(
             REVOKED_KEYS: authenticator.forget,
             DELETED_DEPLOYMENTS: _deleted_elsewhere(directory, registry),
             CHANGED_DEPLOYMENTS: _changed_elsewhere(directory, rollout),
+            CHANGED_PLANS: plans.refresh_soon,
         },
     )
 

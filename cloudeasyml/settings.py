@@ -18,6 +18,7 @@ __all__ = (
     "PlanLimits",
     "MeteringSettings",
     "OpenInferenceSettings",
+    "OperatorSettings",
     "OutcomeSettings",
     "PluginSettings",
     "QuotaSettings",
@@ -326,6 +327,15 @@ class IdempotencySettings(msgspec.Struct, frozen=True):
     """How often, at most, each server process deletes the keys older than ``ttl_seconds``."""
 
 
+class OperatorSettings(msgspec.Struct, frozen=True):
+    """The platform operator's API (``/operator/...``, README "Operators")."""
+
+    deletion_token_seconds: Annotated[float, msgspec.Meta(gt=0)] = 600.0
+    """How long the confirmation token of ``DELETE /operator/tenants/{id}`` stays valid; past it, ask again."""
+    plan_refresh_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    """How often each process reads the stored plans again (at once, with Redis, when one is changed)."""
+
+
 class BatchSettings(msgspec.Struct, frozen=True):
     """Batch inference (``/files``, ``/batches``): input files, their limits, and the workers that run jobs."""
 
@@ -371,6 +381,7 @@ class Settings(msgspec.Struct, frozen=True):
     outcomes: OutcomeSettings = OutcomeSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
     batch: BatchSettings = BatchSettings()
+    operator: OperatorSettings = OperatorSettings()
     home: str = ""
     """Data directory for the embedded defaults. Empty means ``~/.cloudeasyml``."""
 

@@ -74,8 +74,12 @@ async def authenticate_scope(scope: Scope) -> Principal:
         raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
     services = scope["litestar_app"].state.services
     principal = await services.authenticator.authenticate(token)
-    if principal.rate_limit_per_minute:
-        await services.rate_limiter.check(principal.key_id, principal.rate_limit_per_minute)
+    rate = principal.rate_limit_per_minute
+    plan_rate = services.plans.rate_limit(principal.plan)  # a dict lookup: the stored plans are held in memory
+    if plan_rate is not None and (not rate or plan_rate < rate):
+        rate = plan_rate
+    if rate:
+        await services.rate_limiter.check(principal.key_id, rate)
     scope["user"] = principal
     scope["auth"] = principal.key_id
     return principal

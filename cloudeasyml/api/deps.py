@@ -27,14 +27,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudeasyml.core.pricing import Pricing
 from cloudeasyml.domain.api_keys import ApiKeyService
+from cloudeasyml.domain.audit import Actor, AuditLog, AuditTrail
 from cloudeasyml.domain.batch.files import FileService
 from cloudeasyml.domain.batch.jobs import BatchService
 from cloudeasyml.domain.deployments import DeploymentService
 from cloudeasyml.domain.experiment import ExperimentService
 from cloudeasyml.domain.feedback import FeedbackService
 from cloudeasyml.domain.invoices import InvoiceService
-from cloudeasyml.domain.principal import Principal
+from cloudeasyml.domain.plans import PlanService
+from cloudeasyml.domain.principal import OPERATOR_SCOPE, Principal
 from cloudeasyml.domain.revisions import RevisionService
+from cloudeasyml.domain.tenant_admin import TenantAdminService
 from cloudeasyml.domain.usage import UsageService
 from cloudeasyml.domain.webhooks.endpoints import WebhookEndpointService
 from cloudeasyml.errors import NotFoundError
@@ -45,15 +48,19 @@ __all__ = (
     "WRITES",
     "Injected",
     "provide_api_key_service",
+    "provide_audit_log",
+    "provide_audit_trail",
     "provide_batch_service",
     "provide_caller",
     "provide_db_session",
     "provide_deployment_service",
+    "provide_plan_service",
     "provide_revision_service",
     "provide_experiment_service",
     "provide_feedback_service",
     "provide_file_service",
     "provide_services",
+    "provide_tenant_admin_service",
     "provide_transaction",
     "provide_usage_service",
     "provide_webhook_service",
@@ -107,9 +114,7 @@ def provide_deployment_service(
     db_session: Injected[AsyncSession], caller: Injected[Principal], services: Injected[Services]
 ) -> DeploymentService:
     """The caller's tenant's deployments."""
-    return DeploymentService(
-        db_session, caller.tenant_id, services.catalog, services.resolver, limits=services.settings.limits
-    )
+    return DeploymentService(db_session, caller.tenant_id, services.catalog, services.resolver, limits=services.limits)
 
 
 def provide_revision_service(
@@ -180,6 +185,32 @@ def provide_batch_service(
     return BatchService(db_session, caller.tenant_id, services.files, services.settings.batch)
 
 
+def provide_audit_trail(
+    request: Request[Principal, Any, Any], db_session: Injected[AsyncSession], caller: Injected[Principal]
+) -> AuditTrail:
+    """Records the handler's changes in its transaction, as the caller's key from the client's address, about the
+    caller's tenant (the operator's changes name their tenant themselves).
+    """
+    client = request.client
+    actor = Actor(key_id=caller.key_id, client_ip=client.host if client is not None else None)
+    return AuditTrail(db_session, actor, None if caller.has_scope(OPERATOR_SCOPE) else caller.tenant_id)
+
+
+def provide_audit_log(db_session: Injected[AsyncSession], caller: Injected[Principal]) -> AuditLog:
+    """The audit log the caller may read: its tenant's, or every tenant's for the operator."""
+    return AuditLog(db_session, None if caller.has_scope(OPERATOR_SCOPE) else caller.tenant_id)
+
+
+def provide_plan_service(db_session: Injected[AsyncSession], services: Injected[Services]) -> PlanService:
+    """The plans, stored and the code's (not tenant-scoped: plans are the platform's)."""
+    return PlanService(db_session, services.settings.limits)
+
+
+def provide_tenant_admin_service(db_session: Injected[AsyncSession]) -> TenantAdminService:
+    """Every tenant, for the platform operator (only ``/operator/...`` routes, guarded by ``operator``, name it)."""
+    return TenantAdminService(db_session)
+
+
 def _sync(provider: Any) -> Provide:
     # Cheap, non-blocking builders: run them on the event loop rather than in a worker thread.
     return Provide(provider, sync_to_thread=False)
@@ -199,6 +230,10 @@ MANAGEMENT: dict[str, Provide] = {
     "experiment": _sync(provide_experiment_service),
     "files": _sync(provide_file_service),
     "batches": _sync(provide_batch_service),
+    "tenant_admin": _sync(provide_tenant_admin_service),
+    "audit": _sync(provide_audit_trail),
+    "audit_log": _sync(provide_audit_log),
+    "plans": _sync(provide_plan_service),
 }
 """The dependencies of the management controllers (set on each; Litestar resolves only those a handler names)."""
 

@@ -35,7 +35,7 @@ _WHY = {
     400: "Malformed request (JSON that cannot be parsed, or nested too deeply)",
     401: "Missing, unknown, expired or revoked API key",
     402: "The tenant's monthly spend cap is reached (`Retry-After`)",
-    403: "The key lacks the scope this operation needs",
+    403: "The key lacks the scope this operation needs, or its tenant is suspended",
     404: "No such resource for this tenant",
     409: "A conflict: a duplicate name, a deployment changed meanwhile (read it again and retry), an `Idempotency-Key` "
     "used for another request or whose first request is still running, the tenant's file storage quota, a file a job "
@@ -149,7 +149,7 @@ def _statuses(method: str, path: str, operation: Operation) -> set[int]:
         statuses |= {402, 404, 504}
     if method == "POST":
         statuses.add(409)  # an Idempotency-Key used for another request, or whose first request still runs
-    if (method, path) == ("GET", "/usage/records"):
+    if (method, path) in {("GET", "/usage/records"), ("GET", "/audit")}:
         statuses.add(400)  # a cursor the API did not give out
     if (method, path) == ("GET", "/invoices/{month}"):
         statuses.add(422)  # a month that is not YYYY-MM
@@ -167,6 +167,8 @@ def _statuses(method: str, path: str, operation: Operation) -> set[int]:
         statuses |= {409}  # the job has ended
     if _OWN_ERROR_MEMBER.match(path) and 422 in statuses:
         statuses = (statuses - {422}) | {400}
+    if (method, path) == ("DELETE", "/operator/tenants/{tenant_ref}"):
+        statuses.add(409)  # a confirmation token that has expired, or none asked for
     return statuses
 
 

@@ -34,6 +34,7 @@ from cloudeasyml.errors import (
     SpendCapReachedError,
     StorageQuotaExceededError,
     TenantLimitReachedError,
+    TenantSuspendedError,
     UsageJournalError,
 )
 
@@ -53,6 +54,7 @@ PROBLEM_JSON = "application/problem+json"
 STATUS_BY_ERROR: dict[type[CloudEasyMLError], int] = {
     AuthenticationError: 401,
     PermissionDeniedError: 403,
+    TenantSuspendedError: 403,  # the key is valid; its tenant may not use it now (an operator's decision)
     NotFoundError: 404,
     ConflictError: 409,
     TenantLimitReachedError: 409,  # the state conflicts (too many deployments); deleting one resolves it

@@ -12,6 +12,7 @@ from cloudeasyml.cli.db import db
 from cloudeasyml.cli.deployments import deployments
 from cloudeasyml.cli.doctor import doctor
 from cloudeasyml.cli.export import export
+from cloudeasyml.cli.operators import operators
 from cloudeasyml.cli.plugins import plugins
 from cloudeasyml.cli.serve import serve
 from cloudeasyml.cli.tenants import tenants
@@ -36,6 +37,7 @@ def cli(verbose: bool) -> None:
 
 cli.add_command(db)
 cli.add_command(tenants)
+cli.add_command(operators)
 cli.add_command(deployments)
 cli.add_command(serve)
 cli.add_command(plugins)

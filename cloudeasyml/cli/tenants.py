@@ -8,10 +8,12 @@ from decimal import Decimal, InvalidOperation
 
 import click
 import msgspec
+from sqlalchemy import select
 
 from cloudeasyml.db.engine import one_transaction
 from cloudeasyml.db.models import Tenant
 from cloudeasyml.domain.api_keys import IssuedKey
+from cloudeasyml.domain.audit import Actor, AuditTrail, created, diff
 from cloudeasyml.domain.tenants import UNCHANGED, NewTenant, create_tenant, issue_admin_key, set_caps
 from cloudeasyml.errors import CloudEasyMLError
 from cloudeasyml.settings import load_settings
@@ -19,9 +21,20 @@ from cloudeasyml.settings import load_settings
 __all__ = ("create_tenant_now", "tenants")
 
 
+_CLI = Actor(key_id=None)
+"""Changes made from the CLI: no key, no address."""
+
+
+def _caps(tenant: Tenant) -> dict[str, object]:
+    return {"plan": tenant.plan, "spendCap": tenant.spend_cap, "requestCap": tenant.request_cap}
+
+
 async def _create(url: str, name: str, owner: str, plan: str) -> NewTenant:
     async with one_transaction(url) as session:
-        return await create_tenant(session, name, owner, plan=plan)
+        new = await create_tenant(session, name, owner, plan=plan)
+        changes = created({"name": name, **_caps(new.tenant), "ownerEmail": owner, "ownerKeyId": new.key_id})
+        AuditTrail(session, _CLI, new.tenant.id).record("tenant.created", "tenant", new.tenant.id, changes)
+        return new
 
 
 def create_tenant_now(url: str, name: str, owner: str, plan: str = "default") -> NewTenant:
@@ -64,7 +77,10 @@ def create(name: str, owner: str, plan: str, as_json: bool) -> None:
 
 async def _issue_admin_key(url: str, name: str) -> IssuedKey:
     async with one_transaction(url) as session:
-        return await issue_admin_key(session, name)
+        issued = await issue_admin_key(session, name)
+        changes = created({"name": issued.row.name, "scopes": issued.row.scopes})
+        AuditTrail(session, _CLI, issued.row.tenant_id).record("key.created", "key", issued.row.id, changes)
+        return issued
 
 
 @tenants.command("issue-admin-key")
@@ -106,7 +122,13 @@ def _cap(parse: type[int] | type[Decimal]) -> object:
 
 async def _set_caps(url: str, name: str, spend_cap: object, request_cap: object) -> Tenant:
     async with one_transaction(url) as session:
-        return await set_caps(session, name, spend_cap=spend_cap, request_cap=request_cap)
+        tenant = await session.scalar(select(Tenant).where(Tenant.name == name))
+        before = _caps(tenant) if tenant is not None else {}
+        tenant = await set_caps(session, name, spend_cap=spend_cap, request_cap=request_cap)
+        changes = diff(before, _caps(tenant))
+        if changes:
+            AuditTrail(session, _CLI, tenant.id).record("tenant.updated", "tenant", tenant.id, changes)
+        return tenant
 
 
 @tenants.command("set-caps")

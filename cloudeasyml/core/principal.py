@@ -22,7 +22,13 @@ class Principal(msgspec.Struct, frozen=True):
     """Requests per minute this key may make (None: unlimited)."""
 
     def has_scope(self, scope: str) -> bool:
-        """Whether this caller holds ``scope`` directly or through ``admin`` / the matching ``:write``."""
+        """Whether this caller holds ``scope`` directly or through ``admin`` / the matching ``:write``.
+
+        ``operator`` (the platform operator's scope, above every tenant's ``admin``) is held only directly: a
+        tenant's ``admin`` does not grant it, and it grants no tenant scope.
+        """
+        if scope == "operator":
+            return scope in self.scopes
         if "admin" in self.scopes or scope in self.scopes:
             return True
         return scope.endswith(":read") and scope.replace(":read", ":write") in self.scopes

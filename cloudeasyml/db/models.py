@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cloudeasyml.core.clock import utc_now
@@ -16,6 +16,7 @@ from cloudeasyml.db.types import Money, UTCDateTime
 
 __all__ = (
     "ApiKey",
+    "AuditEvent",
     "BatchChunk",
     "BatchFile",
     "BatchJob",
@@ -25,6 +26,8 @@ __all__ = (
     "Outcome",
     "IdempotencyRecord",
     "Invoice",
+    "OperatorKey",
+    "Plan",
     "Tenant",
     "UsageDaily",
     "UsageRecord",
@@ -48,6 +51,84 @@ class Tenant(Base):
     request_cap: Mapped[int | None]
     """Most requests per calendar month; None is unlimited."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """When an operator suspended the tenant (None: active). While set, every key of the tenant is refused (403)."""
+    suspended_reason: Mapped[str | None] = mapped_column(String(500))
+    """What the operator gave as the reason, shown to the tenant's callers in the 403."""
+    deletion_token_hash: Mapped[str | None] = mapped_column(String(64))
+    """SHA-256 of the confirmation token the operator must send back to delete the tenant (None: none asked)."""
+    deletion_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class OperatorKey(Base):
+    """A platform operator's API key (scope ``operator``): manages tenants, not a tenant's resources. It belongs
+    to no tenant; ``cloudeasyml operators create`` makes one. Same format as tenant keys, only the hash is stored.
+    """
+
+    __tablename__ = "operator_key"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(Base):
+    """One change to a tenant, a plan, a key, a deployment or a webhook: who made it (key id), when, from which
+    address, and what changed. Written in the transaction of the change; never updated. No secret is ever in it.
+    """
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        Index("ix_audit_event_tenant_id_id", "tenant_id", "id"),
+        Index("ix_audit_event_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    """Increasing: the order of the log, and its cursor."""
+    # No foreign key: the log of a tenant outlives it (its deletion is the last event).
+    tenant_id: Mapped[uuid.UUID | None]
+    """The tenant the change is about (None: not one tenant's, e.g. a plan)."""
+    actor_key_id: Mapped[str | None] = mapped_column(String(32))
+    """The key that made the change: a tenant's ``sk_...`` or an operator's ``op_...`` (None: the CLI)."""
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+    """The address the request came from, as the server saw it (a proxy's, behind one)."""
+    action: Mapped[str] = mapped_column(String(64))
+    """``<resource>.<verb>``, e.g. ``key.created``, ``deployment.updated``, ``tenant.suspended``."""
+    resource_type: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    changes: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """``{field: {"from": old, "to": new}}`` (only ``to`` at creation, only ``from`` at deletion); secrets never."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class Plan(Base):
+    """A price plan stored as data (``/plans``): prices per model, a per-key rate limit, default monthly caps and
+    deployment limits. A plan not stored here is the code's (``CLOUDEASYML_LIMITS__PLANS``, the models' prices).
+    """
+
+    __tablename__ = "plan"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    prices: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """``{model name: {"perRequest", "perSecond", "perGpuHour"}}`` (decimal strings); a model not named here is
+    priced by its plugin (and the ``cloudeasyml_adjust_pricing`` hooks)."""
+    rate_limit_per_minute: Mapped[int | None]
+    """Most requests per minute any one key of a tenant on the plan may make (None: the key's own limit only)."""
+    spend_cap: Mapped[Decimal | None] = mapped_column(Money)
+    """The monthly spend cap a tenant created on the plan gets when none is given."""
+    request_cap: Mapped[int | None]
+    """The monthly request cap a tenant created on the plan gets when none is given."""
+    max_deployments: Mapped[int | None]
+    max_loaded_deployments: Mapped[int | None]
+    bill_shadow: Mapped[bool | None]
+    """None: ``CLOUDEASYML_LIMITS__BILL_SHADOW``."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
 
 
 class User(Base):

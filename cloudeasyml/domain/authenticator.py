@@ -13,14 +13,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cloudeasyml.core.clock import utc_now
-from cloudeasyml.db.models import ApiKey, Tenant
-from cloudeasyml.domain.key_format import hash_secret, parse_key, secret_matches
-from cloudeasyml.domain.principal import Principal
-from cloudeasyml.errors import AuthenticationError
+from cloudeasyml.db.models import ApiKey, OperatorKey, Tenant
+from cloudeasyml.domain.key_format import OPERATOR_KEY_PREFIX, hash_secret, parse_key, secret_matches
+from cloudeasyml.domain.principal import OPERATOR_SCOPE, OPERATOR_TENANT_ID, Principal
+from cloudeasyml.errors import AuthenticationError, TenantSuspendedError
 from cloudeasyml.single_flight import SingleFlight
 from cloudeasyml.ttl_cache import TTLCache
 
-__all__ = ("ApiKeyAuthenticator",)
+__all__ = ("ApiKeyAuthenticator", "suspension_detail")
 
 _BAD_KEY = "invalid API key"
 
@@ -35,6 +35,8 @@ class _CachedKey(msgspec.Struct):
     principal: Principal
     expires_at: datetime | None
     revoked: bool
+    suspended: str | None = None
+    """The refusal's detail when the key's tenant is suspended (None: it is not)."""
 
 
 class _ExternalAnswer(msgspec.Struct, frozen=True):
@@ -105,6 +107,8 @@ class ApiKeyAuthenticator:
             raise AuthenticationError("API key has been revoked")
         if cached.expires_at is not None and cached.expires_at <= utc_now():
             raise AuthenticationError("API key has expired")
+        if cached.suspended is not None:
+            raise TenantSuspendedError(cached.suspended)
         return cached.principal
 
     def _authenticate_external(self, token: str) -> Principal:
@@ -129,29 +133,63 @@ class ApiKeyAuthenticator:
         self._unknown.discard(key_id)
 
     async def _load(self, key_id: str) -> _CachedKey | None:
+        """Read a key (one statement: its id says which table): a tenant's key with its tenant's plan and
+        suspension, or an operator's key.
+        """
         async with self._sessions() as session:
-            found = (
-                await session.execute(
-                    select(ApiKey, Tenant.plan).join(Tenant, Tenant.id == ApiKey.tenant_id).where(ApiKey.id == key_id)
-                )
-            ).first()
-        if found is None:
+            if key_id.startswith(OPERATOR_KEY_PREFIX):
+                operator = await session.scalar(select(OperatorKey).where(OperatorKey.id == key_id))
+                cached = _operator_entry(operator) if operator is not None else None
+            else:
+                found = (
+                    await session.execute(
+                        select(ApiKey, Tenant.plan, Tenant.name, Tenant.suspended_at, Tenant.suspended_reason)
+                        .join(Tenant, Tenant.id == ApiKey.tenant_id)
+                        .where(ApiKey.id == key_id)
+                    )
+                ).first()
+                cached = _tenant_entry(*found) if found is not None else None
+        if cached is None:
             self._cache.discard(key_id)
             self._unknown.put(key_id, True)
             return None
-        row, plan = found
-        cached = _CachedKey(
-            secret_hash=row.secret_hash,
-            principal=Principal(
-                tenant_id=row.tenant_id,
-                key_id=row.id,
-                scopes=frozenset(row.scopes),
-                user_id=row.user_id,
-                plan=plan,
-                rate_limit_per_minute=row.rate_limit_per_minute,
-            ),
-            expires_at=row.expires_at,
-            revoked=row.revoked_at is not None,
-        )
         self._cache.put(key_id, cached)
         return cached
+
+
+def suspension_detail(tenant_name: str, reason: str | None) -> str:
+    """The detail of the 403 every key of a suspended tenant gets."""
+    why = f": {reason}" if reason else ""
+    return (
+        f"tenant {tenant_name!r} is suspended by the platform operator{why}; its API keys are refused until it is "
+        "resumed"
+    )
+
+
+def _tenant_entry(
+    row: ApiKey, plan: str, tenant_name: str, suspended_at: datetime | None, reason: str | None
+) -> _CachedKey:
+    return _CachedKey(
+        secret_hash=row.secret_hash,
+        principal=Principal(
+            tenant_id=row.tenant_id,
+            key_id=row.id,
+            scopes=frozenset(row.scopes),
+            user_id=row.user_id,
+            plan=plan,
+            rate_limit_per_minute=row.rate_limit_per_minute,
+        ),
+        expires_at=row.expires_at,
+        revoked=row.revoked_at is not None,
+        suspended=suspension_detail(tenant_name, reason) if suspended_at is not None else None,
+    )
+
+
+def _operator_entry(row: OperatorKey) -> _CachedKey:
+    """An operator's key: scope ``operator`` only, in no tenant (``OPERATOR_TENANT_ID``), never rate-limited."""
+    return _CachedKey(
+        secret_hash=row.secret_hash,
+        principal=Principal(tenant_id=OPERATOR_TENANT_ID, key_id=row.id, scopes=frozenset({OPERATOR_SCOPE})),
+        expires_at=None,
+        revoked=row.revoked_at is not None,
+    )

@@ -11,7 +11,9 @@ subscribed process applies it within milliseconds instead of when its cache expi
   serving, and billing, a deleted deployment until their cache expired);
 - ``cloudeasyml:changed-deployments`` carries ``<tenant id> <deployment id> <plan> <name>``: the deployment has a new
   revision; each process reads it, warms its units if the deployment is loaded there, serves it and drains the
-  old units (``domain.rollout``).
+  old units (``domain.rollout``);
+- ``cloudeasyml:changed-plans``: a stored plan changed (``/plans``); each process reads the plans again (prices,
+  rate limits and limits by plan are cached from them).
 
 A lost connection is retried every second; meanwhile the caches' expiry still bounds how long a change takes.
 """
@@ -28,13 +30,14 @@ from cloudeasyml.background import cancel_and_wait
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ("CHANGED_DEPLOYMENTS", "DELETED_DEPLOYMENTS", "REVOKED_KEYS", "Broadcast")
+__all__ = ("CHANGED_DEPLOYMENTS", "CHANGED_PLANS", "DELETED_DEPLOYMENTS", "REVOKED_KEYS", "Broadcast")
 
 log = logging.getLogger(__name__)
 
 REVOKED_KEYS = "cloudeasyml:revoked-keys"
 DELETED_DEPLOYMENTS = "cloudeasyml:deleted-deployments"
 CHANGED_DEPLOYMENTS = "cloudeasyml:changed-deployments"
+CHANGED_PLANS = "cloudeasyml:changed-plans"
 RETRY_SECONDS = 1.0
 
 

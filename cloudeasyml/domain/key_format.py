@@ -1,4 +1,6 @@
-"""The API key format: ``sk_<16 chars>.<secret>``. Only SHA-256 of the secret is stored."""
+"""The API key format: ``sk_<16 chars>.<secret>`` (a tenant's key) or ``op_<16 chars>.<secret>`` (the platform
+operator's, ``cloudeasyml operators create``). Only SHA-256 of the secret is stored.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +10,21 @@ import re
 import secrets
 import string
 
-__all__ = ("KEY_ID_PATTERN", "generate_key", "hash_secret", "parse_key", "secret_matches")
+__all__ = ("KEY_ID_PATTERN", "OPERATOR_KEY_PREFIX", "generate_key", "hash_secret", "parse_key", "secret_matches")
 
 _ALPHABET = string.ascii_letters + string.digits
 # Matched with fullmatch: ``$`` would accept a final newline.
-KEY_ID_PATTERN = re.compile(r"sk_[A-Za-z0-9]{16}")
+KEY_ID_PATTERN = re.compile(r"(sk|op)_[A-Za-z0-9]{16}")
+OPERATOR_KEY_PREFIX = "op_"
+"""An operator key's id starts with this: the authenticator knows which table to read from the id alone."""
 _SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 
-def generate_key() -> tuple[str, str]:
-    """A new ``(key_id, secret)``: 16 random alphanumerics for the id, 256 random bits for the secret."""
-    key_id = "sk_" + "".join(secrets.choice(_ALPHABET) for _ in range(16))
+def generate_key(prefix: str = "sk_") -> tuple[str, str]:
+    """A new ``(key_id, secret)``: ``prefix`` (``sk_``, or ``OPERATOR_KEY_PREFIX``) and 16 random alphanumerics for
+    the id, 256 random bits for the secret.
+    """
+    key_id = prefix + "".join(secrets.choice(_ALPHABET) for _ in range(16))
     return key_id, secrets.token_urlsafe(32)
 
 

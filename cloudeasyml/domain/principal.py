@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Final
 
 # Principal lives at the bottom (plugins' authenticate hook returns one); re-exported here because
 # docs/plugins.md has named this path to plugin authors.
 from cloudeasyml.core.principal import Principal
 
-__all__ = ("ALL_SCOPES", "DEFAULT_KEY_SCOPES", "Principal", "validate_scopes")
+__all__ = (
+    "ALL_SCOPES",
+    "DEFAULT_KEY_SCOPES",
+    "OPERATOR_SCOPE",
+    "OPERATOR_TENANT_ID",
+    "Principal",
+    "validate_scopes",
+)
 
 ALL_SCOPES: Final = (
     "predict",
@@ -27,6 +35,13 @@ ALL_SCOPES: Final = (
 job that must not predict)."""
 
 DEFAULT_KEY_SCOPES: Final = ("predict",)
+
+OPERATOR_SCOPE: Final = "operator"
+"""The platform operator's scope (``/operator/...``, ``POST /plans``): held only by keys of ``cloudeasyml operators
+create``, never by a tenant's key (it is not in ``ALL_SCOPES``, so no tenant key can be given it)."""
+
+OPERATOR_TENANT_ID: Final = uuid.UUID(int=0)
+"""The ``tenant_id`` of an operator's principal: no tenant has it, so every tenant-scoped query finds nothing."""
 
 
 def validate_scopes(scopes: list[str] | tuple[str, ...]) -> tuple[str, ...]:

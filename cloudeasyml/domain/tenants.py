@@ -14,7 +14,15 @@ from cloudeasyml.db.models import Tenant, User
 from cloudeasyml.domain.api_keys import ApiKeyService, IssuedKey, KeyRequest
 from cloudeasyml.errors import ConflictError, InvalidInputError, NotFoundError
 
-__all__ = ("MAX_SPEND_CAP", "UNCHANGED", "NewTenant", "create_tenant", "issue_admin_key", "set_caps")
+__all__ = (
+    "MAX_SPEND_CAP",
+    "UNCHANGED",
+    "NewTenant",
+    "apply_caps",
+    "create_tenant",
+    "issue_admin_key",
+    "set_caps",
+)
 
 MAX_SPEND_CAP = Decimal(100_000_000)
 """Largest spend cap: amounts are stored as scaled 64-bit integers (room for about 9.2e8)."""
@@ -75,6 +83,13 @@ async def set_caps(
     tenant = await session.scalar(select(Tenant).where(Tenant.name == name))
     if tenant is None:
         raise NotFoundError(f"no tenant named {name!r}")
+    apply_caps(tenant, spend_cap=spend_cap, request_cap=request_cap)
+    await session.flush()
+    return tenant
+
+
+def apply_caps(tenant: Tenant, *, spend_cap: object = UNCHANGED, request_cap: object = UNCHANGED) -> None:
+    """Validate and set (``None``: remove; ``UNCHANGED``: keep) a tenant's monthly caps on its row."""
     if spend_cap is not UNCHANGED:
         if spend_cap is not None:
             if not isinstance(spend_cap, Decimal) or not spend_cap.is_finite() or spend_cap < 0:
@@ -88,5 +103,3 @@ async def set_caps(
         if request_cap is not None and (not isinstance(request_cap, int) or request_cap < 0):
             raise InvalidInputError("the request cap must be a non-negative whole number")
         tenant.request_cap = request_cap
-    await session.flush()
-    return tenant

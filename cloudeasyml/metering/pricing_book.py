@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from decimal import Decimal
 
 import pluggy
@@ -17,11 +18,19 @@ log = logging.getLogger(__name__)
 
 class PricingBook:
     """Asks ``cloudeasyml_adjust_pricing`` once per (plan, model, version) and remembers the answer, so no hook
-    runs per request.
+    runs per request. A price ``stored(plan, model)`` gives (a stored plan's, ``/plans``) comes first; ``clear``
+    forgets the answers when the stored plans change.
     """
 
-    def __init__(self, pm: pluggy.PluginManager, *, batch_factor: Decimal = Decimal("0.5")) -> None:
+    def __init__(
+        self,
+        pm: pluggy.PluginManager,
+        *,
+        batch_factor: Decimal = Decimal("0.5"),
+        stored: Callable[[str, str], Pricing | None] | None = None,
+    ) -> None:
         self._pm = pm
+        self._stored = stored
         self._batch_factor = batch_factor
         self._prices: dict[tuple[str, str, str], Pricing] = {}
         self._batch_prices: dict[tuple[str, str, str], Pricing] = {}
@@ -42,11 +51,20 @@ class PricingBook:
             )
         return pricing
 
+    def clear(self) -> None:
+        """Forget every price worked out (the stored plans changed)."""
+        self._prices = {}
+        self._batch_prices = {}
+
     def for_plan(self, plan: str, model: ModelPlugin, version: str) -> Pricing:
         """What ``plan`` pays for ``model`` at ``version``."""
         key = (plan, model.name, version)
         pricing = self._prices.get(key)
         if pricing is None:
+            stored = self._stored(plan, model.name) if self._stored is not None else None
+            if stored is not None:  # a stored plan's price for the model (``/plans``) is the price, as given
+                pricing = self._prices[key] = stored
+                return pricing
             adjusted = self._pm.hook.cloudeasyml_adjust_pricing(model=model, plan=plan, pricing=model.pricing)
             if adjusted is not None and not isinstance(adjusted, Pricing):
                 log.error("a pricing plugin returned %r for %s; using the default", adjusted, model.name)

@@ -431,3 +431,16 @@ async def test_a_job_pauses_before_the_chunk_that_would_cross_the_spend_cap(
         assert not await _worker(client).run_once()  # paused: no chunk is claimed
         await _worker(client).call(client.app.state.services.meter.flush)
         assert await spent() == (two_chunks, 2)
+
+
+async def test_a_suspended_tenants_jobs_wait_until_it_is_resumed(bclient, tenant: NewTenant, migrated_url: str) -> None:
+    from tests.integration.test_operator_api import operator_key
+
+    deployment = await deploy(bclient, tenant.key)
+    job = await _submit(bclient, tenant.key, deployment, _jsonl([{"input": p} for p in _points(4)]))
+    ops = bearer(await operator_key(migrated_url))
+    assert (await bclient.post(f"/operator/tenants/{tenant.tenant.id}/suspend", headers=ops)).status_code == 200
+    assert not await _worker(bclient).run_once()  # no chunk of it is claimed
+    assert (await bclient.post(f"/operator/tenants/{tenant.tenant.id}/resume", headers=ops)).status_code == 200
+    assert await _run_all(bclient) == 2
+    assert (await _get(bclient, tenant.key, job["id"]))["status"] == "completed"

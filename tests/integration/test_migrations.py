@@ -31,6 +31,9 @@ TABLES = {
     "idempotency_record",
     "invoice",
     "usage_daily",
+    "operator_key",
+    "audit_event",
+    "plan",
 }
 
 

@@ -14,6 +14,8 @@ CONTROLLERS = Path(cloudeasyml.api.controllers.__file__).parent
 
 SCOPED_SERVICES = {
     "ApiKeyService",
+    "AuditLog",
+    "AuditTrail",
     "BatchService",
     "DeploymentService",
     "ExperimentService",

@@ -21,6 +21,13 @@ def test_only_the_hash_is_compared_and_it_is_sha256() -> None:
     assert not secret_matches(secret + "x", stored)
 
 
+def test_operator_keys_have_their_own_prefix() -> None:
+    key_id, secret = generate_key("op_")
+    assert key_id.startswith("op_") and KEY_ID_PATTERN.fullmatch(key_id)
+    assert parse_key(f"{key_id}.{secret}") == (key_id, secret)
+    assert generate_key()[0].startswith("sk_")
+
+
 def test_malformed_keys_do_not_parse() -> None:
     for token in ("", "sk_abc", "sk_AAAAAAAAAAAAAAAA", "sk_AAAAAAAAAAAAAAAA.short", "pk_AAAAAAAAAAAAAAAA." + "a" * 40):
         assert parse_key(token) is None

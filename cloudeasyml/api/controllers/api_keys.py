@@ -13,6 +13,7 @@ from cloudeasyml.api.auth import requires_scope
 from cloudeasyml.api.deps import MANAGEMENT, WRITES, Injected
 from cloudeasyml.api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from cloudeasyml.domain.api_keys import ApiKeyService, KeyRequest
+from cloudeasyml.domain.audit import AuditTrail, created
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.services import Services
 
@@ -28,7 +29,11 @@ class ApiKeyController(Controller):
 
     @post("/", summary="Create an API key", guards=[requires_scope("keys:write")], dependencies=WRITES)
     async def issue_key(
-        self, api_keys: Injected[ApiKeyService], caller: Injected[Principal], data: Annotated[ApiKeyCreate, Body()]
+        self,
+        api_keys: Injected[ApiKeyService],
+        caller: Injected[Principal],
+        audit: Injected[AuditTrail],
+        data: Annotated[ApiKeyCreate, Body()],
     ) -> ApiKeyCreated:
         """Create a key with at most the caller's own scopes, an expiry no later than the caller's and a rate limit
         no higher (absent: the caller's). The full ``key`` is in this response only.
@@ -43,7 +48,16 @@ class ApiKeyController(Controller):
             issuer=caller,
             user_id=caller.user_id,
         )
-        return ApiKeyCreated(**msgspec.structs.asdict(ApiKeyRead.of(issued.row)), key=issued.key)
+        read = ApiKeyRead.of(issued.row)
+        fields = {
+            "name": read.name,
+            "scopes": read.scopes,
+            "expiresAt": read.expires_at,
+            "rateLimitPerMinute": read.rate_limit_per_minute,
+            "createdByKeyId": read.created_by_key_id,
+        }
+        audit.record("key.created", "key", read.key_id, created(fields))  # never the key itself
+        return ApiKeyCreated(**msgspec.structs.asdict(read), key=issued.key)
 
     @get("/", summary="List API keys", guards=[requires_scope("keys:read")])
     async def list_keys(self, api_keys: Injected[ApiKeyService]) -> list[ApiKeyRead]:
@@ -57,6 +71,7 @@ class ApiKeyController(Controller):
         caller: Injected[Principal],
         db_session: Injected[AsyncSession],
         services: Injected[Services],
+        audit: Injected[AuditTrail],
         key_id: FromPath[str],
     ) -> None:
         """Revoke a key and every key it created, transitively; they stop working at once (on every process when
@@ -64,6 +79,8 @@ class ApiKeyController(Controller):
         admin key cannot be revoked (409). Another tenant's key is a 404.
         """
         revoked = await api_keys.revoke(key_id, actor=caller)
+        changes = {"revoked": {"from": False, "to": True}, "keysRevoked": {"to": revoked}}
+        audit.record("key.revoked", "key", key_id, changes)
         # Committed before the caches forget: a lookup in between would read, and keep, the unrevoked rows.
         await db_session.commit()
         await services.keys_revoked(revoked)

@@ -20,6 +20,7 @@ from cloudeasyml.api.schemas import (
     RouteChoice,
 )
 from cloudeasyml.db.models import Deployment
+from cloudeasyml.domain.audit import AuditTrail, created, deleted
 from cloudeasyml.domain.deployment_status import status_of
 from cloudeasyml.domain.deployments import DeploymentRequest, DeploymentService, to_spec
 from cloudeasyml.domain.principal import Principal
@@ -29,6 +30,12 @@ from cloudeasyml.services import Services
 __all__ = ("DeploymentController",)
 
 _WRITE = requires_scope("deployments:write")
+_AUDIT_ACTIONS = {
+    "update": "deployment.updated",
+    "rollback": "deployment.rolled_back",
+    "promote": "deployment.promoted",
+    "abort": "deployment.aborted",
+}
 _READ = requires_scope("deployments:read")
 
 
@@ -45,6 +52,7 @@ async def _roll_out(
     revisions: RevisionService,
     db_session: AsyncSession,
     caller: Principal,
+    audit: AuditTrail,
     deployment_id: uuid.UUID,
     plan: RevisionPlan | None,
 ) -> DeploymentRead:
@@ -60,12 +68,25 @@ async def _roll_out(
     warmed = await services.rollout.prepare(new, plan=caller.plan)
     try:
         row = await revisions.apply(plan, caller.key_id)
+        changes = {**plan.changes, "revision": {"from": plan.base, "to": row.revision}}
+        audit.record(_AUDIT_ACTIONS.get(plan.action, f"deployment.{plan.action}"), "deployment", row.id, changes)
         await db_session.commit()
     except BaseException:
         await services.rollout.discard(warmed)
         raise
     await services.deployment_changed(to_spec(row), plan=caller.plan)
     return _read(services, row)
+
+
+def _audited(row: Deployment) -> dict[str, object]:
+    """What the audit log keeps of a deployment created or deleted."""
+    return {
+        "name": row.name,
+        "modelName": row.model_name,
+        "modelVersion": row.model_version,
+        "config": row.config,
+        "traffic": row.traffic,
+    }
 
 
 class DeploymentController(Controller):
@@ -84,6 +105,7 @@ class DeploymentController(Controller):
         caller: Injected[Principal],
         db_session: Injected[AsyncSession],
         services: Injected[Services],
+        audit: Injected[AuditTrail],
         data: Annotated[DeploymentCreate, Body()],
     ) -> DeploymentRead:
         """Deploy an installed model; ``config`` overrides its serving defaults. With ``eagerLoad`` the model
@@ -99,6 +121,7 @@ class DeploymentController(Controller):
             ),
             created_by_key_id=caller.key_id,
         )
+        audit.record("deployment.created", "deployment", row.id, created(_audited(row)))
         await db_session.commit()  # the deployment exists before its model loads, and stays if the load fails
         spec = to_spec(row)
         if spec.config.eager_load:
@@ -132,6 +155,7 @@ class DeploymentController(Controller):
         caller: Injected[Principal],
         db_session: Injected[AsyncSession],
         services: Injected[Services],
+        audit: Injected[AuditTrail],
         deployment_id: FromPath[uuid.UUID],
         data: Annotated[DeploymentUpdate, Body()],
     ) -> DeploymentRead:
@@ -144,7 +168,7 @@ class DeploymentController(Controller):
             model_version=data.model_version, variant=data.variant, config=data.config, traffic=data.traffic
         )
         plan = await revisions.plan_update(deployment_id, change)
-        return await _roll_out(services, deployments, revisions, db_session, caller, deployment_id, plan)
+        return await _roll_out(services, deployments, revisions, db_session, caller, audit, deployment_id, plan)
 
     @get("/{deployment_id:uuid}/revisions", summary="List a deployment's revisions", guards=[_READ])
     async def list_revisions(
@@ -173,6 +197,7 @@ class DeploymentController(Controller):
         caller: Injected[Principal],
         db_session: Injected[AsyncSession],
         services: Injected[Services],
+        audit: Injected[AuditTrail],
         deployment_id: FromPath[uuid.UUID],
         data: Annotated[RollbackRequest | None, Body()] = None,
     ) -> DeploymentRead:
@@ -181,7 +206,7 @@ class DeploymentController(Controller):
         """
         number = data.revision if data is not None else None
         plan = await revisions.plan_rollback(deployment_id, number)
-        return await _roll_out(services, deployments, revisions, db_session, caller, deployment_id, plan)
+        return await _roll_out(services, deployments, revisions, db_session, caller, audit, deployment_id, plan)
 
     @post(
         "/{deployment_id:uuid}/promote",
@@ -197,6 +222,7 @@ class DeploymentController(Controller):
         caller: Injected[Principal],
         db_session: Injected[AsyncSession],
         services: Injected[Services],
+        audit: Injected[AuditTrail],
         deployment_id: FromPath[uuid.UUID],
         data: Annotated[RouteChoice, Body()],
     ) -> DeploymentRead:
@@ -204,7 +230,7 @@ class DeploymentController(Controller):
         removed. A new revision.
         """
         plan = await revisions.plan_promote(deployment_id, data.model_version, data.variant)
-        return await _roll_out(services, deployments, revisions, db_session, caller, deployment_id, plan)
+        return await _roll_out(services, deployments, revisions, db_session, caller, audit, deployment_id, plan)
 
     @post(
         "/{deployment_id:uuid}/abort",
@@ -220,6 +246,7 @@ class DeploymentController(Controller):
         caller: Injected[Principal],
         db_session: Injected[AsyncSession],
         services: Injected[Services],
+        audit: Injected[AuditTrail],
         deployment_id: FromPath[uuid.UUID],
         data: Annotated[RouteChoice, Body()],
     ) -> DeploymentRead:
@@ -227,7 +254,7 @@ class DeploymentController(Controller):
         that remains. The last live route cannot be aborted. A new revision.
         """
         plan = await revisions.plan_abort(deployment_id, data.model_version, data.variant)
-        return await _roll_out(services, deployments, revisions, db_session, caller, deployment_id, plan)
+        return await _roll_out(services, deployments, revisions, db_session, caller, audit, deployment_id, plan)
 
     @delete("/{deployment_id:uuid}", summary="Delete a deployment", guards=[_WRITE], dependencies=WRITES)
     async def delete_deployment(
@@ -235,9 +262,11 @@ class DeploymentController(Controller):
         deployments: Injected[DeploymentService],
         db_session: Injected[AsyncSession],
         services: Injected[Services],
+        audit: Injected[AuditTrail],
         deployment_id: FromPath[uuid.UUID],
     ) -> None:
         """Delete a deployment: in-flight requests finish first, then the model is unloaded. Usage stays."""
         row = await deployments.delete(deployment_id)
+        audit.record("deployment.deleted", "deployment", row.id, deleted(_audited(row)))
         await db_session.commit()  # gone from the database before the caches forget it and the model unloads
         await services.deployment_deleted(to_spec(row))

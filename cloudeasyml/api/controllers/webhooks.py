@@ -22,6 +22,8 @@ from cloudeasyml.api.webhook_schemas import (
     WebhookRead,
     WebhookUpdate,
 )
+from cloudeasyml.db.models import WebhookEndpoint
+from cloudeasyml.domain.audit import AuditTrail, created, deleted, diff
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.domain.webhooks.endpoints import EndpointChange, WebhookEndpointService
 from cloudeasyml.services import Services
@@ -34,6 +36,11 @@ _WRITE = [requires_scope("webhooks:write")]
 
 def _unset(value: object) -> object:
     return None if value is msgspec.UNSET else value
+
+
+def _audited(row: WebhookEndpoint) -> dict[str, object]:
+    """What the audit log keeps of an endpoint: never its secrets."""
+    return {"url": row.url, "events": list(row.events), "description": row.description, "enabled": row.enabled}
 
 
 class WebhookController(Controller):
@@ -50,6 +57,7 @@ class WebhookController(Controller):
         self,
         webhooks: Injected[WebhookEndpointService],
         caller: Injected[Principal],
+        audit: Injected[AuditTrail],
         data: Annotated[WebhookCreate, Body()],
     ) -> WebhookCreated:
         """Receive the listed events at ``url``, signed per Standard Webhooks; the signing ``secret`` is in this
@@ -58,6 +66,7 @@ class WebhookController(Controller):
         row = await webhooks.create(
             data.url, data.events, description=data.description, created_by_key_id=caller.key_id
         )
+        audit.record("webhook.created", "webhook", row.id, created(_audited(row)))
         return WebhookCreated(**msgspec.structs.asdict(WebhookRead.of(row)), secret=row.secret)
 
     @get("/", summary="List webhook endpoints", guards=_READ)
@@ -76,6 +85,7 @@ class WebhookController(Controller):
     async def update_webhook(
         self,
         webhooks: Injected[WebhookEndpointService],
+        audit: Injected[AuditTrail],
         endpoint_id: FromPath[uuid.UUID],
         data: Annotated[WebhookUpdate, Body()],
     ) -> WebhookRead:
@@ -86,14 +96,21 @@ class WebhookController(Controller):
             enabled=_unset(data.enabled),  # type: ignore[arg-type]
             description=_unset(data.description),  # type: ignore[arg-type]
         )
-        return WebhookRead.of(await webhooks.update(endpoint_id, change))
+        before = _audited(await webhooks.get(endpoint_id))
+        row = await webhooks.update(endpoint_id, change)
+        changes = diff(before, _audited(row))
+        if changes:
+            audit.record("webhook.updated", "webhook", row.id, changes)
+        return WebhookRead.of(row)
 
     @delete("/{endpoint_id:uuid}", summary="Delete a webhook endpoint", guards=_WRITE, dependencies=WRITES)
     async def delete_webhook(
-        self, webhooks: Injected[WebhookEndpointService], endpoint_id: FromPath[uuid.UUID]
+        self, webhooks: Injected[WebhookEndpointService], audit: Injected[AuditTrail], endpoint_id: FromPath[uuid.UUID]
     ) -> None:
         """Delete an endpoint and its delivery log; nothing more is sent to it."""
+        before = _audited(await webhooks.get(endpoint_id))
         await webhooks.delete(endpoint_id)
+        audit.record("webhook.deleted", "webhook", endpoint_id, deleted(before))
 
     @post(
         "/{endpoint_id:uuid}/rotate-secret",
@@ -103,12 +120,15 @@ class WebhookController(Controller):
         status_code=200,
     )
     async def rotate_secret(
-        self, webhooks: Injected[WebhookEndpointService], endpoint_id: FromPath[uuid.UUID]
+        self, webhooks: Injected[WebhookEndpointService], audit: Injected[AuditTrail], endpoint_id: FromPath[uuid.UUID]
     ) -> SecretRotated:
         """A new secret, shown this once. For 24 h every delivery carries two signatures (the old secret's and the
         new one's), so receivers can switch without losing a message.
         """
         row = await webhooks.rotate_secret(endpoint_id)
+        # That it was rotated, and until when the old one signs: never either secret.
+        rotated = {"previousSecretExpiresAt": {"to": row.previous_secret_expires_at}}
+        audit.record("webhook.secret_rotated", "webhook", row.id, rotated)
         assert row.previous_secret_expires_at is not None
         return SecretRotated(secret=row.secret, previous_secret_expires_at=row.previous_secret_expires_at)
 

@@ -90,7 +90,10 @@ async def claim(session: AsyncSession, lease: timedelta) -> Claim | None:
     query = (
         select(BatchChunk.job_id, BatchChunk.index, BatchChunk.attempts, BatchChunk.status)
         .join(BatchJob, BatchJob.id == BatchChunk.job_id)
+        # A suspended tenant's jobs wait (their chunks running now finish); they go on once it is resumed.
+        .join(Tenant, Tenant.id == BatchJob.tenant_id)
         .where(
+            Tenant.suspended_at.is_(None),
             BatchJob.status.in_(RUNNABLE),
             BatchJob.expires_at > now,
             or_(BatchJob.paused_until.is_(None), BatchJob.paused_until <= now),
@@ -163,9 +166,15 @@ async def claim_validation(session: AsyncSession, lease: timedelta) -> Validatio
         BatchJob.status == "validating",
         or_(BatchJob.last_claimed_at.is_(None), BatchJob.last_claimed_at < now - lease),
     )
-    query = select(BatchJob.id).where(claimable).order_by(BatchJob.created_at).limit(1)
+    query = (
+        select(BatchJob.id)
+        .join(Tenant, Tenant.id == BatchJob.tenant_id)
+        .where(claimable, Tenant.suspended_at.is_(None))  # a suspended tenant's jobs wait, checks included
+        .order_by(BatchJob.created_at)
+        .limit(1)
+    )
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
+        query = query.with_for_update(skip_locked=True, of=BatchJob)
     async with session.begin():
         job_id = await session.scalar(query)
         if job_id is None:

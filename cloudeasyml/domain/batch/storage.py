@@ -72,6 +72,10 @@ class FileStorage:
         """Delete a file if it exists."""
         path.unlink(missing_ok=True)
 
+    def remove_tenant(self, tenant_id: uuid.UUID) -> None:
+        """Delete every file of a deleted tenant."""
+        shutil.rmtree(self.root / str(tenant_id), ignore_errors=True)
+
     def remove_parts(self, tenant_id: uuid.UUID, job_id: str) -> None:
         """Delete a finished job's parts."""
         shutil.rmtree(self.root / str(tenant_id) / "parts" / job_id, ignore_errors=True)
