@@ -18,6 +18,7 @@ from litestar.types import ControllerRouterHandler
 
 import cloudeasyml
 from cloudeasyml.api.auth import ApiKeyMiddleware
+from cloudeasyml.api.console import ConsoleController
 from cloudeasyml.api.controllers.api_keys import ApiKeyController
 from cloudeasyml.api.controllers.batches import BatchController, FileController
 from cloudeasyml.api.controllers.deployments import DeploymentController
@@ -66,6 +67,7 @@ ROUTES: list[ControllerRouterHandler] = [
     BatchController,
     OpenAIFileController,
     OpenAIBatchController,
+    ConsoleController,
 ]
 
 

@@ -1,0 +1,316 @@
+"""The web console (``/console``) in a real headless Chromium (Debian's ``chromium`` and ``chromium-driver``, driven by
+Selenium), against the real app on a real port: a tenant signs in, creates a deployment, runs a prediction in "try
+it", creates and revokes a key, sees the usage chart change and signs out; a narrower key sees only its pages. Every
+page passes an axe scan with no serious or critical violation and is photographed at 1280 and 390 px width into
+``$CLOUDEASYML_SCREENSHOTS`` (default: the test's temporary directory).
+
+Skipped without the browser and its driver, except in CI (``CI=true``), where it fails instead: ``.ci/run`` installs
+them (``scripts/ensure_chromium.sh``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cloudeasyml.app import create_app
+from cloudeasyml.plugins.manager import get_plugin_manager
+from cloudeasyml.settings import DatabaseSettings, RuntimeSettings, Settings
+from tests.conftest import bearer, new_tenant
+from tests.support import tiny_model
+from tests.support.live_server import serve_in_thread
+from tests.support.template_db import TEMPLATES
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+WIDTHS = (1280, 390)
+# Generous: the first prediction loads the model on a machine shared with other test runs.
+WAIT_S = 60.0
+
+
+def _require_browser() -> None:
+    """Skip without Chromium, its driver or Selenium; in CI (``CI=true``), where ``.ci/run`` installs them, fail."""
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
+    try:
+        import axe_core_python  # noqa: F401
+        import selenium  # noqa: F401
+    except ImportError as error:
+        missing.append(str(error))
+    if not missing:
+        return
+    what = f"{', '.join(missing)} missing (scripts/ensure_chromium.sh installs Debian's chromium and chromium-driver)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what}; CI must run the console's browser tests")
+    pytest.skip(what)
+
+
+@dataclass(frozen=True)
+class Live:
+    base_url: str
+    key: str
+
+
+@pytest.fixture(name="live", scope="module")
+def fx_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """One real server for the module: SQLite, the tiny model, a tenant with its owner's admin key."""
+    _require_browser()
+    root = tmp_path_factory.mktemp("console")
+    url = TEMPLATES.sqlite(root / "console.db")
+    tenant = asyncio.run(new_tenant(url, "console"))
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(tiny_model, name="tiny")
+    tiny_model.seed_graph(root / "art")
+    settings = Settings(
+        database=DatabaseSettings(url=url), runtime=RuntimeSettings(artifact_dir=str(root / "art")), home=str(root)
+    )
+    with serve_in_thread(create_app(settings, pm)) as address:
+        yield Live(base_url=f"http://{address}", key=tenant.key)
+
+
+@pytest.fixture(name="browser", scope="module")
+def fx_browser(live: Live) -> Iterator[Any]:
+    """One headless Chromium for the module, its console messages kept (to find CSP violations and script errors)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.implicitly_wait(0)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(name="screenshots", scope="module")
+def fx_screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the pages' screenshots go: ``$CLOUDEASYML_SCREENSHOTS``, or a temporary directory."""
+    configured = os.environ.get("CLOUDEASYML_SCREENSHOTS")
+    path = Path(configured) if configured else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class Console:
+    """The browser on the console, with the few moves the tests make."""
+
+    def __init__(self, driver: Any, live: Live, screenshots: Path) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.driver, self.live, self.screenshots, self.by = driver, live, screenshots, By
+
+    def wait(self, condition: Callable[[], Any], timeout: float = WAIT_S, what: str = "") -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                value = condition()
+            except Exception:  # an element not there yet, or replaced while read
+                value = None
+            if value:
+                return value
+            assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
+            time.sleep(0.1)
+
+    def find(self, element_id: str) -> Any:
+        return self.driver.find_element(self.by.ID, element_id)
+
+    def visible(self, element_id: str) -> Any:
+        return self.wait(lambda: self.find(element_id).is_displayed() and self.find(element_id), what=element_id)
+
+    def text(self, element_id: str) -> str:
+        return str(self.find(element_id).text)
+
+    def go(self, page: str) -> None:
+        self.driver.find_element(self.by.CSS_SELECTOR, f'#nav a[data-page="{page}"]').click()
+        self.visible(f"page-{page}")
+
+    def button(self, label: str) -> Any:
+        return self.wait(
+            lambda: self.driver.find_element(self.by.CSS_SELECTOR, f'button[aria-label="{label}"]'), what=label
+        )
+
+    def fill(self, element_id: str, value: str) -> None:
+        field = self.find(element_id)
+        field.clear()
+        field.send_keys(value)
+
+    def settle(self) -> None:
+        """Wait until no API call of the page is in flight (its loaders fill the page after ``fetch`` answers)."""
+        self.wait(lambda: self.driver.execute_script("return document.readyState") == "complete")
+        time.sleep(0.3)
+
+    def check_page(self, name: str) -> None:
+        """An axe scan with no serious or critical violation, and a screenshot at each width."""
+        from axe_core_python.selenium import Axe
+
+        self.settle()
+        bad = []
+        for width in WIDTHS:
+            self.driver.set_window_size(width, 900)
+            height = self.driver.execute_script("return document.documentElement.scrollHeight")
+            self.driver.set_window_size(width, min(max(int(height) + 140, 700), 2400))
+            self.driver.save_screenshot(str(self.screenshots / f"{name}-{width}.png"))
+            results = Axe().run(self.driver)
+            bad += [
+                (width, v["id"], v["impact"], [(n["target"], n["failureSummary"]) for n in v["nodes"]][:3])
+                for v in results["violations"]
+                if v["impact"] in ("serious", "critical")
+            ]
+        self.driver.set_window_size(1280, 900)
+        assert not bad, f"{name}: {bad}"
+
+    def sign_in(self, key: str) -> None:
+        self.driver.get(f"{self.live.base_url}/console")
+        self.visible("signin-form")
+        self.fill("signin-key", key)
+        self.find("signin-form").submit()
+        self.visible("page-models")
+        self.visible("sign-out")
+
+    def chart_total(self) -> float:
+        svg = self.driver.find_element(self.by.CSS_SELECTOR, "#usage-chart svg.bars")
+        return float(svg.get_attribute("data-total"))
+
+    def problems_in_the_log(self) -> list[str]:
+        """Console messages of a CSP violation or an uncaught script error."""
+        messages = [entry["message"] for entry in self.driver.get_log("browser")]
+        return [m for m in messages if "Content Security Policy" in m or "Uncaught" in m]
+
+
+@pytest.fixture(name="console")
+def fx_console(browser: Any, live: Live, screenshots: Path) -> Iterator[Console]:
+    console = Console(browser, live, screenshots)
+    yield console
+    console.driver.execute_script("sessionStorage.clear()")
+
+
+def test_a_tenant_signs_in_deploys_predicts_manages_keys_sees_usage_and_signs_out(console: Console, live: Live) -> None:
+    driver = console.driver
+    driver.get(f"{live.base_url}/console")
+    console.visible("signin-form")
+    console.check_page("signin")
+    # A wrong key is refused on the sign-in form and nothing is stored.
+    console.fill("signin-key", "sk_0123456789abcdef.wrong")
+    console.find("signin-form").submit()
+    console.wait(lambda: console.text("signin-error"), what="the sign-in error")
+    assert driver.execute_script("return sessionStorage.length") == 0
+
+    console.sign_in(live.key)
+    assert driver.execute_script("return sessionStorage.length") == 1
+    assert driver.execute_script("return localStorage.length") == 0 and driver.get_cookies() == []
+    assert live.key not in driver.current_url
+    console.wait(lambda: "tiny" in console.text("models-list"), what="the catalog")
+    console.check_page("models")
+
+    # Usage before any prediction: nothing in the range.
+    console.go("usage")
+    console.wait(lambda: console.chart_total() == 0, what="the empty usage chart")
+
+    # A deployment from the catalog, then a prediction in "try it".
+    console.go("deployments")
+    console.wait(lambda: console.find("deployment-model").get_attribute("value") == "tiny", what="the model list")
+    console.fill("deployment-name", "scorer")
+    console.find("deployment-form").submit()
+    console.wait(lambda: "scorer" in console.text("deployments-table"), what="the new deployment")
+    console.visible("tryit-form")
+    assert console.find("tryit-field-x").get_attribute("value")  # prefilled from the model's exampleInput
+    console.fill("tryit-field-x", "1")
+    console.fill("tryit-field-y", "2")
+    console.find("tryit-form").submit()
+    console.visible("tryit-result")
+    expected = tiny_model.numpy_forward(tiny_model.TinyModel().load_weights(), __import__("numpy").array([[1.0, 2.0]]))
+    assert f"{float(expected[0]):.4f}"[:5] in console.text("tryit-prediction")
+    figures = console.text("tryit-figures")
+    assert "Cost" in figures and "Round trip" in figures and "Processing" in figures
+    curl, python = console.text("tryit-curl"), console.text("tryit-python")
+    assert "/predict" in curl and "$CLOUDEASYML_API_KEY" in curl and live.key not in curl + python
+    assert "client.deployments.predict(" in python
+    console.check_page("deployments")
+
+    # The usage chart changes: the prediction is counted (usage is written behind the answers, so it is polled).
+    console.go("usage")
+
+    def counted() -> bool:
+        console.find("usage-form").submit()
+        time.sleep(0.3)
+        return console.chart_total() >= 1
+
+    console.wait(counted, what="the prediction in the usage chart")
+    assert driver.find_elements(console.by.CSS_SELECTOR, "#usage-chart svg.bars rect[data-series='tiny']")
+    assert "No cap" in console.text("quota") or "no cap" in console.text("quota")
+    console.wait(lambda: "PDF" in console.text("invoices-table"), what="this month's invoice")
+    console.check_page("usage")
+
+    # A key: created with scopes and a rate limit, shown once with a copy button, listed, revoked.
+    console.go("keys")
+    console.visible("key-form")
+    console.fill("key-name", "reader")
+    console.find("scope-predict").click()  # on by default
+    console.find("scope-usage-read").click()
+    console.fill("key-rate", "60")
+    console.find("key-form").submit()
+    new_key = console.wait(lambda: console.find("new-key-value").get_attribute("value"), what="the new key")
+    assert new_key.startswith("sk_")
+    assert httpx.get(f"{live.base_url}/usage/quota", headers=bearer(new_key)).status_code == 200
+    console.find("new-key-copy").click()
+    console.find("new-key-done").click()
+    assert console.find("new-key-value").get_attribute("value") == "" and not console.find("new-key").is_displayed()
+    console.wait(lambda: "reader" in console.text("keys-table"), what="the key in the list")
+    console.check_page("keys")
+    console.button("Revoke reader").click()
+    console.wait(lambda: driver.switch_to.alert, what="the confirmation").accept()
+    console.wait(lambda: "revoked" in console.text("keys-table"), what="the revoked key")
+    assert httpx.get(f"{live.base_url}/usage/quota", headers=bearer(new_key)).status_code == 401
+
+    for page in ("webhooks", "batches"):
+        console.go(page)
+        console.check_page(page)
+
+    # Delete the deployment, then sign out: the key leaves the tab and the pages empty.
+    console.go("deployments")
+    console.button("Delete scorer").click()
+    console.wait(lambda: driver.switch_to.alert, what="the confirmation").accept()
+    console.wait(lambda: "scorer" not in console.text("deployments-table"), what="the deletion")
+    console.find("sign-out").click()
+    console.visible("signin-form")
+    assert driver.execute_script("return sessionStorage.length") == 0
+    assert not console.find("nav").is_displayed() and console.text("models-list") == ""
+    driver.get(f"{live.base_url}/console#/keys")
+    console.visible("signin-form")
+    assert console.problems_in_the_log() == []
+
+
+def test_a_narrow_key_sees_only_what_its_scopes_allow(console: Console, live: Live) -> None:
+    made = httpx.post(
+        f"{live.base_url}/api-keys", json={"name": "billing", "scopes": ["usage:read"]}, headers=bearer(live.key)
+    )
+    assert made.status_code == 201, made.text
+    console.sign_in(made.json()["key"])
+    links = console.driver.find_elements(console.by.CSS_SELECTOR, "#nav a")
+    shown = {link.get_attribute("data-page") for link in links if link.is_displayed()}
+    assert shown == {"models", "usage"}
+    console.go("usage")
+    console.wait(lambda: console.find("usage-chart").find_elements(console.by.TAG_NAME, "svg"), what="the chart")
+    # A page it may not read says so instead of failing.
+    console.driver.get(f"{live.base_url}/console#/keys")
+    console.visible("keys-denied")
+    assert not console.find("key-form").is_displayed()
+    console.find("sign-out").click()
+    console.visible("signin-form")
+    assert console.problems_in_the_log() == []
