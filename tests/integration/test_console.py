@@ -137,30 +137,35 @@ class Console:
     def text(self, element_id: str) -> str:
         return str(self.find(element_id).text)
 
+    def idle(self) -> None:
+        """Wait until the page has no load or action in flight (``<main aria-busy>``)."""
+        self.wait(lambda: self.find("main").get_attribute("aria-busy") == "false", what="the page to be idle")
+
     def go(self, page: str) -> None:
         self.driver.find_element(self.by.CSS_SELECTOR, f'#nav a[data-page="{page}"]').click()
         self.visible(f"page-{page}")
+        self.idle()
 
-    def button(self, label: str) -> Any:
-        return self.wait(
-            lambda: self.driver.find_element(self.by.CSS_SELECTOR, f'button[aria-label="{label}"]'), what=label
-        )
+    def click(self, label: str) -> None:
+        """Click the button labelled ``label`` once the page is idle (a list re-rendered meanwhile is found again)."""
+        self.idle()
+
+        def clicked() -> bool:
+            self.driver.find_element(self.by.CSS_SELECTOR, f'button[aria-label="{label}"]').click()
+            return True
+
+        self.wait(clicked, what=label)
 
     def fill(self, element_id: str, value: str) -> None:
         field = self.find(element_id)
         field.clear()
         field.send_keys(value)
 
-    def settle(self) -> None:
-        """Wait until no API call of the page is in flight (its loaders fill the page after ``fetch`` answers)."""
-        self.wait(lambda: self.driver.execute_script("return document.readyState") == "complete")
-        time.sleep(0.3)
-
     def check_page(self, name: str) -> None:
         """An axe scan with no serious or critical violation, and a screenshot at each width."""
         from axe_core_python.selenium import Axe
 
-        self.settle()
+        self.idle()
         bad = []
         for width in WIDTHS:
             self.driver.set_window_size(width, 900)
@@ -249,7 +254,7 @@ def test_a_tenant_signs_in_deploys_predicts_manages_keys_sees_usage_and_signs_ou
 
     def counted() -> bool:
         console.find("usage-form").submit()
-        time.sleep(0.3)
+        console.idle()
         return console.chart_total() >= 1
 
     console.wait(counted, what="the prediction in the usage chart")
@@ -274,7 +279,7 @@ def test_a_tenant_signs_in_deploys_predicts_manages_keys_sees_usage_and_signs_ou
     assert console.find("new-key-value").get_attribute("value") == "" and not console.find("new-key").is_displayed()
     console.wait(lambda: "reader" in console.text("keys-table"), what="the key in the list")
     console.check_page("keys")
-    console.button("Revoke reader").click()
+    console.click("Revoke reader")
     console.wait(lambda: driver.switch_to.alert, what="the confirmation").accept()
     console.wait(lambda: "revoked" in console.text("keys-table"), what="the revoked key")
     assert httpx.get(f"{live.base_url}/usage/quota", headers=bearer(new_key)).status_code == 401
@@ -285,7 +290,7 @@ def test_a_tenant_signs_in_deploys_predicts_manages_keys_sees_usage_and_signs_ou
 
     # Delete the deployment, then sign out: the key leaves the tab and the pages empty.
     console.go("deployments")
-    console.button("Delete scorer").click()
+    console.click("Delete scorer")
     console.wait(lambda: driver.switch_to.alert, what="the confirmation").accept()
     console.wait(lambda: "scorer" not in console.text("deployments-table"), what="the deletion")
     console.find("sign-out").click()

@@ -35,6 +35,20 @@ function el(tag, attributes = {}, ...children) {
   return node;
 }
 
+// While a page loads or an action runs, <main> says it is busy (assistive technology waits; so do the tests).
+let pending = 0;
+
+async function busy(work) {
+  pending += 1;
+  $("main").setAttribute("aria-busy", "true");
+  try {
+    return await work;
+  } finally {
+    pending -= 1;
+    if (!pending) $("main").setAttribute("aria-busy", "false");
+  }
+}
+
 function announce(message) {
   $("status").textContent = message;
 }
@@ -210,7 +224,7 @@ async function route() {
   showPage(name);
   $(`${name}-title`).focus();
   try {
-    await LOADERS[name]();
+    await busy(LOADERS[name]());
   } catch (error) {
     announce(describe(error));
   }
@@ -268,7 +282,7 @@ async function loadDeployments() {
       el("div", { class: "actions" },
         el("button", { type: "button", class: "secondary", onclick: () => tryDeployment(d.id),
           "aria-label": `Try ${d.name}`, text: "Try it" }),
-        can("deployments:write") ? el("button", { type: "button", class: "danger", onclick: () => remove(d),
+        can("deployments:write") ? el("button", { type: "button", class: "danger", onclick: () => busy(remove(d)),
           "aria-label": `Delete ${d.name}`, text: "Delete" }) : null),
     ]), "No deployments yet: create one from a model below."));
   $("tryit").hidden = false;
@@ -513,7 +527,7 @@ async function loadKeys() {
       el("code", { text: k.keyId }), k.name, k.scopes.join(", "), k.rateLimitPerMinute ? `${k.rateLimitPerMinute}/min` : "—",
       when(k.createdAt), when(k.expiresAt), when(k.lastUsedAt), keyState(k, own),
       !k.revokedAt && k.keyId !== own && can("keys:write")
-        ? el("button", { type: "button", class: "danger", onclick: () => revoke(k), "aria-label": `Revoke ${k.name}`,
+        ? el("button", { type: "button", class: "danger", onclick: () => busy(revoke(k)), "aria-label": `Revoke ${k.name}`,
           text: "Revoke" })
         : "",
     ]), "No keys."));
@@ -685,7 +699,7 @@ async function showInvoices() {
   const months = await api("GET", "/invoices");
   $("invoices-table").replaceChildren(table("Invoices", ["Month", "Requests", "Total", "Download"],
     months.map((m) => [m.month, String(m.requests ?? "—"), String(m.total ?? "—"),
-      el("button", { type: "button", class: "secondary", onclick: () => download(m.month),
+      el("button", { type: "button", class: "secondary", onclick: () => busy(download(m.month)),
         "aria-label": `Download the invoice of ${m.month} (PDF)`, text: "PDF" })]),
     "No invoices yet: a month has one once it has usage."));
 }
@@ -713,7 +727,7 @@ async function loadWebhooks() {
   const endpoints = await api("GET", "/webhooks");
   $("webhooks-table").replaceChildren(table("Webhook endpoints", ["URL", "Events", "State", "Failing since", "Log"],
     endpoints.map((w) => [w.url, w.events.join(", "), w.enabled ? "enabled" : `disabled ${w.disabledReason || ""}`,
-      when(w.failingSince), el("button", { type: "button", class: "secondary", onclick: () => deliveries(w),
+      when(w.failingSince), el("button", { type: "button", class: "secondary", onclick: () => busy(deliveries(w)),
         "aria-label": `Deliveries to ${w.url}`, text: "Deliveries" })]),
     "No endpoints yet."));
 }
@@ -767,20 +781,24 @@ const LOADERS = { models: loadModels, deployments: loadDeployments, keys: loadKe
 
 // ---- wiring ------------------------------------------------------------------------------------------------------
 
+// An event handler that runs async work with <main> marked busy.
+const busily = (handler) => (event) => busy(handler(event));
+
 function wire() {
-  $("signin-form").addEventListener("submit", signIn);
+  $("signin-form").addEventListener("submit", busily(signIn));
   $("sign-out").addEventListener("click", () => signOut());
-  $("deployment-form").addEventListener("submit", createDeployment);
+  $("deployment-form").addEventListener("submit", busily(createDeployment));
   $("deployment-model").addEventListener("change", fillVersions);
   $("tryit-deployment").addEventListener("change", renderTryItInputs);
-  $("tryit-form").addEventListener("submit", runPrediction);
-  $("key-form").addEventListener("submit", createKey);
+  $("tryit-form").addEventListener("submit", busily(runPrediction));
+  $("key-form").addEventListener("submit", busily(createKey));
+  $("webhook-form").addEventListener("submit", busily(createWebhook));
   $("new-key-copy").addEventListener("click", () => copyFrom("new-key-value"));
   $("new-key-done").addEventListener("click", () => forget("new-key", "new-key-value"));
   $("new-secret-copy").addEventListener("click", () => copyFrom("new-secret-value"));
   $("new-secret-done").addEventListener("click", () => forget("new-secret", "new-secret-value"));
-  $("usage-form").addEventListener("submit", (event) => { event.preventDefault(); showUsage(); });
-  for (const id of ["usage-by", "usage-metric"]) $(id).addEventListener("change", showUsage);
+  $("usage-form").addEventListener("submit", busily((event) => { event.preventDefault(); return showUsage(); }));
+  for (const id of ["usage-by", "usage-metric"]) $(id).addEventListener("change", busily(showUsage));
   $("skip").addEventListener("click", (event) => { event.preventDefault(); $("main").focus(); });
   window.addEventListener("hashchange", route);
   if (storedKey()) {
