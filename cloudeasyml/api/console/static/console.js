@@ -644,7 +644,9 @@ function chart(figure, days, groups, by, metric, names) {
     values[g.key.day][g.key[by]] = (values[g.key.day][g.key[by]] || 0) + v;
   }
   const totals = days.map((d) => Object.values(values[d] || {}).reduce((a, b) => a + b, 0));
-  const max = Math.max(...totals, 0) || 1;
+  const highest = Math.max(...totals, 0);
+  // Counts get whole-number gridlines (an even top, so its half is whole too); costs any.
+  const max = metric === "cost" ? highest || 1 : Math.max(2, Math.ceil(highest / 2) * 2);
   const width = 640, height = 240, left = 56, bottom = 36, top = 12;
   const slot = (width - left - 8) / days.length;
   const label = (s) => names[s] || s || "(none)";
