@@ -302,12 +302,31 @@ def test_a_tenant_signs_in_deploys_predicts_manages_keys_sees_usage_and_signs_ou
     assert console.problems_in_the_log() == []
 
 
-def test_a_narrow_key_sees_only_what_its_scopes_allow(console: Console, live: Live) -> None:
+def test_a_narrow_key_sees_only_what_its_scopes_allow_signing_in_with_the_keyboard(
+    console: Console, live: Live
+) -> None:
+    from selenium.webdriver.common.keys import Keys
+
     made = httpx.post(
         f"{live.base_url}/api-keys", json={"name": "billing", "scopes": ["usage:read"]}, headers=bearer(live.key)
     )
     assert made.status_code == 201, made.text
-    console.sign_in(made.json()["key"])
+    driver = console.driver
+    driver.get(f"{live.base_url}/console")
+    console.visible("signin-form")
+    # Keyboard only: the skip link comes first, then the key's field; Enter signs in. Focus is always visible.
+    body = driver.find_element(console.by.TAG_NAME, "body")
+    body.send_keys(Keys.TAB)
+    assert driver.switch_to.active_element.get_attribute("id") == "skip"
+    driver.switch_to.active_element.send_keys(Keys.ENTER)
+    assert driver.switch_to.active_element.get_attribute("id") == "main"
+    driver.switch_to.active_element.send_keys(Keys.TAB)
+    field = driver.switch_to.active_element
+    assert field.get_attribute("id") == "signin-key"
+    assert field.value_of_css_property("outline-style") != "none"
+    field.send_keys(made.json()["key"], Keys.ENTER)
+    console.visible("page-models")
+    console.idle()
     links = console.driver.find_elements(console.by.CSS_SELECTOR, "#nav a")
     shown = {link.get_attribute("data-page") for link in links if link.is_displayed()}
     assert shown == {"models", "usage"}

@@ -629,6 +629,10 @@ async function showUsage() {
   for (let t = Date.parse(`${from}T00:00:00Z`); t < end.getTime() && days.length < 366; t += DAY_MS) {
     days.push(utcDay(new Date(t)));
   }
+  if (by === "deployment" && session.access.deployments && !session.deployments.length) {
+    session.deployments = await api("GET", "/deployments");
+  }
+  // Deleted deployments keep their usage; they show by id.
   const names = by === "deployment"
     ? Object.fromEntries(session.deployments.map((d) => [d.id, d.name]))
     : {};
