@@ -159,8 +159,10 @@ async function start() {
   await probe();
   $("nav").hidden = false;
   $("sign-out").hidden = false;
-  const page = location.hash.slice(2);
-  if (!PAGES.includes(page)) location.hash = "#/models";
+  if (!PAGES.includes(location.hash.slice(2))) {
+    location.hash = "#/models"; // its hashchange loads the page
+    return;
+  }
   await route();
 }
 
