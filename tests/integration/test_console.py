@@ -29,6 +29,7 @@ from tests.conftest import bearer, new_tenant
 from tests.support import tiny_model
 from tests.support.live_server import serve_in_thread
 from tests.support.template_db import TEMPLATES
+from tests.support.webhooks import LOOPBACK
 
 pytestmark = pytest.mark.browser
 
@@ -72,7 +73,10 @@ def fx_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     pm.register(tiny_model, name="tiny")
     tiny_model.seed_graph(root / "art")
     settings = Settings(
-        database=DatabaseSettings(url=url), runtime=RuntimeSettings(artifact_dir=str(root / "art")), home=str(root)
+        database=DatabaseSettings(url=url),
+        runtime=RuntimeSettings(artifact_dir=str(root / "art")),
+        webhooks=LOOPBACK,  # an endpoint on this server itself, for the delivery log
+        home=str(root),
     )
     with serve_in_thread(create_app(settings, pm)) as address:
         yield Live(base_url=f"http://{address}", key=tenant.key)
@@ -239,6 +243,17 @@ def test_a_tenant_signs_in_deploys_predicts_manages_keys_sees_usage_and_signs_ou
     console.go("usage")
     console.wait(lambda: console.chart_total() == 0, what="the empty usage chart")
 
+    # A webhook endpoint for deployment.ready: its secret shown once. It points at this server's /health, which
+    # answers a POST with 405, so its delivery log shows a failed attempt.
+    console.go("webhooks")
+    console.fill("webhook-url", f"{live.base_url}/health")
+    console.fill("webhook-events", "deployment.ready")
+    console.find("webhook-form").submit()
+    secret = console.wait(lambda: console.find("new-secret-value").get_attribute("value"), what="the secret")
+    assert secret.startswith("whsec_")
+    console.find("new-secret-done").click()
+    console.wait(lambda: "/health" in console.text("webhooks-table"), what="the endpoint in the list")
+
     # A deployment from the catalog, then a prediction in "try it".
     console.go("deployments")
     console.wait(lambda: console.find("deployment-model").get_attribute("value") == "tiny", what="the model list")
@@ -300,9 +315,18 @@ def test_a_tenant_signs_in_deploys_predicts_manages_keys_sees_usage_and_signs_ou
     console.wait(lambda: "revoked" in console.text("keys-table"), what="the revoked key")
     assert httpx.get(f"{live.base_url}/usage/quota", headers=bearer(new_key)).status_code == 401
 
-    for page in ("webhooks", "batches"):
-        console.go(page)
-        console.check_page(page)
+    # The model loaded for the prediction: deployment.ready went to the endpoint, which answered 405.
+    console.go("webhooks")
+
+    def delivered() -> bool:
+        console.click(f"Deliveries to {live.base_url}/health")
+        console.idle()
+        return "405" in console.text("deliveries-table")
+
+    console.wait(delivered, what="the delivery in the log")
+    console.check_page("webhooks")
+    console.go("batches")
+    console.check_page("batches")
 
     # Delete the deployment, then sign out: the key leaves the tab and the pages empty.
     console.go("deployments")
