@@ -1,6 +1,7 @@
 """The web console (``/console``) in a real headless Chromium (Debian's ``chromium`` and ``chromium-driver``, driven by
-Selenium), against the real app on a real port: a tenant signs in, creates a deployment, runs a prediction in "try
-it", creates and revokes a key, sees the usage chart change and signs out; a narrower key sees only its pages. Every
+Selenium), against the real app on a real port: a tenant signs in, adds a webhook endpoint, creates a deployment, runs
+a prediction in "try it", sees the usage chart change, downloads the invoice, creates and revokes a key, reads the
+endpoint's delivery log and signs out; a narrower key, signed in with the keyboard alone, sees only its pages. Every
 page passes an axe scan with no serious or critical violation and is photographed at 1280 and 390 px width into
 ``$CLOUDEASYML_SCREENSHOTS`` (default: the test's temporary directory).
 
