@@ -4,14 +4,18 @@ real browser: tests/integration/test_console.py."""
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
+from cloudeasyml.api import console
 from cloudeasyml.api.console import ASSETS, SECURITY_HEADERS
 from tests.conftest import bearer
 
-PATHS = ["/console", "/console/", "/console/index.html", "/console/console.js", "/console/console.css"]
+PATHS = ["/console", "/console/", *(f"/console/{name}" for name in ASSETS)]
+STATIC = Path(console.__file__).with_name("static")
 
 
 def _assert_secured(response) -> None:  # type: ignore[no-untyped-def]
@@ -83,3 +87,11 @@ async def test_the_page_has_nothing_inline_and_nothing_from_elsewhere(client) ->
 async def test_the_console_is_not_in_the_openapi_document(client) -> None:
     document = (await client.get("/schema/openapi.json")).json()
     assert not [path for path in document["paths"] if path.startswith("/console")]
+
+
+def test_every_file_of_the_console_is_served_and_every_module_it_imports_is_one() -> None:
+    assert {path.name for path in STATIC.iterdir()} == set(ASSETS)
+    for name in ASSETS:
+        if name.endswith(".js"):
+            imported = re.findall(r'from "\./([\w.]+)"', (STATIC / name).read_text())
+            assert set(imported) <= set(ASSETS), (name, imported)

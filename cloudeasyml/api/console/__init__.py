@@ -1,5 +1,5 @@
-"""The tenant web console (``/console``): static HTML, one vanilla JavaScript module and a style sheet, shipped in
-the wheel and served by the app itself.
+"""The tenant web console (``/console``): static HTML, vanilla JavaScript modules (no framework, no build step) and a
+style sheet, shipped in the wheel and served by the app itself.
 
 The console holds no server-side session: its script calls the same public JSON API as every other client, with
 the API key the user signs in with sent as ``Authorization: Bearer`` from ``sessionStorage`` (never a URL, never
@@ -43,8 +43,12 @@ SECURITY_HEADERS: Final = {
 
 ASSETS: Final = {
     "index.html": "text/html",
-    "console.js": "text/javascript",
     "console.css": "text/css",
+    # The page's module (sign-in, navigation), the shared parts, and one module per page.
+    **{
+        f"{name}.js": "text/javascript"
+        for name in ("console", "core", "models", "deployments", "keys", "usage", "webhooks", "batches")
+    },
 }
 """The console's files (in ``static/``) and their media types (Litestar adds ``charset=utf-8``); nothing else under
 ``/console`` is served."""
