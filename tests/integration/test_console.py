@@ -238,6 +238,10 @@ def test_a_tenant_signs_in_deploys_predicts_manages_keys_sees_usage_and_signs_ou
     assert driver.execute_script("return localStorage.length") == 0 and driver.get_cookies() == []
     assert live.key not in driver.current_url
     console.wait(lambda: "tiny" in console.text("models-list"), what="the catalog")
+    # A reload keeps the tab signed in (sessionStorage lives as long as the tab).
+    driver.refresh()
+    console.visible("page-models")
+    console.wait(lambda: "tiny" in console.text("models-list"), what="the catalog after a reload")
     console.check_page("models")
 
     # Usage before any prediction: nothing in the range.

@@ -16,13 +16,13 @@ export async function load() {
   session.deployments = await api("GET", "/deployments");
   const today = await requestsToday();
   $("deployments-table").replaceChildren(table("Deployments",
-    ["Name", "Model", "Status", "Version(s) and traffic", "Requests today", "Actions"],
+    ["Name", "Model", "Status", "Version(s) and traffic", "Requests today (UTC)", "Actions"],
     session.deployments.map((d) => [
       d.name, d.modelName, el("span", { class: `status status-${d.status}`, text: d.status }),
       traffic(d), today === null ? "—" : String(today[d.id] || 0),
       el("div", { class: "actions" },
         el("button", { type: "button", class: "secondary", onclick: () => tryDeployment(d.id),
-          "aria-label": `Try ${d.name}`, text: "Try it" }),
+          "aria-label": `Try it with ${d.name}`, text: "Try it" }),
         can("deployments:write") ? el("button", { type: "button", class: "danger", onclick: () => busy(remove(d)),
           "aria-label": `Delete ${d.name}`, text: "Delete" }) : null),
     ]), "No deployments yet: create one from a model below."));
