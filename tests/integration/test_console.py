@@ -280,6 +280,22 @@ def test_a_tenant_signs_in_deploys_predicts_manages_keys_sees_usage_and_signs_ou
     assert "client.deployments.predict(" in python
     console.check_page("deployments")
 
+    # A batch job over the API, for the Batch jobs page to show with its progress.
+    lines = b'{"input": {"x": 1, "y": 2}}\n{"input": {"x": 0, "y": 3}}\n'
+    upload = httpx.post(
+        f"{live.base_url}/files?filename=in.jsonl",
+        content=lines,
+        headers={**bearer(live.key), "Content-Type": "application/jsonl"},
+    )
+    assert upload.status_code == 201, upload.text
+    deployment_id = driver.execute_script("return document.getElementById('tryit-deployment').value")
+    job = httpx.post(
+        f"{live.base_url}/batches",
+        json={"deploymentId": deployment_id, "inputFileId": upload.json()["id"]},
+        headers=bearer(live.key),
+    )
+    assert job.status_code == 201, job.text
+
     # The usage chart changes: the prediction is counted (usage is written behind the answers, so it is polled).
     console.go("usage")
 
@@ -330,7 +346,12 @@ def test_a_tenant_signs_in_deploys_predicts_manages_keys_sees_usage_and_signs_ou
 
     console.wait(delivered, what="the delivery in the log")
     console.check_page("webhooks")
-    console.go("batches")
+
+    def finished() -> bool:
+        console.go("batches")
+        return "2 / 2" in console.text("batches-table") and "completed" in console.text("batches-table")
+
+    console.wait(finished, what="the batch job's progress")
     console.check_page("batches")
 
     # Delete the deployment, then sign out: the key leaves the tab and the pages empty.

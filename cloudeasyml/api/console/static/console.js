@@ -125,6 +125,14 @@ function wire() {
   $("signin-form").addEventListener("submit", busily(signIn));
   $("sign-out").addEventListener("click", () => signOut());
   $("skip").addEventListener("click", (event) => { event.preventDefault(); $("main").focus(); });
+  // The link of the page already shown loads it again (no hashchange would).
+  $("nav").addEventListener("click", (event) => {
+    const link = event.target.closest("a");
+    if (link && link.getAttribute("href") === location.hash) {
+      event.preventDefault();
+      route();
+    }
+  });
   for (const { module } of Object.values(PAGES)) module.wire?.();
   whenUnauthorized(signOut);
   window.addEventListener("hashchange", route);
