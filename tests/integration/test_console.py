@@ -411,6 +411,11 @@ def test_a_narrow_key_sees_only_what_its_scopes_allow_signing_in_with_the_keyboa
     console.driver.get(f"{live.base_url}/console#/keys")
     console.visible("keys-denied")
     assert not console.find("key-form").is_displayed()
-    console.find("sign-out").click()
+    # Revoked meanwhile (by the owner, over the API): the next call's 401 signs the tab out and says why.
+    revoked = httpx.delete(f"{live.base_url}/api-keys/{made.json()['keyId']}", headers=bearer(live.key))
+    assert revoked.status_code == 204, revoked.text
+    driver.find_element(console.by.CSS_SELECTOR, '#nav a[data-page="usage"]').click()
     console.visible("signin-form")
+    assert "Signed out" in console.text("signin-error")
+    assert driver.execute_script("return sessionStorage.length") == 0 and console.text("usage-totals") == ""
     assert console.problems_in_the_log() == []
