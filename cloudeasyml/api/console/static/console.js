@@ -39,12 +39,17 @@ async function signIn(event) {
   }
   sessionStorage.setItem(KEY_STORAGE, key);
   $("signin-key").value = "";
-  await start();
-  announce("Signed in.");
+  try {
+    await start();
+    announce("Signed in.");
+  } catch (error) {
+    signOut(describe(error));
+  }
 }
 
 async function start() {
   await probe();
+  if (!storedKey()) return; // a 401 meanwhile signed the tab out
   $("nav").hidden = false;
   $("sign-out").hidden = false;
   if (!(location.hash.slice(2) in PAGES)) {
@@ -56,6 +61,7 @@ async function start() {
 
 // Which pages the key may read (one list call each), and its exact scopes when it may list keys.
 async function probe() {
+  const keyId = storedKey().split(".")[0];
   session.access = { models: true };
   const probed = Object.entries(PAGES).filter(([, page]) => page.probe);
   await Promise.all(probed.map(async ([page, { probe: path }]) => {
@@ -63,12 +69,13 @@ async function probe() {
       const body = await api("GET", path);
       session.access[page] = true;
       if (page === "keys") {
-        const own = body.find((k) => k.keyId === storedKey().split(".")[0]);
+        const own = body.find((k) => k.keyId === keyId);
         session.scopes = own ? new Set(own.scopes) : null;
       }
     } catch (error) {
-      if (!(error instanceof ApiError && error.status === 403)) throw error;
-      session.access[page] = false;
+      // Only a 403 says the key may not read the page; anything else (a 429 of a low rate limit, a 503) leaves the
+      // page shown, and the page says what went wrong when it is opened.
+      session.access[page] = !(error instanceof ApiError && error.status === 403);
     }
   }));
   for (const link of document.querySelectorAll("#nav a")) {
@@ -91,6 +98,7 @@ function signOut(message) {
   $("sign-out").hidden = true;
   history.replaceState(null, "", location.pathname);
   showPage("signin");
+  showError("page-error", null);
   showError("signin-error", null);
   if (typeof message === "string") $("signin-error").textContent = message;
   announce("Signed out.");
@@ -114,10 +122,11 @@ async function route() {
   const name = hash.slice(2) in PAGES ? hash.slice(2) : "models";
   showPage(name);
   $(`${name}-title`).focus();
+  showError("page-error", null);
   try {
     await busy(PAGES[name].module.load());
   } catch (error) {
-    announce(describe(error));
+    if (storedKey()) showError("page-error", error);
   }
 }
 
