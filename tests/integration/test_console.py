@@ -223,6 +223,8 @@ def fx_console(browser: Any, live: Live, screenshots: Path) -> Iterator[Console]
 def test_a_tenant_signs_in_deploys_predicts_manages_keys_sees_usage_and_signs_out(
     console: Console, live: Live, downloads: Path
 ) -> None:
+    from selenium.webdriver.support.ui import Select
+
     driver = console.driver
     driver.get(f"{live.base_url}/console")
     console.visible("signin-form")
@@ -306,6 +308,15 @@ def test_a_tenant_signs_in_deploys_predicts_manages_keys_sees_usage_and_signs_ou
 
     console.wait(counted, what="the prediction in the usage chart")
     assert driver.find_elements(console.by.CSS_SELECTOR, "#usage-chart svg.bars rect[data-series='tiny']")
+    # By deployment: the series is the deployment's name.
+    Select(console.find("usage-by")).select_by_value("deployment")
+    console.idle()
+    console.wait(
+        lambda: driver.find_elements(console.by.CSS_SELECTOR, "#usage-chart svg.bars rect[data-series='scorer']"),
+        what="the chart by deployment",
+    )
+    Select(console.find("usage-by")).select_by_value("model")
+    console.idle()
     assert "No cap" in console.text("quota") or "no cap" in console.text("quota")
     console.wait(lambda: "PDF" in console.text("invoices-table"), what="this month's invoice")
     console.check_page("usage")
@@ -322,10 +333,15 @@ def test_a_tenant_signs_in_deploys_predicts_manages_keys_sees_usage_and_signs_ou
     console.find("scope-predict").click()  # on by default
     console.find("scope-usage-read").click()
     console.fill("key-rate", "60")
+    # datetime-local's typed format depends on the locale: set its value as the page would read it.
+    driver.execute_script("document.getElementById('key-expiry').value = '2031-01-02T03:04'")
     console.find("key-form").submit()
     new_key = console.wait(lambda: console.find("new-key-value").get_attribute("value"), what="the new key")
     assert new_key.startswith("sk_")
     assert httpx.get(f"{live.base_url}/usage/quota", headers=bearer(new_key)).status_code == 200
+    listed = {k["name"]: k for k in httpx.get(f"{live.base_url}/api-keys", headers=bearer(live.key)).json()}
+    assert listed["reader"]["scopes"] == ["usage:read"] and listed["reader"]["rateLimitPerMinute"] == 60
+    assert listed["reader"]["expiresAt"].startswith("2031-01-0")  # local time, sent in UTC
     console.find("new-key-copy").click()
     console.find("new-key-done").click()
     assert console.find("new-key-value").get_attribute("value") == "" and not console.find("new-key").is_displayed()
