@@ -84,6 +84,12 @@ async def test_the_page_has_nothing_inline_and_nothing_from_elsewhere(client) ->
     assert parser.found == []
 
 
+async def test_the_key_field_has_no_name_so_no_submit_can_put_the_key_in_a_url(client) -> None:
+    page = (await client.get("/console")).text
+    field = re.search(r'<input id="signin-key"[^>]*>', page)
+    assert field is not None and "name=" not in field.group(0)
+
+
 async def test_the_console_is_not_in_the_openapi_document(client) -> None:
     document = (await client.get("/schema/openapi.json")).json()
     assert not [path for path in document["paths"] if path.startswith("/console")]
