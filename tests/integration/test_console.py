@@ -34,6 +34,11 @@ from tests.support.webhooks import LOOPBACK
 
 pytestmark = pytest.mark.browser
 
+try:
+    import cloudeasyml_housing as HOUSING
+except ImportError:  # the bundled plugin is not installed
+    HOUSING = None
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WIDTHS = (1280, 390)
@@ -72,6 +77,8 @@ def fx_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     tenant = asyncio.run(new_tenant(url, "console"))
     pm = get_plugin_manager(load_entrypoints=False)
     pm.register(tiny_model, name="tiny")
+    if HOUSING is not None:  # its schema has a $ref and booleans: the try-it form test uses it, never predicts
+        pm.register(HOUSING, name="housing")
     tiny_model.seed_graph(root / "art")
     settings = Settings(
         database=DatabaseSettings(url=url),
@@ -263,7 +270,8 @@ def test_a_tenant_signs_in_deploys_predicts_manages_keys_sees_usage_and_signs_ou
 
     # A deployment from the catalog, then a prediction in "try it".
     console.go("deployments")
-    console.wait(lambda: console.find("deployment-model").get_attribute("value") == "tiny", what="the model list")
+    console.wait(lambda: console.find("deployment-model").get_attribute("value"), what="the model list")
+    Select(console.find("deployment-model")).select_by_value("tiny")
     console.fill("deployment-name", "scorer")
     console.find("deployment-form").submit()
     console.wait(lambda: "scorer" in console.text("deployments-table"), what="the new deployment")
@@ -435,3 +443,25 @@ def test_a_narrow_key_sees_only_what_its_scopes_allow_signing_in_with_the_keyboa
     assert "Signed out" in console.text("signin-error")
     assert driver.execute_script("return sessionStorage.length") == 0 and console.text("usage-totals") == ""
     assert console.problems_in_the_log() == []
+
+
+@pytest.mark.skipif(HOUSING is None, reason="the housing plugin is not installed")
+def test_try_it_renders_a_form_from_the_input_schema_prefilled_with_the_example(console: Console, live: Live) -> None:
+    made = httpx.post(
+        f"{live.base_url}/deployments", json={"modelName": "housing", "name": "houses"}, headers=bearer(live.key)
+    )
+    assert made.status_code == 201, made.text
+    example = httpx.get(f"{live.base_url}/models/housing", headers=bearer(live.key)).json()["exampleInput"]
+    console.sign_in(live.key)
+    console.go("deployments")
+    console.click("Try it with houses")
+    console.wait(lambda: console.find("tryit-field-driveway"), what="the housing form")
+    for name, value in example.items():
+        field = console.find(f"tryit-field-{name}")
+        if isinstance(value, bool):
+            assert field.get_attribute("type") == "checkbox" and field.is_selected() == value, name
+        else:
+            assert field.get_attribute("type") == "number" and float(field.get_attribute("value")) == value, name
+    assert httpx.delete(f"{live.base_url}/deployments/{made.json()['id']}", headers=bearer(live.key)).status_code == 204
+    console.find("sign-out").click()
+    console.visible("signin-form")
