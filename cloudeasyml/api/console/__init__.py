@@ -61,7 +61,7 @@ def _asset(name: str) -> bytes:
 
 
 class ConsoleController(Controller):
-    """``GET /console`` (the single page; the page's own routes are in the URL fragment) and its two assets."""
+    """``GET /console`` (the single page; the page's own routes are in the URL fragment) and its files."""
 
     path = "/console"
     include_in_schema = False
