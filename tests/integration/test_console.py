@@ -252,6 +252,8 @@ def test_a_tenant_signs_in_deploys_predicts_manages_keys_sees_usage_and_signs_ou
     console.visible("page-models")
     console.wait(lambda: "tiny" in console.text("models-list"), what="the catalog after a reload")
     console.check_page("models")
+    assert console.text("whoami").startswith("Key sk_") and "admin" in console.text("whoami")
+    assert live.key.split(".")[1] not in driver.page_source
 
     # Usage before any prediction: nothing in the range.
     console.go("usage")
@@ -269,9 +271,11 @@ def test_a_tenant_signs_in_deploys_predicts_manages_keys_sees_usage_and_signs_ou
     console.wait(lambda: "/health" in console.text("webhooks-table"), what="the endpoint in the list")
 
     # A deployment from the catalog, then a prediction in "try it".
-    console.go("deployments")
-    console.wait(lambda: console.find("deployment-model").get_attribute("value"), what="the model list")
-    Select(console.find("deployment-model")).select_by_value("tiny")
+    console.go("models")
+    driver.find_element(console.by.CSS_SELECTOR, 'a[aria-label="Deploy tiny"]').click()  # opens Deployments
+    console.visible("page-deployments")
+    console.idle()
+    console.wait(lambda: console.find("deployment-model").get_attribute("value") == "tiny", what="the chosen model")
     console.fill("deployment-name", "scorer")
     console.find("deployment-form").submit()
     console.wait(lambda: "scorer" in console.text("deployments-table"), what="the new deployment")

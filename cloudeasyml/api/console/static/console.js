@@ -50,6 +50,8 @@ async function signIn(event) {
 async function start() {
   await probe();
   if (!storedKey()) return; // a 401 meanwhile signed the tab out
+  const scopes = session.scopes ? ` (${[...session.scopes].join(", ")})` : "";
+  $("whoami").textContent = `Key ${storedKey().split(".")[0]}${scopes}`; // its id only, never the secret
   $("nav").hidden = false;
   $("sign-out").hidden = false;
   if (!(location.hash.slice(2) in PAGES)) {
@@ -85,7 +87,8 @@ async function probe() {
 
 function signOut(message) {
   sessionStorage.removeItem(KEY_STORAGE);
-  Object.assign(session, { access: {}, scopes: null, models: [], deployments: [] });
+  Object.assign(session, { access: {}, scopes: null, models: [], deployments: [], chosenModel: null });
+  $("whoami").textContent = "";
   // Nothing of the tenant stays on the page.
   for (const id of ["models-list", "deployments-table", "keys-table", "usage-totals", "usage-chart", "quota",
     "invoices-table", "webhooks-table", "deliveries-table", "batches-table", "tryit-prediction", "tryit-figures",

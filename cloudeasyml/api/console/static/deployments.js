@@ -45,7 +45,8 @@ async function requestsToday() {
 
 function fillModelChoices() {
   const select = $("deployment-model");
-  const chosen = select.value;
+  const chosen = session.chosenModel || select.value;
+  session.chosenModel = null;
   select.replaceChildren(...session.models.map((m) => el("option", { value: m.name, text: `${m.name} — ${m.description}` })));
   if (chosen) select.value = chosen;
   fillVersions();

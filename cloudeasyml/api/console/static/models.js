@@ -1,6 +1,6 @@
 // Models: the catalog, with versions, schemas and prices.
 
-import { $, api, el, session } from "./core.js";
+import { $, api, can, el, session } from "./core.js";
 
 export async function load() {
   session.models = await api("GET", "/models");
@@ -21,5 +21,14 @@ function modelCard(model) {
       el("dt", { text: "Inputs per request" }), el("dd", { text: model.limits.maxItemsPerRequest })),
     el("details", {}, el("summary", { text: "Input schema" }), json(model.inputSchema)),
     el("details", {}, el("summary", { text: "Output schema" }), json(model.outputSchema)),
-    el("details", {}, el("summary", { text: "Example input" }), json(model.exampleInput)));
+    el("details", {}, el("summary", { text: "Example input" }), json(model.exampleInput)),
+    session.access.deployments && can("deployments:write")
+      ? el("a", { class: "button", href: "#/deployments", "data-model": model.name, onclick: () => deploy(model),
+        "aria-label": `Deploy ${model.name}`, text: "Deploy" })
+      : null);
+}
+
+// The Deployments page opens with this model chosen in its create form.
+function deploy(model) {
+  session.chosenModel = model.name;
 }
