@@ -20,5 +20,8 @@ PACKAGES = find_namespace_packages(include=["cloudeasyml", "cloudeasyml.*"], exc
 setup(
     packages=list(dict.fromkeys([*PACKAGES, *MIGRATIONS])),
     package_dir=MIGRATIONS,
-    package_data={"cloudeasyml": ["plugins/scaffold/*.tmpl"], "cloudeasyml.migrations": ["script.py.mako"]},
+    package_data={
+        "cloudeasyml": ["plugins/scaffold/*.tmpl", "api/console/static/*"],
+        "cloudeasyml.migrations": ["script.py.mako"],
+    },
 )

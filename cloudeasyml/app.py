@@ -18,6 +18,7 @@ from litestar.types import ControllerRouterHandler
 
 import cloudeasyml
 from cloudeasyml.api.auth import ApiKeyMiddleware
+from cloudeasyml.api.console import ConsoleController
 from cloudeasyml.api.controllers.api_keys import ApiKeyController
 from cloudeasyml.api.controllers.audit import AuditController
 from cloudeasyml.api.controllers.batches import BatchController, FileController
@@ -72,6 +73,7 @@ ROUTES: list[ControllerRouterHandler] = [
     OperatorTenantController,
     AuditController,
     PlanController,
+    ConsoleController,
 ]
 
 

@@ -24,8 +24,15 @@ __all__ = (
     "token_of",
 )
 
-PUBLIC_PATHS = (r"^/health(/ready)?/?\Z", r"^/v2/health/(live|ready)/?\Z", r"^/metrics/?\Z", r"^/schema(/.*)?\Z")
-"""The paths that answer without a key (probes, Prometheus scraping, the API's documentation), whole paths: this list,
+PUBLIC_PATHS = (
+    r"^/health(/ready)?/?\Z",
+    r"^/v2/health/(live|ready)/?\Z",
+    r"^/metrics/?\Z",
+    r"^/schema(/.*)?\Z",
+    r"^/console(/.*)?\Z",
+)
+"""The paths that answer without a key (probes, Prometheus scraping, the API's documentation, the web console's
+static files, which hold nothing of a tenant: its script calls the API with the key), whole paths: this list,
 not a flag on the route, is what ``ApiKeyMiddleware`` (and the ``POST /predict`` fast path, which is not public)
 and the OpenAPI document's ``security: []`` go by. ``tests/integration/test_public_routes.py`` walks the app's
 routes and holds every other one to a key."""

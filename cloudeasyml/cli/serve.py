@@ -98,7 +98,10 @@ def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -
     base = f"http://{host}:{port}"
     if demo:
         _print_demo(base, settings)
-    click.echo(f"CloudEasyML on {base}  (API docs: {base}/schema, Swagger UI: {base}/schema/swagger)")
+    click.echo(
+        f"CloudEasyML on {base}  (web console: {base}/console, API docs: {base}/schema, "
+        f"Swagger UI: {base}/schema/swagger)"
+    )
     workers = workers or settings.server.workers
     multiprocess_metrics_dir(settings, workers, os.environ)
     uvicorn.run(

@@ -14,6 +14,8 @@ import venv
 import zipfile
 from pathlib import Path
 
+from cloudeasyml.api.console import ASSETS
+
 REPO = Path(__file__).resolve().parents[2]
 
 READY = """
@@ -23,6 +25,8 @@ from cloudeasyml.app import create_app
 assert "site-packages" in cloudeasyml.__file__, cloudeasyml.__file__
 with TestClient(create_app()) as client:
     answer = client.get("/health/ready")
+    page = client.get("/console/console.js")
+assert page.status_code == 200 and b"sessionStorage" in page.content, page.status_code
 print(answer.status_code, answer.json()["status"])
 """
 
@@ -45,6 +49,9 @@ def test_a_wheel_installed_elsewhere_migrates_and_is_ready(tmp_path: Path) -> No
     names = set(zipfile.ZipFile(wheel).namelist())
     versions = {f"cloudeasyml/migrations/versions/{p.name}" for p in (REPO / "migrations" / "versions").glob("*.py")}
     assert {"cloudeasyml/migrations/env.py", "cloudeasyml/migrations/script.py.mako", *versions} <= names
+    # The web console's files: every asset the app serves under /console.
+    console = {f"cloudeasyml/api/console/static/{name}" for name in ASSETS}
+    assert console <= names, console - names
     target = tmp_path / "venv"
     venv.create(target, with_pip=False)
     python = target / "bin" / "python"

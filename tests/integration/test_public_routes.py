@@ -1,4 +1,5 @@
-"""Which routes answer without a key: exactly the probes, ``/metrics`` and the API's documentation. The test walks
+"""Which routes answer without a key: exactly the probes, ``/metrics``, the API's documentation and the web console's
+static files (their script calls the API with the key). The test walks
 every route the app has, so a route added without authentication fails it."""
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from litestar.routes import ASGIRoute, HTTPRoute
 from tests.conftest import bearer
 
 PUBLIC = {"/health", "/health/ready", "/v2/health/live", "/v2/health/ready", "/metrics"}
-"""The paths that answer without a key (any method: ``OPTIONS`` too), besides the documentation under ``/schema``."""
+"""The paths that answer without a key (any method: ``OPTIONS`` too), besides the documentation under ``/schema`` and
+the console under ``/console``."""
 
 _PARAMETER = re.compile(r"\{(\w+):(\w+)\}")
 
@@ -38,7 +40,7 @@ async def test_only_probes_metrics_and_docs_answer_without_a_key(app, client) ->
     operations = _operations(app)
     assert PUBLIC <= {path for _method, path in operations} and len(operations) > 40
     for method, path in operations:
-        public = path in PUBLIC or path == "/schema" or path.startswith("/schema/")
+        public = path in PUBLIC or any(path == root or path.startswith(f"{root}/") for root in ("/schema", "/console"))
         url = _concrete(path)
         response = await client.request(method, url)
         if public:
@@ -50,5 +52,5 @@ async def test_only_probes_metrics_and_docs_answer_without_a_key(app, client) ->
 
 
 async def test_paths_that_only_start_like_public_ones_need_a_key(client) -> None:
-    for path in ("/healthz", "/health/readyz", "/v2/healthy", "/metrics/x", "/schemas"):
+    for path in ("/healthz", "/health/readyz", "/v2/healthy", "/metrics/x", "/schemas", "/consoles"):
         assert (await client.get(path)).status_code in (401, 404), path
