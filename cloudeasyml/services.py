@@ -22,6 +22,8 @@ from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.deployment_status import LoadOutcomes
 from cloudeasyml.domain.idempotency import IdempotencyStore
 from cloudeasyml.domain.inference import InferenceService
+from cloudeasyml.domain.invoices import plan_prices
+from cloudeasyml.domain.month_close import MonthCloser
 from cloudeasyml.domain.quota import QuotaGuard
 from cloudeasyml.domain.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from cloudeasyml.domain.rollout import Rollout
@@ -277,7 +279,9 @@ def build_services(
         rate_limiter=RedisRateLimiter(redis) if redis is not None else LocalRateLimiter(max_buckets=cache_entries),
         quota=quota,
         inference=inference,
-        webhooks=WebhookDispatcher(sessions, settings.webhooks),
+        webhooks=WebhookDispatcher(
+            sessions, settings.webhooks, chores=(MonthCloser(sessions, meter, plan_prices(catalog, pricing)),)
+        ),
         notices=notices,
         rollout=rollout,
         outcomes=outcomes,

@@ -7,7 +7,8 @@ POSTs them concurrently. A 2xx answer completes a delivery; anything else is ret
 jitter until its retry window (24 h) has passed, then marked ``failed``. An endpoint whose attempts have all failed
 for ``disable_after_seconds`` (5 days) is disabled, and the tenant's other endpoints get ``endpoint.disabled``.
 
-Now and then it also scans for keys near their expiry (``key.expiring``) and prunes old events. Like
+Now and then it also scans for keys near their expiry (``key.expiring``), prunes old events and runs its
+``chores`` (the month close, ``cloudeasyml.domain.month_close``). Like
 ``ApiKeyAuthenticator``, it reads across tenants: it is the platform's, not a tenant's, and every row it writes carries
 the tenant of the row it came from.
 """
@@ -20,7 +21,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -105,8 +106,11 @@ class WebhookDispatcher:
         clock: Callable[[], datetime] = utc_now,
         rand: Callable[[], float] = random.random,
         transport: httpx.AsyncBaseTransport | None = None,
+        chores: Sequence[Callable[[], Awaitable[object]]] = (),
     ) -> None:
         self._sessions = sessions
+        self._chores = tuple(chores)
+        """Periodic work run after each scan (the month close); each is claim-safe across processes itself."""
         self._settings = settings
         self._clock = clock
         self._rand = rand
@@ -313,7 +317,8 @@ class WebhookDispatcher:
 
     async def scan(self) -> None:
         """Write ``key.expiring`` for unrevoked keys that expire within ``key_expiring_days`` (once per key and
-        expiry: derived event ids), and delete events older than ``retention_days`` with their deliveries.
+        expiry: derived event ids), delete events older than ``retention_days`` with their deliveries, then run the
+        ``chores`` (the month close).
         """
         settings = self._settings
         now = self._clock()
@@ -340,6 +345,11 @@ class WebhookDispatcher:
         if len(self._told) > 100_000:  # a bound; forgetting only costs an insert that finds the event there
             self._told.clear()
         self._told.update(written)
+        for chore in self._chores:
+            try:
+                await chore()
+            except Exception:  # noqa: BLE001 - one chore failing must not stop the scan's others or the deliveries
+                log.exception("a periodic webhook chore failed; it runs again at the next scan")
 
 
 async def _first_bytes(response: httpx.Response) -> str:
