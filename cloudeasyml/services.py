@@ -225,6 +225,7 @@ def build_services(
         batch_size=metering.batch_size,
         segment_bytes=metering.segment_bytes,
         flush_timeout=metering.flush_timeout_seconds,
+        export=settings.usage_export,
     )
     authenticator = ApiKeyAuthenticator(
         sessions,
@@ -280,7 +281,10 @@ def build_services(
         quota=quota,
         inference=inference,
         webhooks=WebhookDispatcher(
-            sessions, settings.webhooks, chores=(MonthCloser(sessions, meter, plan_prices(catalog, pricing)),)
+            sessions,
+            settings.webhooks,
+            chores=(MonthCloser(sessions, meter, plan_prices(catalog, pricing)),),
+            export=settings.usage_export,
         ),
         notices=notices,
         rollout=rollout,

@@ -235,7 +235,7 @@ class WebhookEvent(Base):
 
 
 class WebhookDelivery(Base):
-    """One event to one endpoint: its attempts so far and the last one's outcome."""
+    """One event to one endpoint (or to the usage exporter): its attempts so far and the last one's outcome."""
 
     __tablename__ = "webhook_delivery"
     __table_args__ = (
@@ -246,7 +246,9 @@ class WebhookDelivery(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
-    endpoint_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_endpoint.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("webhook_endpoint.id", ondelete="CASCADE"))
+    """The tenant's endpoint; None: the operator's usage exporter (``UsageExportSettings``; the event is a usage
+    record's CloudEvent)."""
     event_id: Mapped[str] = mapped_column(String(64), ForeignKey("webhook_event.id", ondelete="CASCADE"), index=True)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     """``pending`` (an attempt is due at ``next_attempt_at``), ``succeeded`` or ``failed`` (given up)."""

@@ -34,9 +34,10 @@ from cloudeasyml.background import cancel_and_wait
 from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.models import ApiKey, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from cloudeasyml.domain.webhooks.events import derived_event_id, emit, rfc3339
+from cloudeasyml.domain.webhooks.exporter import UsageExporter
 from cloudeasyml.domain.webhooks.signing import signed_headers
 from cloudeasyml.domain.webhooks.url_guard import GuardedBackend, UnsafeAddressError, UrlGuard
-from cloudeasyml.settings import WebhookSettings
+from cloudeasyml.settings import UsageExportSettings, WebhookSettings
 
 __all__ = ("ANSWER_BYTES", "WebhookDispatcher", "retry_delay")
 
@@ -107,6 +108,7 @@ class WebhookDispatcher:
         rand: Callable[[], float] = random.random,
         transport: httpx.AsyncBaseTransport | None = None,
         chores: Sequence[Callable[[], Awaitable[object]]] = (),
+        export: UsageExportSettings | None = None,
     ) -> None:
         self._sessions = sessions
         self._chores = tuple(chores)
@@ -121,6 +123,25 @@ class WebhookDispatcher:
             follow_redirects=False,
             trust_env=False,
         )
+        self.exporter = (
+            UsageExporter(
+                sessions,
+                settings,
+                export,
+                client=self._client,
+                guard=self.guard,
+                clock=clock,
+                rand=rand,
+                retry_delay=retry_delay,
+                read_answer=_first_bytes,
+            )
+            if export is not None and export.enabled
+            else None
+        )
+        """Sends the outbox's usage exports (None: no export in this process)."""
+        self._export_batch = export.batch_size if export is not None else 0
+        self._more = False
+        """The last round claimed a full batch of webhooks or exports: more may be due at once."""
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._last_scan = -math.inf
@@ -149,17 +170,17 @@ class WebhookDispatcher:
     async def _run(self) -> None:
         settings = self._settings
         while True:
-            claimed = 0
+            self._more = False
             try:
                 if time.monotonic() - self._last_scan >= settings.scan_interval_seconds:
                     self._last_scan = time.monotonic()
                     await self.scan()
-                claimed = await self.run_once()
+                await self.run_once()
             except Exception:  # noqa: BLE001 - the database may be down for a while: keep trying, say so now and then
                 if time.monotonic() - self._warned_at >= 60:
                     self._warned_at = time.monotonic()
                     log.exception("delivering webhooks failed; trying again every %s s", settings.poll_interval_seconds)
-            if claimed < settings.batch_size and self._wake is not None:  # a full batch: more may be due at once
+            if not self._more and self._wake is not None:  # after a full batch, more may be due at once
                 try:
                     await asyncio.wait_for(self._wake.wait(), settings.poll_interval_seconds)
                 except TimeoutError:
@@ -167,13 +188,25 @@ class WebhookDispatcher:
                 self._wake.clear()
 
     async def run_once(self) -> int:
-        """Claim the due deliveries (at most ``batch_size``), attempt them all, record the outcomes; returns how many
-        were attempted.
+        """Claim the due deliveries (at most ``batch_size``) and a batch of due usage exports, attempt them all, record
+        the outcomes; returns how many deliveries (webhooks and exported records) were attempted.
         """
         claims = await self._claim()
-        if claims:
-            await asyncio.gather(*(self._deliver(claim) for claim in claims))
-        return len(claims)
+        work = [self._deliver(claim) for claim in claims]
+        exported = 0
+
+        async def export() -> None:
+            nonlocal exported
+            assert self.exporter is not None  # noqa: S101 - scheduled only with one
+            exported = await self.exporter.run_once()
+
+        if self.exporter is not None:
+            work.append(export())
+        if work:
+            await asyncio.gather(*work)
+        full_export = self.exporter is not None and exported >= self._export_batch
+        self._more = len(claims) >= self._settings.batch_size or full_export
+        return len(claims) + exported
 
     async def _claim(self) -> list[_Claim]:
         now = self._clock()
@@ -212,7 +245,7 @@ class WebhookDispatcher:
             rows = await session.execute(
                 select(
                     WebhookDelivery.id,
-                    WebhookDelivery.endpoint_id,
+                    WebhookEndpoint.id,  # the delivery's endpoint (joined on it), never null
                     WebhookEvent.id,
                     WebhookEvent.payload,
                     WebhookEndpoint.url,

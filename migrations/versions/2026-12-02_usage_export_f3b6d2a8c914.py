@@ -1,0 +1,33 @@
+"""webhook_delivery.endpoint_id may be null: a delivery without an endpoint is a usage record's CloudEvent for the
+operator's usage exporter (``CLOUDEASYML_USAGE_EXPORT__URL``), delivered through the same outbox as webhooks.
+
+Revision ID: f3b6d2a8c914
+Revises: d7a9c3e5b812
+Create Date: 2026-12-02 03:20:00.000000+00:00
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "f3b6d2a8c914"
+down_revision: str | None = "d7a9c3e5b812"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    """Apply."""
+    with op.batch_alter_table("webhook_delivery", schema=None) as batch_op:
+        batch_op.alter_column("endpoint_id", existing_type=sa.Uuid(), nullable=True)
+
+
+def downgrade() -> None:
+    """Revert: the usage exports still in the outbox are dropped (the earlier schema cannot hold them)."""
+    op.execute("DELETE FROM webhook_event WHERE id IN (SELECT event_id FROM webhook_delivery WHERE endpoint_id IS NULL)")
+    op.execute("DELETE FROM webhook_delivery WHERE endpoint_id IS NULL")
+    with op.batch_alter_table("webhook_delivery", schema=None) as batch_op:
+        batch_op.alter_column("endpoint_id", existing_type=sa.Uuid(), nullable=False)
