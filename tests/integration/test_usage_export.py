@@ -165,3 +165,39 @@ async def test_the_webhook_url_guard_applies_to_the_export(
     assert delivery.status == "pending" and delivery.response_status is None
     assert delivery.error is not None and "127.0.0.1" in delivery.error
     assert hook.received == []  # never connected
+
+
+@pytest.mark.slow
+def test_an_export_refused_before_a_real_server_restarts_is_sent_by_the_next_one(
+    artifact_dir: Path, tmp_path: Path
+) -> None:
+    import httpx
+
+    from tests.integration.test_batch_crash import _rows
+    from tests.integration.test_webhook_restart import ENV, _until
+    from tests.support.server_process import export_models, serve_process
+
+    housing = pytest.importorskip("cloudeasyml_housing")
+    export_models(artifact_dir, housing.HousingModel())  # the served process loads installed models only
+    with receiver(fail_first=1) as hook:
+        env = {
+            **ENV,
+            "CLOUDEASYML_USAGE_EXPORT__URL": hook.url,
+            "CLOUDEASYML_USAGE_EXPORT__AUTH_VALUE": TOKEN,
+            "CLOUDEASYML_METERING__FLUSH_INTERVAL_SECONDS": "0.05",
+        }
+        with serve_process(artifact_dir, tmp_path, env=env) as first:
+            (key,) = first.keys
+            made = httpx.post(f"{first.base_url}/deployments", json={"modelName": "housing"}, headers=bearer(key))
+            assert made.status_code == 201, made.text
+            house = json.loads(_rows().split(b"\n")[0])["input"]
+            body = {"deploymentId": made.json()["id"], "inputs": [house]}
+            answer = httpx.post(f"{first.base_url}/predict", json=body, headers=bearer(key), timeout=60)
+            assert answer.status_code == 200, answer.text
+            _until(lambda: hook.received)  # the first attempt, refused
+        assert len(hook.received) == 1  # stopped before the retry was due (4 s)
+        with serve_process(artifact_dir, tmp_path, database_url=first.database_url, env=env):
+            received = hook.wait_for(2)
+    assert received[0].body == received[1].body and received[1].headers["authorization"] == TOKEN
+    [event] = json.loads(received[1].body)
+    assert event["id"] == answer.headers["x-request-id"] and event["type"] == EVENT_TYPE
