@@ -27,6 +27,7 @@ __all__ = (
     "Invoice",
     "Tenant",
     "UsageDaily",
+    "UsageHourly",
     "UsageRecord",
     "User",
     "WebhookDelivery",
@@ -183,6 +184,29 @@ class UsageDaily(Base):
     model_version: Mapped[str] = mapped_column(String(100), primary_key=True)
     api_key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     """The key id, or ``""`` for usage billed without one (a key column cannot be null)."""
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    requests: Mapped[int]
+    items: Mapped[int]
+    processing_ms: Mapped[float]
+    gpu_ms: Mapped[float]
+    cost: Mapped[Decimal] = mapped_column(Money)
+
+
+class UsageHourly(Base):
+    """Usage records summed per tenant, UTC hour, deployment, model version, API key and kind, as ``UsageDaily`` per
+    day: kept current by the meter in the same transaction, so reports grouped by hour read a few rows per hour.
+    """
+
+    __tablename__ = "usage_hourly"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    """The hour's first instant (UTC)."""
+    deployment_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(100), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """The key id, or ``""`` for usage billed without one."""
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     requests: Mapped[int]
     items: Mapped[int]

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cloudeasyml.background import cancel_and_wait
 from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.errors import RETRY_AFTER_SECONDS, as_unavailable
-from cloudeasyml.db.models import ApiKey, UsageDaily, UsageRecord
+from cloudeasyml.db.models import ApiKey, UsageDaily, UsageHourly, UsageRecord
 from cloudeasyml.errors import DatabaseUnavailableError, UsageJournalError
 from cloudeasyml.metering.journal import Journal, Position, orphan_tags
 from cloudeasyml.metering.usage_export import write_exports
@@ -311,8 +311,9 @@ class Meter:
 
 async def write_usage(session: AsyncSession, batch: list[Usage], export: UsageExportSettings | None = None) -> None:
     """Insert ``batch`` (records already there are skipped: the request id is the key), add the records inserted to
-    the daily rollup (``UsageDaily``), write their CloudEvents to the outbox when ``export`` is given (the usage
-    exporter's settings), and note when each key was last used, in ``session``'s transaction.
+    the daily and hourly rollups (``UsageDaily``, ``UsageHourly``), write their CloudEvents to the outbox when
+    ``export`` is given (the usage exporter's settings), and note when each key was last used, in ``session``'s
+    transaction.
     """
     last_used: dict[str, datetime] = {}
     for usage in batch:
@@ -343,45 +344,57 @@ async def write_usage(session: AsyncSession, batch: list[Usage], export: UsageEx
         await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
 
 
-_DAILY_KEY = ("tenant_id", "day", "deployment_id", "model_name", "model_version", "api_key_id", "kind")
-_DAILY_SUMS = ("requests", "items", "processing_ms", "gpu_ms", "cost")
+_ROLLUP_KEY = ("tenant_id", "deployment_id", "model_name", "model_version", "api_key_id", "kind")
+_ROLLUP_SUMS = ("requests", "items", "processing_ms", "gpu_ms", "cost")
+_ROLLUP_SLICE = 500
+"""Most rollup rows per upsert statement (12 parameters each: well under SQLite's limit of parameters)."""
+
+
+def _day(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 async def _roll_up(session: AsyncSession, insert: Any, batch: list[Usage]) -> None:
-    """Add newly inserted records to their days' rows of ``usage_daily`` (only new ones: a record written twice
-    counts once). Rows are upserted in key order, so two processes never lock the same rows in opposite orders.
+    """Add newly inserted records to their days' rows of ``usage_daily`` and their hours' rows of ``usage_hourly``
+    (only new ones: a record written twice counts once). Rows are upserted in key order, so two processes never lock
+    the same rows in opposite orders.
     """
-    sums: dict[tuple[Any, ...], list[Any]] = {}
-    for usage in batch:
-        day = usage.created_at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        kind = usage.kind
-        key = (
-            usage.tenant_id,
-            day,
-            usage.deployment_id,
-            usage.model_name,
-            usage.model_version,
-            usage.api_key_id or "",
-            kind,
-        )
-        total = sums.setdefault(key, [0, 0, 0.0, 0.0, Decimal(0)])
-        total[0] += 1
-        total[1] += usage.items
-        total[2] += usage.processing_ms
-        total[3] += usage.gpu_ms
-        total[4] += usage.cost
-    daily = cast(Table, UsageDaily.__table__)
-    values = [
-        dict(zip(_DAILY_KEY, key, strict=True)) | dict(zip(_DAILY_SUMS, total, strict=True))
-        for key, total in sorted(sums.items(), key=lambda item: tuple(str(part) for part in item[0]))
-    ]
-    statement = insert(daily).values(values)
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=list(_DAILY_KEY),
-            set_={name: daily.c[name] + statement.excluded[name] for name in _DAILY_SUMS},
-        )
-    )
+    for model, column, truncate in ((UsageDaily, "day", _day), (UsageHourly, "hour", _hour)):
+        sums: dict[tuple[Any, ...], list[Any]] = {}
+        for usage in batch:
+            key = (
+                usage.tenant_id,
+                truncate(usage.created_at),
+                usage.deployment_id,
+                usage.model_name,
+                usage.model_version,
+                usage.api_key_id or "",
+                usage.kind,
+            )
+            total = sums.setdefault(key, [0, 0, 0.0, 0.0, Decimal(0)])
+            total[0] += 1
+            total[1] += usage.items
+            total[2] += usage.processing_ms
+            total[3] += usage.gpu_ms
+            total[4] += usage.cost
+        table = cast(Table, model.__table__)
+        names = ("tenant_id", column, *_ROLLUP_KEY[1:])
+        values = [
+            dict(zip(names, key, strict=True)) | dict(zip(_ROLLUP_SUMS, total, strict=True))
+            for key, total in sorted(sums.items(), key=lambda item: tuple(str(part) for part in item[0]))
+        ]
+        for start in range(0, len(values), _ROLLUP_SLICE):
+            statement = insert(table).values(values[start : start + _ROLLUP_SLICE])
+            await session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=list(names),
+                    set_={name: table.c[name] + statement.excluded[name] for name in _ROLLUP_SUMS},
+                )
+            )
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
