@@ -27,7 +27,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Revert: the usage exports still in the outbox are dropped (the earlier schema cannot hold them)."""
-    op.execute("DELETE FROM webhook_event WHERE id IN (SELECT event_id FROM webhook_delivery WHERE endpoint_id IS NULL)")
+    op.execute(
+        "DELETE FROM webhook_event WHERE id IN (SELECT event_id FROM webhook_delivery WHERE endpoint_id IS NULL)"
+    )
     op.execute("DELETE FROM webhook_delivery WHERE endpoint_id IS NULL")
     with op.batch_alter_table("webhook_delivery", schema=None) as batch_op:
         batch_op.alter_column("endpoint_id", existing_type=sa.Uuid(), nullable=False)
