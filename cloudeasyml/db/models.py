@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cloudeasyml.core.clock import utc_now
@@ -264,7 +264,22 @@ class WebhookDelivery(Base):
     __tablename__ = "webhook_delivery"
     __table_args__ = (
         UniqueConstraint("endpoint_id", "event_id"),
-        Index("ix_webhook_delivery_status_next_attempt_at", "status", "next_attempt_at"),
+        # Partial: webhook claims and usage-export claims each walk their own index of due deliveries, so a backlog
+        # of exports never lies in the path of the webhooks' claim (or the reverse).
+        Index(
+            "ix_webhook_delivery_status_next_attempt_at",
+            "status",
+            "next_attempt_at",
+            sqlite_where=text("endpoint_id IS NOT NULL"),
+            postgresql_where=text("endpoint_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_webhook_delivery_export_status_next_attempt_at",
+            "status",
+            "next_attempt_at",
+            sqlite_where=text("endpoint_id IS NULL"),
+            postgresql_where=text("endpoint_id IS NULL"),
+        ),
         Index("ix_webhook_delivery_endpoint_id_created_at", "endpoint_id", "created_at"),
     )
 

@@ -216,6 +216,7 @@ class WebhookDispatcher:
                 select(WebhookDelivery.id, WebhookDelivery.next_attempt_at)
                 .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
                 .where(
+                    WebhookDelivery.endpoint_id.is_not(None),  # the partial index of webhooks' due deliveries
                     WebhookDelivery.status == "pending",
                     WebhookDelivery.next_attempt_at <= now,
                     WebhookEndpoint.enabled.is_(True),
