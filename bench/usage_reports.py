@@ -1,7 +1,7 @@
 """Usage reports at scale: write N usage records (default 1,000,000) for one tenant across a month, as the meter
 writes them (``write_usage``: the records and the daily rollup), then time ``GET /usage`` for the month, for
-bounds that cut days in two, and ``GET /invoices/{month}`` (its first read, which freezes it, and a later one),
-through the real app over ASGI.
+bounds that cut days in two, with ``groupBy``, ``GET /usage/records`` and ``GET /invoices/{month}`` (its first
+read, which freezes it, and a later one), through the real app over ASGI.
 
     python -m bench.usage_reports                          # SQLite in a temporary directory
     python -m bench.usage_reports --database postgresql+asyncpg://user@host/db   # a server: a database of its own
@@ -114,6 +114,13 @@ async def main(url: str, count: int, runs: int) -> None:
             "GET /invoices/2026-11 (frozen)": await _time(client, "/invoices/2026-11", key, {}, runs),
             "GET /invoices": await _time(client, "/invoices", key, {}, runs),
         }
+        for group_by in ("model", "apiKey", "model,day", "hour", "apiKey,hour"):
+            name = f"GET /usage?groupBy={group_by} (the month)"
+            figures[name] = await _time(client, "/usage", key, {**month, "groupBy": group_by}, runs)
+        records = {**month, "limit": "100"}
+        figures["GET /usage/records?limit=100 (the month)"] = await _time(client, "/usage/records", key, records, runs)
+        keyed = {**records, "apiKeyId": "sk_other0000000000"}
+        figures["GET /usage/records?apiKeyId=...&limit=100"] = await _time(client, "/usage/records", key, keyed, runs)
         invoice = (await client.get("/invoices/2026-11", headers={"Authorization": f"Bearer {key}"})).json()
         assert Decimal(invoice["total"]) == total
     print(f"{count:,} records, {url.split('://')[0]}; ms over {runs} runs (median, max):")

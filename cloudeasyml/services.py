@@ -29,6 +29,8 @@ from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.deployment_status import LoadOutcomes
 from cloudeasyml.domain.idempotency import IdempotencyStore
 from cloudeasyml.domain.inference import InferenceService
+from cloudeasyml.domain.invoices import plan_prices
+from cloudeasyml.domain.month_close import MonthCloser
 from cloudeasyml.domain.plans import LiveLimits, PlanBook
 from cloudeasyml.domain.quota import QuotaGuard
 from cloudeasyml.domain.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
@@ -262,6 +264,7 @@ def build_services(
         batch_size=metering.batch_size,
         segment_bytes=metering.segment_bytes,
         flush_timeout=metering.flush_timeout_seconds,
+        export=settings.usage_export,
     )
     authenticator = ApiKeyAuthenticator(
         sessions,
@@ -324,7 +327,12 @@ def build_services(
         rate_limiter=RedisRateLimiter(redis) if redis is not None else LocalRateLimiter(max_buckets=cache_entries),
         quota=quota,
         inference=inference,
-        webhooks=WebhookDispatcher(sessions, settings.webhooks),
+        webhooks=WebhookDispatcher(
+            sessions,
+            settings.webhooks,
+            chores=(MonthCloser(sessions, meter, plan_prices(catalog, pricing)),),
+            export=settings.usage_export,
+        ),
         notices=notices,
         rollout=rollout,
         outcomes=outcomes,

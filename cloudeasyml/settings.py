@@ -27,6 +27,7 @@ __all__ = (
     "ServerSettings",
     "Settings",
     "TenantLimits",
+    "UsageExportSettings",
     "WebhookSettings",
     "load_settings",
 )
@@ -287,6 +288,34 @@ class WebhookSettings(msgspec.Struct, frozen=True):
     where it is on)."""
 
 
+class UsageExportSettings(msgspec.Struct, frozen=True):
+    """The usage exporter (docs/billing.md): every usage record as a CloudEvent, POSTed in batches to an operator's
+    endpoint (OpenMeter's ingest API, say) at least once, through the webhook outbox and dispatcher (so the webhook
+    settings' URL guard, timeouts and backoff apply to it too).
+    """
+
+    url: str = ""
+    """Where the batches are POSTed (e.g. ``https://openmeter.example.com/api/v1/events``); checked by the webhook
+    URL guard (https unless ``webhooks.allow_http``; public addresses unless ``webhooks.allowed_networks``). Empty:
+    no export (records written meanwhile are not exported later)."""
+    auth_header: str = "Authorization"
+    """The header that carries ``auth_value``."""
+    auth_value: str = ""
+    """The credential sent in ``auth_header`` with every batch (``Bearer <token>`` for OpenMeter). Empty: none."""
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+    """Most CloudEvents per POST (``application/cloudevents-batch+json``)."""
+    source: str = "cloudeasyml"
+    """The CloudEvents ``source`` of every event (a URI-reference naming this installation)."""
+    retry_window_seconds: Annotated[float, msgspec.Meta(gt=0)] = 7 * 86400.0
+    """How long a record's export is retried (with the webhooks' backoff) before it is marked ``failed``. Keep it
+    below ``webhooks.retention_days``: older outbox rows are deleted."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether usage is exported."""
+        return bool(self.url)
+
+
 class OutcomeSettings(msgspec.Struct, frozen=True):
     """Outcomes (what each version of a deployment with several routes answered) and feedback (``POST /feedback``),
     the material of the experiment report (``GET /deployments/{id}/experiment``). Outcomes are written behind the
@@ -378,6 +407,7 @@ class Settings(msgspec.Struct, frozen=True):
     metering: MeteringSettings = MeteringSettings()
     limits: LimitsSettings = LimitsSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    usage_export: UsageExportSettings = UsageExportSettings()
     outcomes: OutcomeSettings = OutcomeSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
     batch: BatchSettings = BatchSettings()

@@ -25,7 +25,6 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import SkipValidation
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cloudeasyml.core.pricing import Pricing
 from cloudeasyml.domain.api_keys import ApiKeyService
 from cloudeasyml.domain.audit import Actor, AuditLog, AuditTrail
 from cloudeasyml.domain.batch.files import FileService
@@ -33,14 +32,13 @@ from cloudeasyml.domain.batch.jobs import BatchService
 from cloudeasyml.domain.deployments import DeploymentService
 from cloudeasyml.domain.experiment import ExperimentService
 from cloudeasyml.domain.feedback import FeedbackService
-from cloudeasyml.domain.invoices import InvoiceService
+from cloudeasyml.domain.invoices import InvoiceService, plan_prices
 from cloudeasyml.domain.plans import PlanService
 from cloudeasyml.domain.principal import OPERATOR_SCOPE, Principal
 from cloudeasyml.domain.revisions import RevisionService
 from cloudeasyml.domain.tenant_admin import TenantAdminService
 from cloudeasyml.domain.usage import UsageService
 from cloudeasyml.domain.webhooks.endpoints import WebhookEndpointService
-from cloudeasyml.errors import NotFoundError
 from cloudeasyml.services import Services
 
 __all__ = (
@@ -135,15 +133,7 @@ def provide_invoice_service(
     db_session: Injected[AsyncSession], caller: Injected[Principal], services: Injected[Services]
 ) -> InvoiceService:
     """The caller's tenant's invoices, priced by its plan."""
-
-    def price_of(plan: str, model_name: str, version: str) -> Pricing | None:
-        try:
-            model = services.catalog.get(model_name).model
-        except NotFoundError:  # uninstalled since: its usage is still invoiced, without unit prices
-            return None
-        return services.pricing.for_plan(plan, model, version)
-
-    return InvoiceService(db_session, caller.tenant_id, services.meter, price_of)
+    return InvoiceService(db_session, caller.tenant_id, services.meter, plan_prices(services.catalog, services.pricing))
 
 
 def provide_webhook_service(

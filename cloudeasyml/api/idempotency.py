@@ -14,6 +14,8 @@ the header list.
 - The same key with another request is a 409 problem; so is a retry while the first request still runs (Stripe's
   behaviour: the client retries later and then gets the replay).
 - Keys are per tenant (from the authenticated principal), 1 to 255 printable ASCII characters (else 400).
+- Its errors (a bad key, a conflict, a failed authentication) answer in the dialect of the route the request was for,
+  as that route's own errors do: OpenAI's ``error`` object under ``/v1/``, the V2 protocol's ``error`` under ``/v2/``.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from litestar.types import HTTPRequestEvent, HTTPScope, Message, Receive, ReceiveMessage, Send
 
 from cloudeasyml.api.auth import authenticate_scope, is_public, token_of
-from cloudeasyml.api.problems import send_problem
+from cloudeasyml.api.controllers.embeddings import OPENAI_EXCEPTION_HANDLERS
+from cloudeasyml.api.controllers.v2 import V2_EXCEPTION_HANDLERS
+from cloudeasyml.api.problems import exception_handlers, send_problem
 from cloudeasyml.api.raw_http import read_body
 from cloudeasyml.domain.idempotency import Claim, IdempotencyStore, StoredAnswer, request_hash
 from cloudeasyml.errors import MalformedRequestError
@@ -54,6 +59,15 @@ def idempotency_key(scope: HTTPScope) -> bytes | None:
     return None
 
 
+def _handlers_for(path: str) -> Mapping[Any, Any]:
+    """The exception handlers of the routes under ``path``: the protocol's dialect under ``/v1/`` and ``/v2/``."""
+    if path.startswith("/v1/"):
+        return OPENAI_EXCEPTION_HANDLERS
+    if path.startswith("/v2/"):
+        return V2_EXCEPTION_HANDLERS
+    return exception_handlers
+
+
 def _checked(key: bytes) -> str:
     if not 1 <= len(key) <= MAX_KEY_LENGTH or not all(0x21 <= byte <= 0x7E for byte in key):
         raise MalformedRequestError(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable ASCII characters")
@@ -70,8 +84,8 @@ async def serve_idempotent(scope: HTTPScope, receive: Receive, send: Send, app: 
         fingerprint = request_hash(principal.key_id, scope["method"], scope["path"], scope["query_string"], body)
         secret = hashlib.sha256(b"idempotency\0" + (token_of(scope) or "").encode()).digest()
         outcome = await services.idempotency.claim(principal.tenant_id, text, fingerprint, secret)
-    except Exception as exc:  # noqa: BLE001 - answered as Litestar's exception middleware would
-        await send_problem(scope, receive, send, exc)
+    except Exception as exc:  # noqa: BLE001 - answered as Litestar's exception middleware would, in the route's dialect
+        await send_problem(scope, receive, send, exc, _handlers_for(scope["path"]))
         return
     if isinstance(outcome, StoredAnswer):
         await send({"type": "http.response.start", "status": outcome.status, "headers": [*outcome.headers, _REPLAYED]})

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cloudeasyml.core.clock import utc_now
@@ -30,6 +30,7 @@ __all__ = (
     "Plan",
     "Tenant",
     "UsageDaily",
+    "UsageHourly",
     "UsageRecord",
     "User",
     "WebhookDelivery",
@@ -272,6 +273,29 @@ class UsageDaily(Base):
     cost: Mapped[Decimal] = mapped_column(Money)
 
 
+class UsageHourly(Base):
+    """Usage records summed per tenant, UTC hour, deployment, model version, API key and kind, as ``UsageDaily`` per
+    day: kept current by the meter in the same transaction, so reports grouped by hour read a few rows per hour.
+    """
+
+    __tablename__ = "usage_hourly"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    """The hour's first instant (UTC)."""
+    deployment_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(100), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """The key id, or ``""`` for usage billed without one."""
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    requests: Mapped[int]
+    items: Mapped[int]
+    processing_ms: Mapped[float]
+    gpu_ms: Mapped[float]
+    cost: Mapped[Decimal] = mapped_column(Money)
+
+
 class WebhookEndpoint(Base):
     """A URL a tenant asked to receive events at, and the secret that signs them (docs/webhooks.md)."""
 
@@ -316,18 +340,35 @@ class WebhookEvent(Base):
 
 
 class WebhookDelivery(Base):
-    """One event to one endpoint: its attempts so far and the last one's outcome."""
+    """One event to one endpoint (or to the usage exporter): its attempts so far and the last one's outcome."""
 
     __tablename__ = "webhook_delivery"
     __table_args__ = (
         UniqueConstraint("endpoint_id", "event_id"),
-        Index("ix_webhook_delivery_status_next_attempt_at", "status", "next_attempt_at"),
+        # Partial: webhook claims and usage-export claims each walk their own index of due deliveries, so a backlog
+        # of exports never lies in the path of the webhooks' claim (or the reverse).
+        Index(
+            "ix_webhook_delivery_status_next_attempt_at",
+            "status",
+            "next_attempt_at",
+            sqlite_where=text("endpoint_id IS NOT NULL"),
+            postgresql_where=text("endpoint_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_webhook_delivery_export_status_next_attempt_at",
+            "status",
+            "next_attempt_at",
+            sqlite_where=text("endpoint_id IS NULL"),
+            postgresql_where=text("endpoint_id IS NULL"),
+        ),
         Index("ix_webhook_delivery_endpoint_id_created_at", "endpoint_id", "created_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
-    endpoint_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_endpoint.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("webhook_endpoint.id", ondelete="CASCADE"))
+    """The tenant's endpoint; None: the operator's usage exporter (``UsageExportSettings``; the event is a usage
+    record's CloudEvent)."""
     event_id: Mapped[str] = mapped_column(String(64), ForeignKey("webhook_event.id", ondelete="CASCADE"), index=True)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     """``pending`` (an attempt is due at ``next_attempt_at``), ``succeeded`` or ``failed`` (given up)."""

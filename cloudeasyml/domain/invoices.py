@@ -28,8 +28,20 @@ from cloudeasyml.domain.usage_sums import month_of_day, summed
 from cloudeasyml.domain.webhooks.events import derived_event_id, emit
 from cloudeasyml.errors import InvalidInputError, NotFoundError
 from cloudeasyml.metering.meter import Meter
+from cloudeasyml.metering.pricing_book import PricingBook
+from cloudeasyml.plugins.catalog import ModelCatalog
 
-__all__ = ("FREEZE_AFTER", "KINDS", "Invoice", "InvoiceLine", "InvoiceService", "InvoiceSummary", "month_bounds")
+__all__ = (
+    "FREEZE_AFTER",
+    "KINDS",
+    "Invoice",
+    "InvoiceLine",
+    "InvoiceService",
+    "InvoiceSummary",
+    "PriceOf",
+    "month_bounds",
+    "plan_prices",
+)
 
 KINDS: Final = ("online", "batch", "shadow")
 """Kinds of usage, in the order of an invoice's lines. Records without a ``kind`` column are ``online``."""
@@ -105,11 +117,21 @@ _decode = msgspec.json.Decoder(Invoice).decode
 class InvoiceService:
     """One tenant's invoices. Every query filters on its ``tenant_id``."""
 
-    def __init__(self, session: AsyncSession, tenant_id: uuid.UUID, meter: Meter, price_of: PriceOf) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        tenant_id: uuid.UUID,
+        meter: Meter,
+        price_of: PriceOf,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self._session = session
         self._tenant_id = tenant_id
         self._meter = meter
         self._price_of = price_of
+        self._clock = clock
+        """When "now" is: whether a month has begun or is closed (injectable, so a test closes a month at once)."""
 
     async def months(self) -> list[InvoiceSummary]:
         """The months with usage, newest first, with their totals."""
@@ -127,7 +149,7 @@ class InvoiceService:
     async def invoice(self, month: str) -> Invoice:
         """The invoice of ``month`` (``YYYY-MM``): frozen once the month is closed, computed while it is open."""
         start, end = month_bounds(month)
-        now = utc_now()
+        now = self._clock()
         if start > now:
             raise NotFoundError(f"no invoice for {month}: the month has not begun")
         stored = await self._session.get(InvoiceRow, (self._tenant_id, month))
@@ -206,6 +228,21 @@ class InvoiceService:
         )
         await self._session.commit()
         return invoice
+
+
+def plan_prices(catalog: ModelCatalog, pricing: PricingBook) -> PriceOf:
+    """The ``PriceOf`` of the installed models: a plan's prices of a model version, None for one uninstalled since
+    (its usage is still invoiced, without unit prices).
+    """
+
+    def price_of(plan: str, model_name: str, version: str) -> Pricing | None:
+        try:
+            model = catalog.get(model_name).model
+        except NotFoundError:
+            return None
+        return pricing.for_plan(plan, model, version)
+
+    return price_of
 
 
 def _seconds(ms: float | None) -> Decimal:

@@ -12,13 +12,14 @@ import binascii
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import Final, Literal
 
 import msgspec
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cloudeasyml.db.models import UsageRecord
+from cloudeasyml.domain.usage_sums import summed
 from cloudeasyml.errors import InvalidInputError, MalformedRequestError
 
 __all__ = (
@@ -95,50 +96,38 @@ def parse_group_by(value: str) -> tuple[str, ...]:
     return names
 
 
-def _column(name: str, dialect: str) -> ColumnElement[Any]:
-    if name in ("day", "hour"):
-        if dialect == "postgresql":
-            pattern = "YYYY-MM-DD" if name == "day" else 'YYYY-MM-DD"T"HH24:00'
-            return func.to_char(func.timezone("UTC", UsageRecord.created_at), pattern)
-        return func.strftime("%Y-%m-%d" if name == "day" else "%Y-%m-%dT%H:00", UsageRecord.created_at)
-    columns: dict[str, ColumnElement[Any]] = {
-        "model": UsageRecord.model_name.expression,
-        "deployment": UsageRecord.deployment_id.expression,
-        "version": UsageRecord.model_version.expression,
-        "apiKey": func.coalesce(UsageRecord.api_key_id, ""),
-    }
-    return columns[name]
+_SUM_KEYS: Final = {
+    "model": "model_name",
+    "deployment": "deployment_id",
+    "version": "model_version",
+    "apiKey": "api_key_id",
+    "day": "day",
+    "hour": "hour",
+}
+"""Each grouping's key in ``cloudeasyml.domain.usage_sums``."""
 
 
 async def grouped_usage(
     session: AsyncSession, tenant_id: uuid.UUID, start: datetime, end: datetime, group_by: tuple[str, ...]
 ) -> list[UsageGroup]:
-    """The tenant's usage in ``[start, end)`` summed per distinct combination of ``group_by``, sorted by key."""
-    dialect = session.get_bind().dialect.name
-    columns = [_column(name, dialect).label(f"g{i}") for i, name in enumerate(group_by)]
-    rows = await session.execute(
-        select(
-            *columns,
-            func.count(),
-            func.sum(UsageRecord.items),
-            func.sum(UsageRecord.cost),
-            func.sum(UsageRecord.processing_ms),
-        )
-        .where(UsageRecord.tenant_id == tenant_id, UsageRecord.created_at >= start, UsageRecord.created_at < end)
-        .group_by(*columns)
-        .order_by(*columns)
-    )
-    width = len(group_by)
-    return [
+    """The tenant's usage in ``[start, end)`` summed per distinct combination of ``group_by``, sorted by key.
+
+    Whole days (whole hours when grouped by hour) are read from the rollups, only the partial ones at either end
+    from the records, so a month's report reads about a month of rollup rows however many records it holds.
+    """
+    unit: Literal["day", "hour"] = "hour" if "hour" in group_by else "day"
+    sums = await summed(session, tenant_id, start, end, [_SUM_KEYS[name] for name in group_by], unit=unit)
+    groups = [
         UsageGroup(
-            key={name: str(value) for name, value in zip(group_by, row[:width], strict=True)},
-            requests=row[width],
-            items=int(row[width + 1]),
-            cost=row[width + 2],
-            processing_time_ms=round(float(row[width + 3]), 3),
+            key={name: str(value) for name, value in zip(group_by, key, strict=True)},
+            requests=requests,
+            items=items,
+            cost=cost,
+            processing_time_ms=round(ms, 3),
         )
-        for row in rows
+        for key, (requests, items, cost, ms, _gpu) in sums.items()
     ]
+    return sorted(groups, key=lambda group: tuple(group.key.values()))
 
 
 def _encode_cursor(record: UsageRecord) -> str:

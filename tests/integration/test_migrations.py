@@ -34,6 +34,7 @@ TABLES = {
     "operator_key",
     "audit_event",
     "plan",
+    "usage_hourly",
 }
 
 
@@ -249,6 +250,12 @@ def test_a_previous_release_database_with_data_upgrades_and_downgrades_keeping_i
     # Keys made before the hierarchy have no parent, as if the operator made them.
     assert keys_at_head == [(keys[0]["id"], False, None), (keys[1]["id"], True, None)]
     assert usage_at_head == [(keys[0]["id"], 12345)]
+    # The rollups are filled from the records there were (the hourly one by its own revision).
+    for rollup in ("usage_daily", "usage_hourly"):
+        summed = sa.text(f"SELECT api_key_id, requests, cost FROM {rollup}")  # noqa: S608 - a name of the two above
+        assert asyncio.run(_run(database_url, lambda sync, q=summed: sync.execute(q).all())) == [
+            (keys[0]["id"], 1, 12345)
+        ], rollup
     command.downgrade(config, PREVIOUS_RELEASE)
     keys_after, usage_after = asyncio.run(_run(database_url, read))
     assert keys_after == [(keys[0]["id"], False), (keys[1]["id"], True)]

@@ -22,7 +22,12 @@ from cloudeasyml.api.problems import handle_domain_error, handle_http_exception,
 from cloudeasyml.api.request_log import request_context
 from cloudeasyml.domain.inference import decode_json
 from cloudeasyml.domain.principal import Principal
-from cloudeasyml.errors import CloudEasyMLError, InvalidInputError
+from cloudeasyml.errors import (
+    CloudEasyMLError,
+    IdempotencyKeyInUseError,
+    IdempotencyKeyReusedError,
+    InvalidInputError,
+)
 from cloudeasyml.services import Services
 
 __all__ = ("OPENAI_EXCEPTION_HANDLERS", "EmbeddingsController")
@@ -47,18 +52,29 @@ _ERROR_TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    409: "conflict_error",
     429: "rate_limit_error",
 }
+_ERROR_CODES: dict[type[Exception], str] = {
+    IdempotencyKeyReusedError: "idempotency_key_reused",
+    IdempotencyKeyInUseError: "idempotency_key_in_use",
+}
+"""OpenAI's ``error.code`` for the errors a client may branch on (null for the rest)."""
 
 
-def _with_error(response: Response[Any]) -> Response[Any]:
+def _with_error(response: Response[Any], exc: Exception | None = None) -> Response[Any]:
     """Add OpenAI's ``error`` object to a problem response; invalid content is a 400 there (and so titled)."""
     body = dict(response.content)
     status = 400 if response.status_code == 422 else response.status_code or 500  # problems always carry one
     body.update(
         status=status,
         title=HTTPStatus(status).phrase,
-        error={"message": body["detail"], "type": _ERROR_TYPES.get(status, "api_error"), "param": None, "code": None},
+        error={
+            "message": body["detail"],
+            "type": _ERROR_TYPES.get(status, "api_error"),
+            "param": None,
+            "code": _ERROR_CODES.get(type(exc)) if exc is not None else None,
+        },
     )
     return Response(body, status_code=status, media_type=response.media_type, headers=dict(response.headers))
 
@@ -75,7 +91,7 @@ def _token_count(tokens: int | None, inputs: list[str]) -> int:
 
 
 OPENAI_EXCEPTION_HANDLERS = {
-    CloudEasyMLError: lambda r, e: _with_error(handle_domain_error(r, e)),
+    CloudEasyMLError: lambda r, e: _with_error(handle_domain_error(r, e), e),
     HTTPException: lambda r, e: _with_error(handle_http_exception(r, e)),
     Exception: lambda r, e: _with_error(handle_unexpected(r, e)),
 }

@@ -7,7 +7,8 @@ POSTs them concurrently. A 2xx answer completes a delivery; anything else is ret
 jitter until its retry window (24 h) has passed, then marked ``failed``. An endpoint whose attempts have all failed
 for ``disable_after_seconds`` (5 days) is disabled, and the tenant's other endpoints get ``endpoint.disabled``.
 
-Now and then it also scans for keys near their expiry (``key.expiring``) and prunes old events. Like
+Now and then it also scans for keys near their expiry (``key.expiring``), prunes old events and runs its
+``chores`` (the month close, ``cloudeasyml.domain.month_close``). Like
 ``ApiKeyAuthenticator``, it reads across tenants: it is the platform's, not a tenant's, and every row it writes carries
 the tenant of the row it came from.
 """
@@ -20,7 +21,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -33,9 +34,10 @@ from cloudeasyml.background import cancel_and_wait
 from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.models import ApiKey, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from cloudeasyml.domain.webhooks.events import derived_event_id, emit, rfc3339
+from cloudeasyml.domain.webhooks.exporter import UsageExporter
 from cloudeasyml.domain.webhooks.signing import signed_headers
 from cloudeasyml.domain.webhooks.url_guard import GuardedBackend, UnsafeAddressError, UrlGuard
-from cloudeasyml.settings import WebhookSettings
+from cloudeasyml.settings import UsageExportSettings, WebhookSettings
 
 __all__ = ("ANSWER_BYTES", "WebhookDispatcher", "retry_delay")
 
@@ -105,8 +107,12 @@ class WebhookDispatcher:
         clock: Callable[[], datetime] = utc_now,
         rand: Callable[[], float] = random.random,
         transport: httpx.AsyncBaseTransport | None = None,
+        chores: Sequence[Callable[[], Awaitable[object]]] = (),
+        export: UsageExportSettings | None = None,
     ) -> None:
         self._sessions = sessions
+        self._chores = tuple(chores)
+        """Periodic work run after each scan (the month close); each is claim-safe across processes itself."""
         self._settings = settings
         self._clock = clock
         self._rand = rand
@@ -117,6 +123,25 @@ class WebhookDispatcher:
             follow_redirects=False,
             trust_env=False,
         )
+        self.exporter = (
+            UsageExporter(
+                sessions,
+                settings,
+                export,
+                client=self._client,
+                guard=self.guard,
+                clock=clock,
+                rand=rand,
+                retry_delay=retry_delay,
+                read_answer=_first_bytes,
+            )
+            if export is not None and export.enabled
+            else None
+        )
+        """Sends the outbox's usage exports (None: no export in this process)."""
+        self._export_batch = export.batch_size if export is not None else 0
+        self._more = False
+        """The last round claimed a full batch of webhooks or exports: more may be due at once."""
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._last_scan = -math.inf
@@ -145,17 +170,17 @@ class WebhookDispatcher:
     async def _run(self) -> None:
         settings = self._settings
         while True:
-            claimed = 0
+            self._more = False
             try:
                 if time.monotonic() - self._last_scan >= settings.scan_interval_seconds:
                     self._last_scan = time.monotonic()
                     await self.scan()
-                claimed = await self.run_once()
+                await self.run_once()
             except Exception:  # noqa: BLE001 - the database may be down for a while: keep trying, say so now and then
                 if time.monotonic() - self._warned_at >= 60:
                     self._warned_at = time.monotonic()
                     log.exception("delivering webhooks failed; trying again every %s s", settings.poll_interval_seconds)
-            if claimed < settings.batch_size and self._wake is not None:  # a full batch: more may be due at once
+            if not self._more and self._wake is not None:  # after a full batch, more may be due at once
                 try:
                     await asyncio.wait_for(self._wake.wait(), settings.poll_interval_seconds)
                 except TimeoutError:
@@ -163,13 +188,25 @@ class WebhookDispatcher:
                 self._wake.clear()
 
     async def run_once(self) -> int:
-        """Claim the due deliveries (at most ``batch_size``), attempt them all, record the outcomes; returns how many
-        were attempted.
+        """Claim the due deliveries (at most ``batch_size``) and a batch of due usage exports, attempt them all, record
+        the outcomes; returns how many deliveries (webhooks and exported records) were attempted.
         """
         claims = await self._claim()
-        if claims:
-            await asyncio.gather(*(self._deliver(claim) for claim in claims))
-        return len(claims)
+        work = [self._deliver(claim) for claim in claims]
+        exported = 0
+
+        async def export() -> None:
+            nonlocal exported
+            assert self.exporter is not None  # noqa: S101 - scheduled only with one
+            exported = await self.exporter.run_once()
+
+        if self.exporter is not None:
+            work.append(export())
+        if work:
+            await asyncio.gather(*work)
+        full_export = self.exporter is not None and exported >= self._export_batch
+        self._more = len(claims) >= self._settings.batch_size or full_export
+        return len(claims) + exported
 
     async def _claim(self) -> list[_Claim]:
         now = self._clock()
@@ -179,6 +216,7 @@ class WebhookDispatcher:
                 select(WebhookDelivery.id, WebhookDelivery.next_attempt_at)
                 .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
                 .where(
+                    WebhookDelivery.endpoint_id.is_not(None),  # the partial index of webhooks' due deliveries
                     WebhookDelivery.status == "pending",
                     WebhookDelivery.next_attempt_at <= now,
                     WebhookEndpoint.enabled.is_(True),
@@ -208,7 +246,7 @@ class WebhookDispatcher:
             rows = await session.execute(
                 select(
                     WebhookDelivery.id,
-                    WebhookDelivery.endpoint_id,
+                    WebhookEndpoint.id,  # the delivery's endpoint (joined on it), never null
                     WebhookEvent.id,
                     WebhookEvent.payload,
                     WebhookEndpoint.url,
@@ -313,7 +351,8 @@ class WebhookDispatcher:
 
     async def scan(self) -> None:
         """Write ``key.expiring`` for unrevoked keys that expire within ``key_expiring_days`` (once per key and
-        expiry: derived event ids), and delete events older than ``retention_days`` with their deliveries.
+        expiry: derived event ids), delete events older than ``retention_days`` with their deliveries, then run the
+        ``chores`` (the month close).
         """
         settings = self._settings
         now = self._clock()
@@ -340,6 +379,11 @@ class WebhookDispatcher:
         if len(self._told) > 100_000:  # a bound; forgetting only costs an insert that finds the event there
             self._told.clear()
         self._told.update(written)
+        for chore in self._chores:
+            try:
+                await chore()
+            except Exception:  # noqa: BLE001 - one chore failing must not stop the scan's others or the deliveries
+                log.exception("a periodic webhook chore failed; it runs again at the next scan")
 
 
 async def _first_bytes(response: httpx.Response) -> str:
