@@ -4,8 +4,10 @@
 export const KEY_STORAGE = "cloudeasyml.apiKey";
 
 // What this tab knows of the signed-in key: which pages it may read (probed at sign-in), its scopes when it may list
-// keys (null: unknown, the API's 403 decides), and the lists several pages share.
-export const session = { access: {}, scopes: null, models: [], deployments: [], chosenModel: null };
+// keys (null: unknown, the API's 403 decides), whether it is an operator key, and the lists several pages share.
+export const session = {
+  access: {}, scopes: null, models: [], deployments: [], chosenModel: null, operator: false, tenants: [],
+};
 
 let onUnauthorized = () => {};
 
