@@ -71,6 +71,8 @@ def _row(console: Console, name: str) -> str:
 
 
 def test_an_operator_manages_tenants_reads_the_audit_log_and_the_plans(console: Console, live: OperatorLive) -> None:
+    from selenium.webdriver.support.ui import Select
+
     driver = console.driver
     driver.get(f"{live.base_url}/console#/models")
     console.visible("signin-form")
@@ -83,6 +85,10 @@ def test_an_operator_manages_tenants_reads_the_audit_log_and_the_plans(console: 
     assert {link.get_attribute("data-page") for link in links if link.is_displayed()} == {"tenants", "audit", "plans"}
     assert driver.current_url.endswith("#/tenants")
     assert console.text("whoami") == f"Key {live.operator_key.split('.')[0]} (operator)"
+    ops = bearer(live.operator_key)
+    pro = {"name": "pro", "description": "Paid", "rateLimitPerMinute": 600, "spendCap": "100", "maxDeployments": 20}
+    made = httpx.post(f"{live.base_url}/plans", json={**pro, "prices": {"tiny": {"perRequest": "0.002"}}}, headers=ops)
+    assert made.status_code == 201, made.text
     console.wait(lambda: _row(console, "console"), what="the tenant in the list")
 
     # A new tenant: its owner key shown once, and it works.
@@ -114,25 +120,27 @@ def test_an_operator_manages_tenants_reads_the_audit_log_and_the_plans(console: 
     console.wait(lambda: "active" in _row(console, "acme"), what="the resumption")
     assert httpx.get(f"{live.base_url}/usage", headers=bearer(owner)).status_code == 200
 
-    # Its plan and caps: an emptied cap is removed, a given one set.
+    # Its plan and caps: an emptied cap is removed, a given one set. Cancel puts the focus back on the button.
     console.click("Change plan or caps of acme")
     console.visible("tenant-edit-form")
+    assert driver.switch_to.active_element.get_attribute("id") == "tenant-edit-plan"
+    console.find("tenant-edit-cancel").click()
+    assert not console.find("tenant-edit-form").is_displayed()
+    assert driver.switch_to.active_element.get_attribute("aria-label") == "Change plan or caps of acme"
+    console.click("Change plan or caps of acme")
+    console.visible("tenant-edit-form")
+    Select(console.find("tenant-edit-plan")).select_by_value("pro")
     console.fill("tenant-edit-spend", "25.5")
     console.find("tenant-edit-requests").clear()
     console.find("tenant-edit-form").submit()
     console.wait(lambda: "25.5" in _row(console, "acme"), what="the new caps")
-    acme = next(
-        t
-        for t in httpx.get(f"{live.base_url}/operator/tenants", headers=bearer(live.operator_key)).json()
-        if t["name"] == "acme"
-    )
-    assert acme["spendCap"] == "25.5" and acme["requestCap"] is None
+    acme = next(t for t in httpx.get(f"{live.base_url}/operator/tenants", headers=ops).json() if t["name"] == "acme")
+    assert acme["plan"] == "pro" and acme["spendCap"] == "25.5" and acme["requestCap"] is None
 
     # The audit log lists the suspension, with who, the reason, and filtered by tenant and action.
     console.go("audit")
     console.wait(lambda: "tenant.suspended" in console.text("audit-table"), what="the suspension in the log")
-    from selenium.webdriver.support.ui import Select
-
+    console.check_page("audit")
     Select(console.find("audit-tenant")).select_by_visible_text("acme")
     console.fill("audit-action", "tenant.suspended")
     console.find("audit-form").submit()
@@ -143,10 +151,10 @@ def test_an_operator_manages_tenants_reads_the_audit_log_and_the_plans(console: 
         return len(rows) == 1 and "unpaid invoice" in rows[0].text and live.operator_key.split(".")[0] in rows[0].text
 
     console.wait(only_the_suspension, what="the filtered log")
-    console.check_page("audit")
 
     console.go("plans")
     console.wait(lambda: "default" in console.text("plans-table"), what="the plans")
+    assert "600/min" in console.text("plans-table") and "0.002" in console.text("plans-table")
     console.check_page("plans")
 
     # Deleted after the confirmation: its key no longer exists.

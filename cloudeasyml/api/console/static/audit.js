@@ -7,7 +7,8 @@ const PAGE = 50;
 // The actions the platform records, offered as suggestions (the filter is exact; any other is accepted too).
 const ACTIONS = ["tenant.created", "tenant.updated", "tenant.suspended", "tenant.resumed", "tenant.deletion_requested",
   "tenant.deleted", "plan.created", "plan.updated", "key.created", "key.revoked", "deployment.created",
-  "deployment.updated", "deployment.deleted", "webhook.created", "webhook.updated", "webhook.secret_rotated", "webhook.deleted"];
+  "deployment.updated", "deployment.rolled_back", "deployment.promoted", "deployment.aborted", "deployment.deleted",
+  "webhook.created", "webhook.updated", "webhook.secret_rotated", "webhook.deleted"];
 
 let events = [];
 let cursor = null;
@@ -41,9 +42,9 @@ async function show(more) {
   $("audit-table").replaceChildren(table("Audit events",
     ["When", "Action", "Tenant", "Resource", "By", "From", "What changed"],
     events.map((e) => [when(e.createdAt), el("code", { text: e.action }), e.tenant ? names.get(e.tenant) || e.tenant : "—",
-      `${e.resourceType} ${e.resourceId}`, e.actorKeyId ? el("code", { text: e.actorKeyId }) : "CLI",
+      `${e.resourceType} ${names.get(e.resourceId) || e.resourceId}`, e.actorKeyId ? el("code", { text: e.actorKeyId }) : "CLI",
       e.clientIp || "—", changes(e.changes)]),
-    "No events match."));
+    "No events match.", { stacked: true }));
   $("audit-more").hidden = !cursor;
 }
 

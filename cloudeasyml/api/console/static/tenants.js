@@ -7,6 +7,7 @@ import {
 
 const PAGE = 200; // the API's largest page
 let chosen = null; // the tenant the suspend or change form is open for
+let opener = null; // the button that opened it: focus goes back there on Cancel
 
 export async function load() {
   const [rows, plans] = await Promise.all([allTenants(), api("GET", "/plans")]);
@@ -16,7 +17,7 @@ export async function load() {
     ["Name", "Plan", "Spend cap / month", "Requests cap / month", "State", "Created", "Actions"],
     rows.map((t) => [t.name, t.plan, t.spendCap ?? "none", t.requestCap === null ? "none" : String(t.requestCap),
       state(t), when(t.createdAt), actions(t, plans)]),
-    "No tenants yet."));
+    "No tenants yet.", { stacked: true }));
 }
 
 // Every tenant, page by page (by name).
@@ -38,8 +39,10 @@ function state(tenant) {
 }
 
 function actions(tenant, plans) {
-  const button = (text, label, onclick, kind = "secondary") =>
-    el("button", { type: "button", class: kind, "aria-label": `${label} ${tenant.name}`, onclick, text });
+  const button = (text, label, open, kind = "secondary") => el("button", {
+    type: "button", class: kind, "aria-label": `${label} ${tenant.name}`, text,
+    onclick: (event) => { opener = event.currentTarget; open(); },
+  });
   return el("div", { class: "actions" },
     tenant.status === "suspended"
       ? button("Resume", "Resume", () => busy(resume(tenant)))
@@ -176,7 +179,10 @@ export function wire() {
   $("suspend-form").addEventListener("submit", busily(suspend));
   $("tenant-edit-form").addEventListener("submit", busily(edit));
   for (const id of ["suspend-cancel", "tenant-edit-cancel"]) {
-    $(id).addEventListener("click", () => { close(); $("tenants-title").focus(); });
+    $(id).addEventListener("click", () => {
+      close();
+      (opener?.isConnected ? opener : $("tenants-title")).focus();
+    });
   }
   $("new-owner-key-copy").addEventListener("click", () => copyFrom("new-owner-key-value"));
   $("new-owner-key-done").addEventListener("click", () => forget("new-owner-key", "new-owner-key-value"));
