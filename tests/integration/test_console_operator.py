@@ -129,6 +129,7 @@ def test_an_operator_manages_tenants_reads_the_audit_log_and_the_plans(console: 
     assert driver.switch_to.active_element.get_attribute("aria-label") == "Change plan or caps of acme"
     console.click("Change plan or caps of acme")
     console.visible("tenant-edit-form")
+    console.check_page("tenants-change")
     Select(console.find("tenant-edit-plan")).select_by_value("pro")
     console.fill("tenant-edit-spend", "25.5")
     console.find("tenant-edit-requests").clear()

@@ -17,7 +17,7 @@ export async function load() {
   if (!$("audit-actions").children.length) {
     $("audit-actions").append(...ACTIONS.map((action) => el("option", { value: action })));
   }
-  if (!session.tenants.length) session.tenants = await api("GET", "/operator/tenants?limit=200");
+  session.tenants = await api("GET", "/operator/tenants?limit=200"); // the filter's choices (and the table's names)
   const chosen = $("audit-tenant").value;
   $("audit-tenant").replaceChildren(el("option", { value: "", text: "All tenants" }),
     ...session.tenants.map((t) => el("option", { value: t.id, text: t.name, selected: t.id === chosen })));
