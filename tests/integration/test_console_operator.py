@@ -2,7 +2,8 @@
 real app on a real port: an operator key signs in and gets the Tenants, Audit log and Plans pages instead of the
 tenant's; creates a tenant (its owner key shown once), suspends it with a reason (its key is then refused with 403 over
 the API), resumes it, changes its caps, finds the suspension in the audit log filtered by tenant and action, reads the
-plans and deletes the tenant after the confirmation. A tenant key never sees the operator's pages. Every operator page
+plans and deletes the tenant after the confirmation; older audit events come a page at a time. A tenant key never
+sees the operator's pages. Every operator page
 passes an axe scan and is photographed at 1280 and 390 px width (``$CLOUDEASYML_SCREENSHOTS``).
 """
 
@@ -180,6 +181,38 @@ def test_a_tenant_key_never_sees_the_operator_pages(console: Console, live: Oper
     console.driver.get(f"{console.live.base_url}/console#/tenants")
     console.visible("page-models")
     assert not console.find("page-tenants").is_displayed()
+    console.find("sign-out").click()
+    console.visible("signin-form")
+    assert console.problems_in_the_log() == []
+
+
+def test_the_audit_log_shows_older_events_a_page_at_a_time(console: Console, live: OperatorLive) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    ops = bearer(live.operator_key)
+    tenants = httpx.get(f"{live.base_url}/operator/tenants", headers=ops).json()
+    tenant = next(t for t in tenants if t["name"] == "console")
+    for cap in range(1000, 1055):  # 55 changes: a page of 50, then 5 older ones
+        changed = httpx.patch(f"{live.base_url}/operator/tenants/{tenant['id']}", json={"requestCap": cap}, headers=ops)
+        assert changed.status_code == 200, changed.text
+    driver = console.driver
+    driver.get(f"{live.base_url}/console#/audit")
+    console.visible("signin-form")
+    console.fill("signin-key", live.operator_key)
+    console.find("signin-form").submit()
+    console.visible("page-audit")
+    console.idle()
+    Select(console.find("audit-tenant")).select_by_visible_text("console")  # the other test's changes left out
+    console.fill("audit-action", "tenant.updated")
+    console.find("audit-form").submit()
+    console.idle()
+    rows = lambda: driver.find_elements(console.by.CSS_SELECTOR, "#audit-table tbody tr")  # noqa: E731
+    console.wait(lambda: len(rows()) == 50, what="the first page")
+    assert "1054" in rows()[0].text  # newest first
+    console.find("audit-more").click()
+    console.idle()
+    console.wait(lambda: len(rows()) == 55, what="the older events")
+    assert "1000" in rows()[-1].text and not console.find("audit-more").is_displayed()
     console.find("sign-out").click()
     console.visible("signin-form")
     assert console.problems_in_the_log() == []
