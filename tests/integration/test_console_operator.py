@@ -3,8 +3,8 @@ real app on a real port: an operator key signs in and gets the Tenants, Audit lo
 tenant's; creates a tenant (its owner key shown once), suspends it with a reason (its key is then refused with 403 over
 the API), resumes it, changes its caps, finds the suspension in the audit log filtered by tenant and action, reads the
 plans and deletes the tenant after the confirmation; older audit events come a page at a time. A tenant key never
-sees the operator's pages. Every operator page
-passes an axe scan and is photographed at 1280 and 390 px width (``$CLOUDEASYML_SCREENSHOTS``).
+sees the operator's pages. Every operator page passes an axe scan and is photographed at 1280 and 390 px width
+(``$CLOUDEASYML_SCREENSHOTS``).
 """
 
 from __future__ import annotations
