@@ -44,10 +44,13 @@ SECURITY_HEADERS: Final = {
 ASSETS: Final = {
     "index.html": "text/html",
     "console.css": "text/css",
-    # The page's module (sign-in, navigation), the shared parts, and one module per page.
+    # The page's module (sign-in, navigation), the shared parts, and one module per page (the operator's last).
     **{
         f"{name}.js": "text/javascript"
-        for name in ("console", "core", "models", "deployments", "keys", "usage", "webhooks", "batches")
+        for name in (
+            *("console", "core", "models", "deployments", "keys", "usage", "webhooks", "batches"),
+            *("tenants", "audit", "plans"),
+        )
     },
 }
 """The console's files (in ``static/``) and their media types (Litestar adds ``charset=utf-8``); nothing else under

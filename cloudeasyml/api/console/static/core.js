@@ -4,8 +4,10 @@
 export const KEY_STORAGE = "cloudeasyml.apiKey";
 
 // What this tab knows of the signed-in key: which pages it may read (probed at sign-in), its scopes when it may list
-// keys (null: unknown, the API's 403 decides), and the lists several pages share.
-export const session = { access: {}, scopes: null, models: [], deployments: [], chosenModel: null };
+// keys (null: unknown, the API's 403 decides), whether it is an operator key, and the lists several pages share.
+export const session = {
+  access: {}, scopes: null, models: [], deployments: [], chosenModel: null, operator: false, tenants: [],
+};
 
 let onUnauthorized = () => {};
 
@@ -64,14 +66,16 @@ export function describe(error) {
   return String(error.message || error);
 }
 
-// A table inside a focusable, labelled scrolling region: keyboard users can scroll it at phone width.
-export function table(label, headings, rows, empty) {
+// A table inside a focusable, labelled scrolling region: keyboard users can scroll it at phone width. A stacked one
+// shows each row as a card at phone width instead (each cell after its heading), for wide rows with actions.
+export function table(label, headings, rows, empty, { stacked = false } = {}) {
   if (!rows.length) return el("p", { class: "empty", text: empty });
-  return el("div", { class: "table-wrap", role: "region", "aria-label": label, tabindex: 0 },
+  const wrap = stacked ? "table-wrap stacked" : "table-wrap";
+  return el("div", { class: wrap, role: "region", "aria-label": label, tabindex: 0 },
     el("table", {},
       el("caption", { class: "visually-hidden", text: label }),
       el("thead", {}, el("tr", {}, headings.map((h) => el("th", { scope: "col", text: h })))),
-      el("tbody", {}, rows.map((cells) => el("tr", {}, cells.map((c) => el("td", {}, c)))))));
+      el("tbody", {}, rows.map((cells) => el("tr", {}, cells.map((c, i) => el("td", { "data-label": headings[i] }, c)))))));
 }
 
 export function when(value) {
