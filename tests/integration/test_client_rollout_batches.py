@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -312,3 +313,19 @@ def test_keyed_posts_retried_after_a_timeout_do_their_work_once(app, tenant: New
         assert back.revision == 3 and client.deployments.get(deployment).revision == 3
         for first, retry in zip(attempts[::2], attempts[1::2], strict=True):
             assert first.headers["idempotency-key"] == retry.headers["idempotency-key"]
+
+
+def test_the_readmes_rollout_and_batch_example_runs(app, tenant: NewTenant, capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## Python client\n", 1)[1].split("\n## ", 1)[0]
+    example = section.split("```python\n")[2].split("```", 1)[0]  # the second example: after the tour
+    example = example.replace('"2026-11"', repr(datetime.now(UTC).strftime("%Y-%m")))
+    with serve_in_thread(app) as address, Client(f"http://{address}", tenant.key, timeout=TIMEOUT) as client:
+        deployment = client.deployments.create("tiny")
+        names = {"client": client, "deployment": deployment, "NEW": NEW, "inputs": _points(3)}
+        exec(example, names)  # our own README, run as written
+        assert _routes(client.deployments.get(deployment)) == [(NEW, 100)]
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "[(1, 'create', False), (2, 'update', True)]"
+    assert [line.split(" ", 1)[0] for line in printed[1:4]] == ["0", "1", "2"]
+    assert printed[4].startswith("open ") and Decimal(printed[5]) > 0
