@@ -289,7 +289,9 @@ def update_deployment(
     traffic: Sequence[TrafficRoute | dict[str, Any]] | None,
 ) -> Call[Deployment]:
     """``PATCH /deployments/{id}``: idempotent by its meaning (the body states the result; a repeat changes nothing
-    and makes no revision), so retried as a GET is; it carries an ``Idempotency-Key`` all the same.
+    and makes no revision), so retried as a GET is. It carries an ``Idempotency-Key`` too, for a server that honours
+    keys on PATCH (today's honours them on POSTs: a retry that meets its first attempt still warming gets that
+    attempt's revision or a ``ConflictError``, never a second revision).
     """
     body = _without_none(
         modelVersion=model_version,
