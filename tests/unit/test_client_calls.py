@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from pathlib import Path
 
 import msgspec
 
-from cloudeasyml.client import TrafficRoute, calls
+from cloudeasyml.client import AsyncClient, Client, TrafficRoute, calls
 from cloudeasyml.client.retry import Safety
 
 DEPLOYMENT = uuid.UUID(int=1)
@@ -53,3 +54,27 @@ def test_ids_cannot_leave_their_path_segment() -> None:
     assert calls.get_file("../batches").path == "/files/..%2Fbatches"
     assert calls.get_batch("a/b").path == "/batches/a%2Fb"
     assert calls.get_invoice("2026-01/../x").path == "/invoices/2026-01%2F..%2Fx"
+
+
+def _api(cls: type) -> dict[str, list[tuple[str, ...]]]:
+    """Every public method of a client and of its namespaces (``client.files`` ...), with its parameters."""
+    client = cls("http://127.0.0.1:1", "sk_unused.key")
+    found: dict[str, list[tuple[str, ...]]] = {}
+    for owner_name, owner in [("", client), *((name, value) for name, value in vars(client).items())]:
+        if owner_name.startswith("_"):
+            continue
+        for name in dir(type(owner)):
+            method = getattr(type(owner), name)
+            if name.startswith("_") or not callable(method) or name in ("close", "send"):
+                continue
+            parameters = inspect.signature(method).parameters.values()
+            found[f"{owner_name}.{name}"] = [(p.name, p.kind.name, repr(p.default)) for p in parameters]
+    return found
+
+
+def test_the_async_client_has_the_same_api_as_the_client() -> None:
+    sync_api, async_api = _api(Client), _api(AsyncClient)
+    assert sync_api == async_api
+    assert {"deployments.update", "deployments.rollback", "files.upload", "batches.wait", "invoices.pdf"} <= set(
+        sync_api
+    )
