@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -12,10 +13,37 @@ from typing import Any, TypeVar
 import httpx
 
 from cloudeasyml.client import calls
-from cloudeasyml.client.calls import Call, DeploymentRef, KeyRef, failure, request_args
+from cloudeasyml.client.calls import (
+    BatchRef,
+    Call,
+    DeploymentRef,
+    FileRef,
+    KeyRef,
+    Upload,
+    failure,
+    jsonl_rows,
+    output_file_of,
+    request_args,
+)
 from cloudeasyml.client.errors import ConnectionFailedError
 from cloudeasyml.client.retry import Attempts, RetryPolicy
-from cloudeasyml.client.schemas import ApiKey, ApiKeyCreated, Deployment, Model, Prediction, Quota, Usage
+from cloudeasyml.client.schemas import (
+    ApiKey,
+    ApiKeyCreated,
+    Batch,
+    Deployment,
+    File,
+    Invoice,
+    InvoiceSummary,
+    Model,
+    Prediction,
+    Quota,
+    Revision,
+    TrafficRoute,
+    Usage,
+    UsageRecord,
+    UsageRecordPage,
+)
 
 __all__ = ("AsyncClient",)
 
@@ -54,13 +82,20 @@ class AsyncClient:
         self.models = Models(self)
         """Installed models: ``list()``, ``get(name)``."""
         self.deployments = Deployments(self)
-        """The tenant's deployments: ``create``, ``list``, ``get``, ``delete``, ``predict``."""
+        """The tenant's deployments: ``create``, ``list``, ``get``, ``delete``, ``predict``, and their revisions:
+        ``update``, ``revisions``, ``rollback``, ``promote``, ``abort``."""
         self.keys = Keys(self)
         """The tenant's API keys: ``create``, ``list``, ``revoke``."""
         self.usage = UsageReports(self)
-        """Usage and cost: ``get(start, end)``."""
+        """Usage and cost: ``get(start, end)``; the metered requests: ``records(...)``, ``iter_records(...)``."""
         self.quota = Quotas(self)
         """This month's caps: ``get()``."""
+        self.files = Files(self)
+        """Batch files (JSON Lines): ``upload``, ``list``, ``get``, ``content``, ``rows``, ``delete``."""
+        self.batches = Batches(self)
+        """Batch jobs: ``create``, ``list``, ``get``, ``cancel``, ``wait``, ``output``, ``errors``."""
+        self.invoices = Invoices(self)
+        """Monthly invoices: ``list()``, ``get("YYYY-MM")``, ``pdf("YYYY-MM")``."""
 
     async def predict(
         self, deployment: DeploymentRef, inputs: Sequence[Any], *, timeout: float | None = None
@@ -156,6 +191,46 @@ class Deployments:
         """Run ``inputs`` on the deployment (``POST /deployments/{id}/predict``); retried as ``Client.predict``."""
         return await self._client.send(calls.predict(deployment, inputs, in_path=True, timeout=timeout))
 
+    async def update(
+        self,
+        deployment: DeploymentRef,
+        *,
+        model_version: str | None = None,
+        variant: str | None = None,
+        config: dict[str, Any] | None = None,
+        traffic: Sequence[TrafficRoute | dict[str, Any]] | None = None,
+    ) -> Deployment:
+        """Change what serves the deployment behind the same URL (``PATCH``): a new revision, loaded and warmed
+        before it takes traffic (a 503 ``UnavailableError`` if it fails to load; the old one goes on serving).
+
+        Args:
+            deployment: The deployment, or its id.
+            model_version: Serve this version alone (a split is dropped).
+            variant: Short for ``config={"variant": ...}``.
+            config: Overrides merged onto the current config, camelCase as on the wire (``{"maxBatchSize": 64}``).
+            traffic: A whole new split: ``TrafficRoute`` values or camelCase dicts, e.g. a 10 % canary.
+
+        Returns:
+            The deployment at its new revision (the same one when nothing changed).
+        """
+        return await self._client.send(calls.update_deployment(deployment, model_version, variant, config, traffic))
+
+    async def revisions(self, deployment: DeploymentRef) -> builtins.list[Revision]:
+        """Every revision, oldest first: what changed, who made it, the requests it served, which is ``current``."""
+        return await self._client.send(calls.list_revisions(deployment))
+
+    async def rollback(self, deployment: DeploymentRef, revision: int | None = None) -> Deployment:
+        """A new revision equal to ``revision`` (default: the one before the current), warmed as ``update`` is."""
+        return await self._client.send(calls.rollback_deployment(deployment, revision))
+
+    async def promote(self, deployment: DeploymentRef, model_version: str, *, variant: str | None = None) -> Deployment:
+        """Give the route of ``model_version`` (and ``variant``) all the traffic; every other route goes."""
+        return await self._client.send(calls.choose_route(deployment, "promote", model_version, variant))
+
+    async def abort(self, deployment: DeploymentRef, model_version: str, *, variant: str | None = None) -> Deployment:
+        """Remove the route of ``model_version`` (a candidate); its weight goes to the first live route left."""
+        return await self._client.send(calls.choose_route(deployment, "abort", model_version, variant))
+
 
 class Keys:
     """``client.keys``."""
@@ -193,6 +268,45 @@ class UsageReports:
         """Requests, items and cost over ``[start, end)`` by model (naive times are UTC; default: this month)."""
         return await self._client.send(calls.get_usage(start, end))
 
+    async def records(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        deployment: DeploymentRef | None = None,
+        api_key: KeyRef | None = None,
+        model: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> UsageRecordPage:
+        """One page of the metered requests in ``[start, end)`` (default: this month), oldest first, optionally of
+        one deployment, API key or model; ``limit`` per page (server default 100, at most 1000); pass the page's
+        ``next_cursor`` as ``cursor`` (same filters) for the next.
+        """
+        return await self._client.send(calls.usage_records(start, end, deployment, api_key, model, limit, cursor))
+
+    async def iter_records(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        deployment: DeploymentRef | None = None,
+        api_key: KeyRef | None = None,
+        model: str | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[UsageRecord]:
+        """Every record ``records`` would page through, fetching the next page as the last one runs out."""
+        cursor: str | None = None
+        while True:
+            page = await self.records(
+                start, end, deployment=deployment, api_key=api_key, model=model, limit=limit, cursor=cursor
+            )
+            for record in page.records:
+                yield record
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
 
 class Quotas:
     """``client.quota``."""
@@ -203,3 +317,118 @@ class Quotas:
     async def get(self) -> Quota:
         """This month's spend and request caps, what is used and what is left."""
         return await self._client.send(calls.get_quota())
+
+
+class Files:
+    """``client.files``: JSON Lines files, a batch job's input and results."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def upload(self, content: Upload, *, filename: str | None = None) -> File:
+        """Upload JSON Lines: a path, the file's bytes, or rows (``{"input": ..., "customId": ...}``) written one
+        a line. Up to ``calls.KEYED_UPLOAD_MAX_BYTES`` it carries an ``Idempotency-Key``, so a retry after a broken
+        connection stores it once.
+        """
+        return await self._client.send(calls.upload_file(content, filename))
+
+    async def list(self, *, purpose: str | None = None) -> builtins.list[File]:
+        """The tenant's files, newest first (at most 100); ``purpose``: ``batch``, ``batch_output``, ``batch_error``."""
+        return await self._client.send(calls.list_files(purpose))
+
+    async def get(self, file: FileRef) -> File:
+        """One file's metadata."""
+        return await self._client.send(calls.get_file(file))
+
+    async def content(self, file: FileRef) -> bytes:
+        """The file's bytes, as stored."""
+        return await self._client.send(calls.file_content(file))
+
+    async def rows(self, file: FileRef) -> builtins.list[Any]:
+        """The file's lines, each parsed from JSON, in order."""
+        return jsonl_rows(await self.content(file))
+
+    async def delete(self, file: FileRef) -> None:
+        """Delete a file (the input of an unfinished job: ``ConflictError``)."""
+        await self._client.send(calls.delete_file(file))
+
+
+class Batches:
+    """``client.batches``: batch jobs over an uploaded file."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(
+        self,
+        deployment: DeploymentRef,
+        input_file: FileRef,
+        *,
+        completion_window: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> Batch:
+        """Run every line of ``input_file`` on ``deployment`` in the background, at the batch price.
+
+        Args:
+            deployment: The deployment, or its id.
+            input_file: The uploaded input (``files.upload``), or its id.
+            completion_window: Hours, like ``"24h"`` (the default and the most); past it the job expires.
+            metadata: Up to 16 strings of your own, kept with the job.
+        """
+        return await self._client.send(calls.create_batch(deployment, input_file, completion_window, metadata))
+
+    async def list(self) -> builtins.list[Batch]:
+        """The tenant's jobs, newest first (at most 100)."""
+        return await self._client.send(calls.list_batches())
+
+    async def get(self, job: BatchRef) -> Batch:
+        """A job's status, counts and, once it has ended, its output and error files."""
+        return await self._client.send(calls.get_batch(job))
+
+    async def cancel(self, job: BatchRef) -> Batch:
+        """Stop starting chunks: ``cancelling`` until the running ones finish, then ``cancelled``."""
+        return await self._client.send(calls.cancel_batch(job))
+
+    async def wait(self, job: BatchRef, *, poll: float = 2.0, timeout: float | None = None) -> Batch:
+        """Read the job every ``poll`` seconds until its status is final (``Batch.done``); it as it ended.
+
+        Raises:
+            TimeoutError: ``timeout`` seconds passed first (the job goes on).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not (current := await self.get(job)).done:
+            if deadline is not None and time.monotonic() + poll > deadline:
+                raise TimeoutError(f"batch {current.id} is still {current.status} after {timeout} s")
+            await asyncio.sleep(poll)
+        return current
+
+    async def output(self, job: BatchRef) -> builtins.list[Any]:
+        """A finished job's output lines, parsed, in input order: ``{"line", "customId", "output"}`` each (those
+        that failed are in ``errors``). ``ValueError`` while the job has not ended.
+        """
+        file = output_file_of(job if isinstance(job, Batch) and job.done else await self.get(job), "output_file_id")
+        return [] if file is None else await self._client.files.rows(file)
+
+    async def errors(self, job: BatchRef) -> builtins.list[Any]:
+        """A finished job's failed lines, parsed: ``{"line", "customId", "error": <problem details>}`` each."""
+        file = output_file_of(job if isinstance(job, Batch) and job.done else await self.get(job), "error_file_id")
+        return [] if file is None else await self._client.files.rows(file)
+
+
+class Invoices:
+    """``client.invoices``: monthly invoices (scope ``usage:read``)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def list(self) -> builtins.list[InvoiceSummary]:
+        """Every month (UTC) with usage, newest first, with its total and request count."""
+        return await self._client.send(calls.list_invoices())
+
+    async def get(self, month: str) -> Invoice:
+        """The invoice of ``month`` (``YYYY-MM``, UTC): one line per model, version and kind, and the total."""
+        return await self._client.send(calls.get_invoice(month))
+
+    async def pdf(self, month: str) -> bytes:
+        """The invoice of ``month`` rendered as a PDF."""
+        return await self._client.send(calls.invoice_pdf(month))

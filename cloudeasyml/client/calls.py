@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -18,9 +19,38 @@ import msgspec
 
 from cloudeasyml.client.errors import CloudEasyMLError, error_for
 from cloudeasyml.client.retry import Safety, parse_retry_after
-from cloudeasyml.client.schemas import ApiKey, ApiKeyCreated, Deployment, Model, Prediction, Quota, Usage
+from cloudeasyml.client.schemas import (
+    ApiKey,
+    ApiKeyCreated,
+    Batch,
+    Deployment,
+    File,
+    Invoice,
+    InvoiceSummary,
+    Model,
+    Prediction,
+    Quota,
+    Revision,
+    TrafficRoute,
+    Usage,
+    UsageRecordPage,
+)
 
-__all__ = ("DEFAULT_URL", "Call", "DeploymentRef", "KeyRef", "client_options", "failure", "request_args")
+__all__ = (
+    "DEFAULT_URL",
+    "KEYED_UPLOAD_MAX_BYTES",
+    "BatchRef",
+    "Call",
+    "DeploymentRef",
+    "FileRef",
+    "KeyRef",
+    "Upload",
+    "client_options",
+    "failure",
+    "jsonl_rows",
+    "output_file_of",
+    "request_args",
+)
 
 T = TypeVar("T")
 
@@ -28,6 +58,12 @@ DeploymentRef = Deployment | uuid.UUID | str
 """A deployment, or its id."""
 KeyRef = ApiKey | str
 """An API key as listed or created, or its ``key_id``."""
+FileRef = File | str
+"""A file as uploaded or listed, or its id."""
+BatchRef = Batch | str
+"""A batch job, or its id."""
+Upload = str | os.PathLike[str] | bytes | Iterable[Any]
+"""What ``files.upload`` takes: a path, the file's bytes, or rows (dicts) written as JSON Lines."""
 
 _MODEL = msgspec.json.Decoder(Model)
 _MODELS = msgspec.json.Decoder(list[Model])
@@ -38,6 +74,14 @@ _KEY_CREATED = msgspec.json.Decoder(ApiKeyCreated)
 _KEYS = msgspec.json.Decoder(list[ApiKey])
 _USAGE = msgspec.json.Decoder(Usage)
 _QUOTA = msgspec.json.Decoder(Quota)
+_REVISIONS = msgspec.json.Decoder(list[Revision])
+_FILE = msgspec.json.Decoder(File)
+_FILES = msgspec.json.Decoder(list[File])
+_BATCH = msgspec.json.Decoder(Batch)
+_BATCHES = msgspec.json.Decoder(list[Batch])
+_INVOICE = msgspec.json.Decoder(Invoice)
+_INVOICES = msgspec.json.Decoder(list[InvoiceSummary])
+_RECORDS = msgspec.json.Decoder(UsageRecordPage)
 _ENCODER = msgspec.json.Encoder()
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -57,9 +101,15 @@ class Call(Generic[T]):
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float | None = None
     """Overrides the client's timeout for this call."""
+    content_type: str = "application/json"
+    """The body's media type (when it has one)."""
+    raw: bool = False
+    """The result is the answer's body as bytes (a file's content, a PDF), not decoded."""
 
     def result(self, content: bytes) -> T:
         """The decoded body of a 2xx answer."""
+        if self.raw:
+            return content  # type: ignore[return-value]  # T is bytes for raw calls
         if self.decoder is None:
             return None  # type: ignore[return-value]  # T is None for calls without a decoder
         return self.decoder.decode(content)
@@ -91,7 +141,7 @@ def request_args(call: Call[Any]) -> dict[str, Any]:
     """The ``httpx`` request arguments of one attempt of ``call``."""
     headers = dict(call.headers)
     if call.body is not None:
-        headers["Content-Type"] = "application/json"
+        headers["Content-Type"] = call.content_type
     return {
         "method": call.method,
         "url": call.path,
@@ -212,3 +262,211 @@ def get_usage(start: datetime | None, end: datetime | None) -> Call[Usage]:
 def get_quota() -> Call[Quota]:
     """``GET /usage/quota``."""
     return Call("GET", "/usage/quota", _QUOTA, Safety.IDEMPOTENT)
+
+
+def _keyed() -> dict[str, str]:
+    """A fresh ``Idempotency-Key``, made once per call: every attempt of the call sends the same one."""
+    return {"Idempotency-Key": uuid.uuid4().hex}
+
+
+# Deployments' revisions: see the README, "Rolling out a new version".
+
+
+def _route(route: TrafficRoute | dict[str, Any]) -> dict[str, Any]:
+    """One route as sent: a ``TrafficRoute`` (camelCase, its defaults left out) or a dict as given (camelCase)."""
+    if isinstance(route, TrafficRoute):
+        return _without_none(
+            modelVersion=route.model_version, weight=route.weight, variant=route.variant, mode=route.mode
+        )
+    return dict(route)
+
+
+def update_deployment(
+    ref: DeploymentRef,
+    model_version: str | None,
+    variant: str | None,
+    config: dict[str, Any] | None,
+    traffic: Sequence[TrafficRoute | dict[str, Any]] | None,
+) -> Call[Deployment]:
+    """``PATCH /deployments/{id}``: idempotent by its meaning (the body states the result; a repeat changes nothing
+    and makes no revision), so retried as a GET is. It carries an ``Idempotency-Key`` too, for a server that honours
+    keys on PATCH (today's honours them on POSTs: a retry that meets its first attempt still warming gets that
+    attempt's revision or a ``ConflictError``, never a second revision).
+    """
+    body = _without_none(
+        modelVersion=model_version,
+        variant=variant,
+        config=config,
+        traffic=[_route(r) for r in traffic] if traffic is not None else None,
+    )
+    path = f"/deployments/{deployment_id(ref)}"
+    return Call("PATCH", path, _DEPLOYMENT, Safety.IDEMPOTENT, body=_json(body), headers=_keyed())
+
+
+def list_revisions(ref: DeploymentRef) -> Call[list[Revision]]:
+    """``GET /deployments/{id}/revisions``."""
+    return Call("GET", f"/deployments/{deployment_id(ref)}/revisions", _REVISIONS, Safety.IDEMPOTENT)
+
+
+def rollback_deployment(ref: DeploymentRef, revision: int | None) -> Call[Deployment]:
+    """``POST /deployments/{id}/rollback``: keyed, since a repeated rollback to "the one before" would go further."""
+    body = _without_none(revision=revision)
+    path = f"/deployments/{deployment_id(ref)}/rollback"
+    return Call("POST", path, _DEPLOYMENT, Safety.KEYED, body=_json(body), headers=_keyed())
+
+
+def choose_route(ref: DeploymentRef, action: str, model_version: str, variant: str | None) -> Call[Deployment]:
+    """``POST /deployments/{id}/promote`` or ``/abort`` (``action``) of one route of the traffic."""
+    body = _without_none(modelVersion=model_version, variant=variant)
+    path = f"/deployments/{deployment_id(ref)}/{action}"
+    return Call("POST", path, _DEPLOYMENT, Safety.KEYED, body=_json(body), headers=_keyed())
+
+
+# Batch inference: see the README, "Batch inference".
+
+KEYED_UPLOAD_MAX_BYTES = 10 * 1024 * 1024
+"""Largest upload sent with an ``Idempotency-Key`` (so retried after a broken connection). The server reads a keyed
+request's whole body under its request limit (``CLOUDEASYML_SERVER__MAX_BODY_BYTES``, 10 MiB by default) before
+running it, while an upload may be as large as ``CLOUDEASYML_BATCH__MAX_FILE_BYTES``: a larger file goes without a
+key, and is not retried once it may have been received."""
+
+
+def file_id(ref: FileRef) -> str:
+    """The id of a file reference, as a path segment."""
+    return _segment(ref.id if isinstance(ref, File) else ref)
+
+
+def batch_id(ref: BatchRef) -> str:
+    """The id of a batch job reference, as a path segment."""
+    return _segment(ref.id if isinstance(ref, Batch) else ref)
+
+
+def _jsonl(rows: Iterable[Any]) -> bytes:
+    return b"".join(_ENCODER.encode(row) + b"\n" for row in rows)
+
+
+def upload_file(content: Upload, filename: str | None) -> Call[File]:
+    """``POST /files`` of JSON Lines: a path's bytes (named after it unless ``filename``), bytes as they are, or
+    rows encoded one a line (``{"input": ..., "customId": ...}``).
+    """
+    if isinstance(content, str | os.PathLike):
+        body = Path(content).read_bytes()
+        filename = filename or Path(content).name
+    elif isinstance(content, bytes | bytearray | memoryview):
+        body = bytes(content)
+    else:
+        body = _jsonl(content)
+    params = {"filename": filename} if filename else None
+    if len(body) <= KEYED_UPLOAD_MAX_BYTES:
+        safety, headers = Safety.KEYED, _keyed()
+    else:
+        safety, headers = Safety.UNSAFE, {}
+    return Call(
+        "POST", "/files", _FILE, safety, params=params, body=body, headers=headers, content_type="application/jsonl"
+    )
+
+
+def list_files(purpose: str | None) -> Call[list[File]]:
+    """``GET /files`` (newest first, at most 100), of one ``purpose`` if given."""
+    params = {"purpose": purpose} if purpose else None
+    return Call("GET", "/files", _FILES, Safety.IDEMPOTENT, params=params)
+
+
+def get_file(ref: FileRef) -> Call[File]:
+    """``GET /files/{id}``."""
+    return Call("GET", f"/files/{file_id(ref)}", _FILE, Safety.IDEMPOTENT)
+
+
+def file_content(ref: FileRef) -> Call[bytes]:
+    """``GET /files/{id}/content``: the file's bytes."""
+    path = f"/files/{file_id(ref)}/content"
+    return Call("GET", path, None, Safety.IDEMPOTENT, headers={"Accept": "application/jsonl"}, raw=True)
+
+
+def delete_file(ref: FileRef) -> Call[None]:
+    """``DELETE /files/{id}``."""
+    return Call("DELETE", f"/files/{file_id(ref)}", None, Safety.IDEMPOTENT)
+
+
+def jsonl_rows(content: bytes) -> list[Any]:
+    """The values of a JSON Lines file, in order (blank lines skipped)."""
+    return [msgspec.json.decode(line) for line in content.splitlines() if line.strip()]
+
+
+def output_file_of(job: Batch, field_name: str) -> str | None:
+    """The id of a finished job's output or error file (``field_name``); None when it has none (no line of that
+    kind). ``ValueError`` while the job has not ended: its files are not written yet.
+    """
+    if not job.done:
+        raise ValueError(f"batch {job.id} is {job.status}: its files exist once it has ended (see batches.wait)")
+    file: str | None = getattr(job, field_name)
+    return file
+
+
+def create_batch(
+    ref: DeploymentRef, input_file: FileRef, completion_window: str | None, metadata: dict[str, str] | None
+) -> Call[Batch]:
+    """``POST /batches``, keyed: a retry after a broken connection gets the first job, never a second."""
+    body = _without_none(
+        deploymentId=str(ref.id if isinstance(ref, Deployment) else ref),
+        inputFileId=input_file.id if isinstance(input_file, File) else input_file,
+        completionWindow=completion_window,
+        metadata=metadata,
+    )
+    return Call("POST", "/batches", _BATCH, Safety.KEYED, body=_json(body), headers=_keyed())
+
+
+def list_batches() -> Call[list[Batch]]:
+    """``GET /batches`` (newest first, at most 100)."""
+    return Call("GET", "/batches", _BATCHES, Safety.IDEMPOTENT)
+
+
+def get_batch(ref: BatchRef) -> Call[Batch]:
+    """``GET /batches/{id}``."""
+    return Call("GET", f"/batches/{batch_id(ref)}", _BATCH, Safety.IDEMPOTENT)
+
+
+def cancel_batch(ref: BatchRef) -> Call[Batch]:
+    """``POST /batches/{id}/cancel`` (cancelling twice is the same as once, but keyed all the same)."""
+    return Call("POST", f"/batches/{batch_id(ref)}/cancel", _BATCH, Safety.KEYED, headers=_keyed())
+
+
+# Invoices and usage records: see docs/billing.md.
+
+
+def list_invoices() -> Call[list[InvoiceSummary]]:
+    """``GET /invoices``: every month with usage, newest first."""
+    return Call("GET", "/invoices", _INVOICES, Safety.IDEMPOTENT)
+
+
+def get_invoice(month: str) -> Call[Invoice]:
+    """``GET /invoices/{YYYY-MM}``."""
+    return Call("GET", f"/invoices/{_segment(month)}", _INVOICE, Safety.IDEMPOTENT)
+
+
+def invoice_pdf(month: str) -> Call[bytes]:
+    """``GET /invoices/{YYYY-MM}`` with ``Accept: application/pdf``: the PDF's bytes."""
+    path = f"/invoices/{_segment(month)}"
+    return Call("GET", path, None, Safety.IDEMPOTENT, headers={"Accept": "application/pdf"}, raw=True)
+
+
+def usage_records(
+    start: datetime | None,
+    end: datetime | None,
+    deployment: DeploymentRef | None,
+    api_key: KeyRef | None,
+    model: str | None,
+    limit: int | None,
+    cursor: str | None,
+) -> Call[UsageRecordPage]:
+    """``GET /usage/records``: one page, oldest first (``next_cursor`` asks for the next with the same filters)."""
+    params = _without_none(
+        start=start.isoformat() if start is not None else None,
+        end=end.isoformat() if end is not None else None,
+        deploymentId=str(deployment.id if isinstance(deployment, Deployment) else deployment) if deployment else None,
+        apiKeyId=(api_key.key_id if isinstance(api_key, ApiKey) else api_key) if api_key else None,
+        model=model,
+        limit=str(limit) if limit is not None else None,
+        cursor=cursor,
+    )
+    return Call("GET", "/usage/records", _RECORDS, Safety.IDEMPOTENT, params=params or None)

@@ -5,12 +5,13 @@
   wait is the answer's ``Retry-After`` (seconds, or an HTTP date) when it has one, else exponential backoff with
   jitter. A ``Retry-After`` that would end past the call's time budget (a monthly cap that resets in days) is not
   waited for: the error is raised at once, ``retry_after`` on it. No other status is retried (402, 504 and every
-  other 4xx included), except a prediction's 409 with ``Retry-After``: its ``Idempotency-Key``'s first attempt (one
+  other 4xx included), except a keyed call's 409 with ``Retry-After``: its ``Idempotency-Key``'s first attempt (one
   that timed out here) still runs on the server, and once it has answered a retry gets its answer replayed.
 - **Connection errors.** One where the request was never sent (the connection could not be made, or no pooled
   connection came free) is retried for every call. One where it may have reached the server (a connection
-  broken mid-answer, a read timeout) is retried only for idempotent calls (GET, DELETE) and for predictions, which
-  carry an ``Idempotency-Key`` (``RETRY_PREDICTIONS_AFTER_CONNECTION_ERRORS``); never for other POSTs.
+  broken mid-answer, a read timeout) is retried only for idempotent calls (GET, DELETE, PATCH) and for keyed calls
+  (predictions, uploads, batch jobs, rollbacks), which carry an ``Idempotency-Key``
+  (``RETRY_PREDICTIONS_AFTER_CONNECTION_ERRORS``); never for other POSTs.
 - Every call stops after ``RetryPolicy.max_attempts`` attempts or when its next wait would pass
   ``RetryPolicy.max_total_seconds`` since it started, whichever comes first.
 """
@@ -36,7 +37,8 @@ __all__ = (
 )
 
 RETRY_PREDICTIONS_AFTER_CONNECTION_ERRORS = True
-"""The one switch for retrying a prediction whose request may have reached the server.
+"""The one switch for retrying a prediction (or another keyed call: ``Safety.KEYED``) whose request may have reached
+the server.
 
 Every prediction carries an ``Idempotency-Key`` header, the same on each attempt, and the server honours it
 (``docs/billing.md``, Idempotency): a repeated request with the same key and body within 24 hours is answered with
@@ -57,12 +59,20 @@ class Safety(enum.Enum):
     """What repeating a call may do, which decides whether a connection error is retried."""
 
     IDEMPOTENT = "idempotent"
-    """GET and DELETE: doing it twice leaves the same state as once."""
+    """GET, DELETE, and a deployment's PATCH (its body states the result: a repeat changes nothing, and makes no
+    revision): doing it twice leaves the same state as once."""
     PREDICTION = "prediction"
     """A prediction: carries an ``Idempotency-Key``, so the server runs and bills it once however often it is sent
     (see the switch above)."""
+    KEYED = "keyed"
+    """Another POST that carries an ``Idempotency-Key``, made once per call (an upload, a batch job, a rollback,
+    promote or abort): retried as a prediction is, since the server runs it once and replays its answer."""
     UNSAFE = "unsafe"
     """Any other POST (creating a deployment or a key): never repeated once it may have been received."""
+
+
+_KEYED = frozenset({Safety.PREDICTION, Safety.KEYED})
+"""Calls whose every attempt carries the same ``Idempotency-Key``."""
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -111,7 +121,7 @@ class Attempts:
 
     def after_answer(self, status: int, retry_after: float | None) -> float | None:
         """The wait before the next attempt after an error answer, or None: raise it."""
-        if status == 409 and retry_after is not None and self._safety is Safety.PREDICTION:
+        if status == 409 and retry_after is not None and self._safety in _KEYED:
             return self._next(retry_after)  # its key's first attempt still runs: its answer is replayed once done
         if status not in RETRIED_STATUSES:
             return None
@@ -128,7 +138,7 @@ class Attempts:
             return False
         if isinstance(error, _NOT_SENT) or self._safety is Safety.IDEMPOTENT:
             return True
-        return self._safety is Safety.PREDICTION and RETRY_PREDICTIONS_AFTER_CONNECTION_ERRORS
+        return self._safety in _KEYED and RETRY_PREDICTIONS_AFTER_CONNECTION_ERRORS
 
     def _next(self, retry_after: float | None) -> float | None:
         policy = self._policy

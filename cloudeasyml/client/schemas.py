@@ -15,9 +15,16 @@ from typing import Any
 import msgspec
 
 __all__ = (
+    "BATCH_FINAL_STATUSES",
     "ApiKey",
     "ApiKeyCreated",
+    "Batch",
+    "BatchCounts",
     "Deployment",
+    "File",
+    "Invoice",
+    "InvoiceLine",
+    "InvoiceSummary",
     "Model",
     "ModelLimits",
     "ModelUsage",
@@ -25,11 +32,14 @@ __all__ = (
     "Pricing",
     "QualityMetric",
     "Quota",
+    "Revision",
     "ServingConfig",
     "TensorSpec",
     "TrafficRoute",
     "Usage",
     "UsageGroup",
+    "UsageRecord",
+    "UsageRecordPage",
     "VersionUsage",
 )
 
@@ -245,3 +255,144 @@ class Quota(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     requests: int
     remaining_spend: Decimal | None
     remaining_requests: int | None
+
+
+class Revision(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """One revision of a deployment: the state it was in from ``created_at`` until the next revision."""
+
+    number: int
+    action: str
+    """``create``, ``update``, ``rollback``, ``promote`` or ``abort``."""
+    model_version: str
+    config: ServingConfig
+    traffic: list[TrafficRoute]
+    changes: dict[str, Any]
+    """What differs from the revision before (``{"traffic": {"from", "to"}}``, ``{"config": {field: {...}}}``)."""
+    created_by_key_id: str | None = None
+    """The API key that made it."""
+    created_at: datetime
+    requests: int
+    """Answered requests billed to the deployment while it was current (as flushed to the database)."""
+    current: bool
+
+
+class File(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """A stored JSON Lines file: a batch job's input (``purpose`` ``batch``), output or errors."""
+
+    id: str
+    object: str = "file"
+    filename: str
+    purpose: str
+    """``batch`` (an input), ``batch_output`` or ``batch_error``."""
+    bytes: int
+    lines: int
+    """Non-blank lines."""
+    created_at: datetime
+    expires_at: datetime
+
+
+class BatchCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """Lines of a job's input: all of them, those done and those that failed (in the error file)."""
+
+    total: int
+    completed: int
+    failed: int
+
+
+BATCH_FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "expired"})
+"""The statuses a batch job never leaves."""
+
+
+class Batch(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """A batch job: every line of an input file run on a deployment, in the background, at the batch price."""
+
+    id: str
+    object: str = "batch"
+    status: str
+    """``validating``, ``queued``, ``running``, ``cancelling``, or a final one: ``completed``, ``failed``,
+    ``cancelled``, ``expired``."""
+    deployment_id: uuid.UUID
+    deployment_name: str
+    input_file_id: str
+    output_file_id: str | None = None
+    """The answers, one line per input line that completed, in input order (once the job has ended)."""
+    error_file_id: str | None = None
+    """The lines that failed, with their line number, ``customId`` and problem details."""
+    counts: BatchCounts
+    message: str | None = None
+    """Why the job failed, or why it is paused (a monthly cap reached: it resumes by itself)."""
+    paused_until: datetime | None = None
+    metadata: dict[str, str] | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    expires_at: datetime
+
+    @property
+    def done(self) -> bool:
+        """Whether the job has reached a final status (``BATCH_FINAL_STATUSES``)."""
+        return self.status in BATCH_FINAL_STATUSES
+
+
+class InvoiceSummary(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """A month (``YYYY-MM``, UTC) with usage: its total and request count."""
+
+    month: str
+    total: Decimal
+    requests: int
+
+
+class InvoiceLine(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """One model version's usage of one kind (``online``, ``batch``, ``shadow``) in an invoice's month."""
+
+    model: str
+    model_version: str
+    kind: str
+    requests: int
+    items: int
+    processing_seconds: Decimal
+    gpu_seconds: Decimal
+    unit_prices: Pricing | None = None
+    """The plan's prices for the model version; None once the model is uninstalled."""
+    amount: Decimal
+
+
+class Invoice(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """A month's invoice: ``open`` until an hour after the month ends, then ``final`` (frozen)."""
+
+    tenant_id: uuid.UUID
+    month: str
+    period_start: datetime
+    period_end: datetime
+    status: str
+    """``open`` (may still grow) or ``final``."""
+    plan: str
+    lines: list[InvoiceLine]
+    subtotal: Decimal
+    total: Decimal
+    issued_at: datetime | None = None
+    """When it was frozen (``final``)."""
+
+
+class UsageRecord(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """One billed request, as metered."""
+
+    request_id: str
+    created_at: datetime
+    deployment_id: uuid.UUID
+    deployment_name: str
+    model_name: str
+    model_version: str
+    api_key_id: str | None = None
+    items: int
+    processing_ms: float
+    gpu_ms: float
+    cost: Decimal
+
+
+class UsageRecordPage(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """A page of usage records, oldest first; ``next_cursor`` fetches the next (None: this is the last)."""
+
+    records: list[UsageRecord]
+    next_cursor: str | None = None
