@@ -383,7 +383,12 @@ class BatchSettings(msgspec.Struct, frozen=True):
     lease_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     """A claimed chunk is another worker's to take once this passes without its worker finishing it (a crash)."""
     poll_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 0.5
-    """How often an idle worker looks for chunks."""
+    """How often an idle worker looks for chunks at first: each look that finds nothing doubles the wait, up to
+    ``idle_poll_max_seconds``; a job submitted or cancelled in this process, or a chunk found, starts it over."""
+    idle_poll_max_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    """The longest wait of an idle worker between looks (never shorter than ``poll_interval_seconds``): a job
+    submitted to another process starts within it. Every idle look is a few queries (claim a validation, claim a
+    chunk, end due jobs): two workers looking every 0.5 s took ~10 % of a busy server's event loop at c=1."""
     retry_backoff_max_seconds: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     """A worker that fails (the database down or restarting) retries after the poll interval, doubled per failure in
     a row up to this; it never gives up."""

@@ -172,7 +172,9 @@ def provide_batch_service(
     db_session: Injected[AsyncSession], caller: Injected[Principal], services: Injected[Services]
 ) -> BatchService:
     """The caller's tenant's batch jobs."""
-    return BatchService(db_session, caller.tenant_id, services.files, services.settings.batch)
+    return BatchService(
+        db_session, caller.tenant_id, services.files, services.settings.batch, notify=services.batches.notify
+    )
 
 
 def provide_audit_trail(

@@ -55,6 +55,7 @@ def test_the_cli_submits_and_a_worker_process_runs_the_job(
             CLOUDEASYML_RUNTIME__ARTIFACT_DIR=str(artifact_dir),
             CLOUDEASYML_RUNTIME__EXPORT_ON_LOAD="false",
             CLOUDEASYML_BATCH__POLL_INTERVAL_SECONDS="0.1",
+            CLOUDEASYML_BATCH__IDLE_POLL_MAX_SECONDS="0.1",
         )
         worker = subprocess.Popen(
             [sys.executable, "-m", "cloudeasyml.cli", "worker", "--concurrency", "1"],

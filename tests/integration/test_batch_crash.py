@@ -56,6 +56,7 @@ def _env(**extra: str) -> dict[str, str]:
         "CLOUDEASYML_BATCH__CHUNK_LINES": str(CHUNK),
         "CLOUDEASYML_BATCH__LEASE_SECONDS": "3",
         "CLOUDEASYML_BATCH__POLL_INTERVAL_SECONDS": "0.1",
+        "CLOUDEASYML_BATCH__IDLE_POLL_MAX_SECONDS": "0.1",  # idle workers do not back off: the test times the takeover
         "CLOUDEASYML_BATCH__WORKERS": "1",
         **extra,
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -47,12 +48,19 @@ class BatchService:
     """The caller's tenant's jobs; every query filters on its ``tenant_id``."""
 
     def __init__(
-        self, session: AsyncSession, tenant_id: uuid.UUID, storage: FileStorage, settings: BatchSettings
+        self,
+        session: AsyncSession,
+        tenant_id: uuid.UUID,
+        storage: FileStorage,
+        settings: BatchSettings,
+        notify: Callable[[], None] = lambda: None,
     ) -> None:
         self._session = session
         self._tenant_id = tenant_id
         self._storage = storage
         self._settings = settings
+        self._notify = notify
+        """Wakes this process's idle batch workers (``BatchWorker.notify``) after a job is created or cancelled."""
 
     @property
     def files(self) -> FileService:
@@ -115,6 +123,7 @@ class BatchService:
             for index, (first, start, end) in enumerate(offsets)
         )
         await self._session.flush()
+        self._notify()
         return job
 
     async def list(self, *, limit: int = 100) -> list[BatchJob]:
@@ -148,6 +157,7 @@ class BatchService:
         job.status = "cancelling"
         job.cancelled_at = utc_now()
         await self._session.flush()
+        self._notify()  # a worker's sweep ends it once its running chunks are done
         return job
 
 

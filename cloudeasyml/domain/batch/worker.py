@@ -76,6 +76,14 @@ class BatchWorker:
         self._tasks: list[asyncio.Task[None]] = []
         self._sweeping = asyncio.Lock()
         self._last_file_sweep = 0.0
+        self._wake = asyncio.Event()
+
+    def notify(self) -> None:
+        """A job was submitted or cancelled in this process: idle workers look again now and then poll at the
+        fastest rate again (on the event loop's thread; the job's transaction may commit just after this, which the
+        next look, ``poll_interval_seconds`` later, sees).
+        """
+        self._wake.set()
 
     def start(self) -> None:
         """Start the workers (none with ``workers`` = 0)."""
@@ -92,6 +100,7 @@ class BatchWorker:
 
     async def _loop(self) -> None:
         failures = 0
+        idle = 0
         while True:
             try:
                 busy = await self.run_once()
@@ -106,8 +115,29 @@ class BatchWorker:
             if failures:
                 log.warning("batch worker: working again after %d failed tries", failures)
             failures = 0
-            if not busy:
-                await asyncio.sleep(self._settings.poll_interval_seconds)
+            if busy:
+                idle = 0
+                continue
+            idle += 1
+            if await self._idle_wait(self.idle_wait(idle)):
+                idle = 0
+
+    def idle_wait(self, idle_looks: int) -> float:
+        """Seconds to wait after ``idle_looks`` looks in a row found nothing: the poll interval, doubled per look up
+        to ``idle_poll_max_seconds``.
+        """
+        settings = self._settings
+        most = max(settings.poll_interval_seconds, settings.idle_poll_max_seconds)
+        return min(most, settings.poll_interval_seconds * 2 ** min(idle_looks - 1, 30))
+
+    async def _idle_wait(self, seconds: float) -> bool:
+        """Wait ``seconds`` or until ``notify``; whether it was ``notify``."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            return False
+        self._wake.clear()
+        return True
 
     def backoff(self, failures: int) -> float:
         """Seconds to wait after ``failures`` failed tries in a row: the poll interval, doubled per failure up to
