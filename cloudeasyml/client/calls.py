@@ -219,14 +219,13 @@ def predict(ref: DeploymentRef, inputs: Sequence[Any], *, in_path: bool, timeout
     ``inputs`` may hold dicts or any value msgspec encodes (Structs, dataclasses). The ``Idempotency-Key`` is made
     once here, so every attempt of this call carries the same one (see ``retry.RETRY_PREDICTIONS_AFTER_...``).
     """
-    headers = {"Idempotency-Key": uuid.uuid4().hex}
     body: dict[str, Any] = {"inputs": list(inputs)}
     if in_path:
         path = f"/deployments/{deployment_id(ref)}/predict"
     else:
         path = "/predict"
         body["deploymentId"] = str(ref.id if isinstance(ref, Deployment) else ref)
-    return Call("POST", path, _PREDICTION, Safety.PREDICTION, body=_json(body), headers=headers, timeout=timeout)
+    return Call("POST", path, _PREDICTION, Safety.KEYED, body=_json(body), headers=_keyed(), timeout=timeout)
 
 
 def create_key(

@@ -61,18 +61,12 @@ class Safety(enum.Enum):
     IDEMPOTENT = "idempotent"
     """GET, DELETE, and a deployment's PATCH (its body states the result: a repeat changes nothing, and makes no
     revision): doing it twice leaves the same state as once."""
-    PREDICTION = "prediction"
-    """A prediction: carries an ``Idempotency-Key``, so the server runs and bills it once however often it is sent
-    (see the switch above)."""
     KEYED = "keyed"
-    """Another POST that carries an ``Idempotency-Key``, made once per call (an upload, a batch job, a rollback,
-    promote or abort): retried as a prediction is, since the server runs it once and replays its answer."""
+    """A POST that carries an ``Idempotency-Key``, made once per call (a prediction, an upload, a batch job, a
+    rollback, promote or abort): the server runs and bills it once however often it is sent and replays its answer
+    (see the switch above)."""
     UNSAFE = "unsafe"
     """Any other POST (creating a deployment or a key): never repeated once it may have been received."""
-
-
-_KEYED = frozenset({Safety.PREDICTION, Safety.KEYED})
-"""Calls whose every attempt carries the same ``Idempotency-Key``."""
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,7 +115,7 @@ class Attempts:
 
     def after_answer(self, status: int, retry_after: float | None) -> float | None:
         """The wait before the next attempt after an error answer, or None: raise it."""
-        if status == 409 and retry_after is not None and self._safety in _KEYED:
+        if status == 409 and retry_after is not None and self._safety is Safety.KEYED:
             return self._next(retry_after)  # its key's first attempt still runs: its answer is replayed once done
         if status not in RETRIED_STATUSES:
             return None
@@ -138,7 +132,7 @@ class Attempts:
             return False
         if isinstance(error, _NOT_SENT) or self._safety is Safety.IDEMPOTENT:
             return True
-        return self._safety in _KEYED and RETRY_PREDICTIONS_AFTER_CONNECTION_ERRORS
+        return self._safety is Safety.KEYED and RETRY_PREDICTIONS_AFTER_CONNECTION_ERRORS
 
     def _next(self, retry_after: float | None) -> float | None:
         policy = self._policy

@@ -20,8 +20,8 @@ def test_429_and_503_are_retried_for_every_call(safety: Safety) -> None:
     assert _attempts(safety).after_answer(429, None) == 0.5
 
 
-@pytest.mark.parametrize("keyed", [Safety.PREDICTION, Safety.KEYED])
-def test_a_409_with_retry_after_is_retried_only_for_a_keyed_call(keyed: Safety) -> None:
+def test_a_409_with_retry_after_is_retried_only_for_a_keyed_call() -> None:
+    keyed = Safety.KEYED  # predictions and the other calls that carry an Idempotency-Key
     # The server's "this Idempotency-Key's first request still runs" conflict: a keyed call comes back for its answer.
     assert _attempts(keyed).after_answer(409, 1.0) == 1.0
     assert _attempts(Safety.UNSAFE).after_answer(409, 1.0) is None
@@ -32,12 +32,11 @@ def test_a_409_with_retry_after_is_retried_only_for_a_keyed_call(keyed: Safety) 
 
 @pytest.mark.parametrize("status", [400, 401, 402, 403, 404, 422, 500, 504])
 def test_other_statuses_are_final(status: int) -> None:
-    assert _attempts(Safety.PREDICTION).after_answer(status, 1.0) is None
+    assert _attempts(Safety.KEYED).after_answer(status, 1.0) is None
 
 
 def test_a_connection_broken_after_sending_is_retried_for_keyed_calls_and_reads_not_other_posts() -> None:
     broken = httpx.ReadError("connection reset")
-    assert _attempts(Safety.PREDICTION).after_error(broken) == 0.5
     assert _attempts(Safety.KEYED).after_error(broken) == 0.5
     assert _attempts(Safety.IDEMPOTENT).after_error(broken) == 0.5
     assert _attempts(Safety.UNSAFE).after_error(broken) is None
@@ -45,7 +44,7 @@ def test_a_connection_broken_after_sending_is_retried_for_keyed_calls_and_reads_
 
 
 def test_attempts_stop_at_the_policys_count() -> None:
-    attempts = _attempts(Safety.PREDICTION)
+    attempts = _attempts(Safety.KEYED)
     waits = []
     while (wait := attempts.after_answer(503, None)) is not None:
         waits.append(wait)
