@@ -7,6 +7,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -81,8 +82,10 @@ def test_the_template_the_tests_copy_is_what_alembic_makes(migrated_url: str) ->
     assert asyncio.run(_revisions(migrated_url)) == set(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
-PREVIOUS_RELEASE = "3fa78f7cfddf"
-"""The schema of the release before this one (the initial schema)."""
+PREVIOUS_RELEASE = "b7e2c41d9a05"
+"""The schema of the last release (landed with issue 10: keys record the key that created them)."""
+FIRST_RELEASE = "3fa78f7cfddf"
+"""The initial schema: a database never upgraded since also goes to head."""
 
 _metadata = sa.MetaData()
 _tenant = sa.Table(
@@ -156,9 +159,12 @@ async def _run(url: str, work):  # type: ignore[no-untyped-def]
         await engine.dispose()
 
 
-def test_a_previous_release_database_with_data_upgrades_and_downgrades_keeping_it(database_url: str) -> None:
+@pytest.mark.parametrize("release", [PREVIOUS_RELEASE, FIRST_RELEASE])
+def test_a_previous_release_database_with_data_upgrades_and_downgrades_keeping_it(
+    database_url: str, release: str
+) -> None:
     config = alembic_config(database_url)
-    command.upgrade(config, PREVIOUS_RELEASE)
+    command.upgrade(config, release)
     tenant_id, now = uuid.uuid4(), datetime.now(UTC)
     deployment_id, created = uuid.uuid4(), datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
     serving = {"maxBatchSize": 16, "variant": "float"}
@@ -166,6 +172,8 @@ def test_a_previous_release_database_with_data_upgrades_and_downgrades_keeping_i
         {"id": f"sk_{'a' * 16}", "revoked_at": None},
         {"id": f"sk_{'b' * 16}", "revoked_at": now},
     ]
+    # The last release records each key's creator: there, the second key was made by the first.
+    parents = [None, keys[0]["id"]] if release == PREVIOUS_RELEASE else [None, None]
 
     def fill(sync: sa.Connection) -> None:
         sync.execute(_tenant.insert(), [{"id": tenant_id, "name": "old", "plan": "default", "created_at": now}])
@@ -183,6 +191,11 @@ def test_a_previous_release_database_with_data_upgrades_and_downgrades_keeping_i
                 for key in keys
             ],
         )
+        if release == PREVIOUS_RELEASE:
+            sync.execute(
+                sa.text("UPDATE api_key SET created_by_key_id = :parent WHERE id = :id"),
+                {"parent": parents[1], "id": keys[1]["id"]},
+            )
         sync.execute(
             _deployment.insert(),
             [
@@ -247,8 +260,8 @@ def test_a_previous_release_database_with_data_upgrades_and_downgrades_keeping_i
     assert (uuid.UUID(str(dep)), uuid.UUID(str(tenant)), number, version) == (deployment_id, tenant_id, 1, "1.0.0")
     assert (_json(stored), _json(traffic), _json(changes), action, by) == (serving, None, {}, "create", None)
     assert _utc(at) == created
-    # Keys made before the hierarchy have no parent, as if the operator made them.
-    assert keys_at_head == [(keys[0]["id"], False, None), (keys[1]["id"], True, None)]
+    # Keys keep their creator; those made before the hierarchy have none, as if the operator made them.
+    assert keys_at_head == [(keys[0]["id"], False, parents[0]), (keys[1]["id"], True, parents[1])]
     assert usage_at_head == [(keys[0]["id"], 12345)]
     # The rollups are filled from the records there were (the hourly one by its own revision).
     for rollup in ("usage_daily", "usage_hourly"):
@@ -256,9 +269,11 @@ def test_a_previous_release_database_with_data_upgrades_and_downgrades_keeping_i
         assert asyncio.run(_run(database_url, lambda sync, q=summed: sync.execute(q).all())) == [
             (keys[0]["id"], 1, 12345)
         ], rollup
-    command.downgrade(config, PREVIOUS_RELEASE)
+    command.downgrade(config, release)
     keys_after, usage_after = asyncio.run(_run(database_url, read))
-    assert keys_after == [(keys[0]["id"], False), (keys[1]["id"], True)]
+    # Back at the release: its creators stay (the first release has no such column).
+    unparented = [(keys[0]["id"], False), (keys[1]["id"], True)]
+    assert keys_after == (keys_at_head if release == PREVIOUS_RELEASE else unparented)
     assert usage_after == usage_at_head
     assert asyncio.run(_run(database_url, lambda sync: sync.execute(sa.select(_deployment.c.name)).all())) == [("d",)]
     command.upgrade(config, "head")
