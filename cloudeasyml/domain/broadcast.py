@@ -55,6 +55,7 @@ class Broadcast:
     async def start(self) -> None:
         """Subscribe in the background; returns once subscribed (or after a second if Redis does not answer)."""
         if self._task is None:
+            self._subscribed = asyncio.Event()  # a fresh one per start: an Event binds to the loop that waits on it
             self._task = asyncio.get_running_loop().create_task(self._listen())
             try:
                 await asyncio.wait_for(self._subscribed.wait(), timeout=RETRY_SECONDS)

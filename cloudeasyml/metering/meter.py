@@ -132,6 +132,9 @@ class Meter:
         directory, and start the background writer. If the database cannot take the replay now, the writer
         retries it.
         """
+        if self._task is None:  # fresh per start: asyncio's primitives bind to the first loop that waits on them
+            self._lock = asyncio.Lock()
+            self._wake = asyncio.Event()
         own = self._journal or self._open()
         for tag in orphan_tags(self._dir, exclude=own.tag):
             if (journal := Journal.adopt(self._dir, tag)) is not None:

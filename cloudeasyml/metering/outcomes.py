@@ -152,6 +152,9 @@ class OutcomeRecorder:
     async def start(self) -> None:
         """Start the background writer."""
         if self._task is None:
+            # Fresh per start: asyncio's primitives bind to the first loop that waits on them (an app served twice).
+            self._wake = asyncio.Event()
+            self._lock = asyncio.Lock()
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:

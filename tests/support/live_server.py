@@ -47,7 +47,18 @@ def serve_in_thread(app: Litestar, limits: ServerSettings | None = None) -> Iter
             time.sleep(0.02)
         assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
         yield f"127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
+    except BaseException:
+        _stop(server, thread, sock)
+        raise
+    _stop(server, thread, sock)
+    # A clean shutdown is part of every test that serves: the app's lifespan must stop its background work without
+    # an error (an app served twice once broke here, its workers bound to the first server's event loop).
+    lifespan = getattr(server, "lifespan", None)
+    assert not thread.is_alive(), "the server did not stop within 15 s"
+    assert lifespan is None or not lifespan.shutdown_failed, "the app's shutdown failed (see the log above)"
+
+
+def _stop(server: uvicorn.Server, thread: threading.Thread, sock: socket.socket) -> None:
+    server.should_exit = True
+    thread.join(timeout=15)
+    sock.close()

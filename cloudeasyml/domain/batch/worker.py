@@ -90,6 +90,10 @@ class BatchWorker:
         if self._tasks:
             return
         loop = asyncio.get_running_loop()
+        # Made again on every start: asyncio's primitives bind to the first loop that waits on them, and an app
+        # served a second time (a test harness, a restarted embedded server) runs on a new loop.
+        self._wake = asyncio.Event()
+        self._sweeping = asyncio.Lock()
         self._tasks = [loop.create_task(self._loop(), name=f"batch-worker-{n}") for n in range(self._settings.workers)]
 
     async def stop(self) -> None:
