@@ -12,7 +12,7 @@ from sqlalchemy.types import TypeDecorator
 
 from cloudeasyml.core.pricing import COST_SCALE
 
-__all__ = ("Money", "UTCDateTime", "from_scaled")
+__all__ = ("Money", "UTCDateTime", "from_scaled", "to_scaled")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -37,6 +37,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def to_scaled(value: Decimal) -> int:
+    """An exact Decimal as the scaled integer stored; more places than ``COST_SCALE`` is an error, never a rounding."""
+    scaled = Decimal(value).scaleb(COST_SCALE)
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{value} has more than {COST_SCALE} decimal places")
+    return int(scaled)
+
+
 def from_scaled(value: Any) -> Decimal:
     """A stored (or summed) scaled integer back to an exact Decimal."""
     return Decimal(int(value or 0)).scaleb(-COST_SCALE)
@@ -54,12 +62,7 @@ class Money(TypeDecorator[Decimal]):
 
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> int | None:
         """Decimal in, scaled integer stored; more places than ``COST_SCALE`` is an error, never a rounding."""
-        if value is None:
-            return None
-        scaled = Decimal(value).scaleb(COST_SCALE)
-        if scaled != scaled.to_integral_value():
-            raise ValueError(f"{value} has more than {COST_SCALE} decimal places")
-        return int(scaled)
+        return None if value is None else to_scaled(value)
 
     def process_result_value(self, value: int | None, dialect: Dialect) -> Decimal | None:
         """Scaled integer (or a database sum of them) back to an exact Decimal."""

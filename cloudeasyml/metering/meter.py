@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -28,40 +27,22 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cloudeasyml.background import cancel_and_wait
 from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.errors import RETRY_AFTER_SECONDS, as_unavailable
-from cloudeasyml.db.models import ApiKey, UsageDaily, UsageHourly, UsageRecord
+from cloudeasyml.db.models import ApiKey, UsageDaily, UsageHourly
 from cloudeasyml.errors import DatabaseUnavailableError, UsageJournalError
 from cloudeasyml.metering.journal import Journal, Position, orphan_tags
 from cloudeasyml.metering.usage_export import write_exports
+from cloudeasyml.metering.usage_insert import insert_usage
+from cloudeasyml.metering.usage_record import Usage
 from cloudeasyml.settings import UsageExportSettings
 
 __all__ = ("Meter", "Usage", "write_usage")
 
 log = logging.getLogger(__name__)
 
-WRITE_SLICE = 25
-"""Most usage rows per insert statement: the event loop turns them into parameters in one go (~5 µs each)."""
+WRITE_SLICE = 50
+"""Most usage rows per insert statement: the event loop makes a slice's values in one go (``usage_insert``)."""
 REJECTED_FILE = "usage-rejected.jsonl"
 """Records the database refused for their content (not for being unavailable), kept in the journal directory."""
-
-
-class Usage(msgspec.Struct, frozen=True, kw_only=True):
-    """One successful request's usage, priced."""
-
-    request_id: str
-    tenant_id: uuid.UUID
-    api_key_id: str | None
-    deployment_id: uuid.UUID
-    deployment_name: str
-    model_name: str
-    model_version: str
-    items: int
-    processing_ms: float
-    gpu_ms: float
-    cost: Decimal
-    created_at: datetime
-    kind: str = "online"
-    """``online`` (answered to its client), ``shadow`` (a shadow route's copy) or ``batch`` (a batch job's chunk, at
-    the batch price); journals written before this field read as ``online``."""
 
 
 class Meter:
@@ -324,20 +305,17 @@ async def write_usage(session: AsyncSession, batch: list[Usage], export: UsageEx
             last_used[usage.api_key_id] = max(usage.created_at, last_used.get(usage.api_key_id, usage.created_at))
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    # A Core insert of the table: the ORM's bulk path costs more per row on the event loop.
-    table = cast(Table, UsageRecord.__table__)  # a declarative class's table (typed as any FromClause)
-    statement = insert(table).on_conflict_do_nothing(index_elements=["request_id"]).returning(table.c.request_id)
     inserted: set[str] = set()
     exported: list[dict[str, Any]] = []
-    # In slices of WRITE_SLICE rows, one transaction still: SQLAlchemy turns the rows into parameters on the event
-    # loop, and 1,000 rows at once held it for ~5 ms of CPU (bench/loop_stalls.py), every flush, which is what a
-    # request arriving meanwhile waited for: the c=1 p99 of 8.6 ms against a p50 of 0.35 ms.
+    # In slices of WRITE_SLICE rows, one transaction still, each slice's values made on the event loop: bounded, so
+    # that a flush never holds the loop long (1,000 rows at once through SQLAlchemy held it ~5 ms, every flush: the
+    # c=1 p99 of 8.6 ms against a p50 of 0.35 ms).
     for start in range(0, len(batch), WRITE_SLICE):
-        rows = [msgspec.structs.asdict(usage) for usage in batch[start : start + WRITE_SLICE]]
-        new = set((await session.execute(statement, rows)).scalars())
+        rows = batch[start : start + WRITE_SLICE]
+        new = await insert_usage(session, rows)
         inserted.update(new)
         if export is not None and new:  # only records inserted now: one written twice is exported once
-            exported.extend(row for row in rows if row["request_id"] in new)
+            exported.extend(msgspec.structs.asdict(usage) for usage in rows if usage.request_id in new)
     if inserted:
         await _roll_up(session, insert, [usage for usage in batch if usage.request_id in inserted])
     if exported:
@@ -353,51 +331,83 @@ _ROLLUP_SLICE = 500
 """Most rollup rows per upsert statement (12 parameters each: well under SQLite's limit of parameters)."""
 
 
-def _day(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+_ROLLUP_YIELD_EVERY = 256
+"""Records summed between two yields to the event loop: a flush of 1,000 records summed in one go held the loop for
+up to 5.8 ms (``python -m bench.loop_stalls --concurrency 1``), which requests arriving meanwhile waited for."""
 
 
 def _hour(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if moment.tzinfo is not UTC:  # records are made in UTC; one decoded with another offset is moved to it
+        moment = moment.astimezone(UTC)
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+_UPSERTS: dict[tuple[str, str], Any] = {}
+
+
+def _rollup_upsert(insert: Any, model: type[UsageDaily] | type[UsageHourly], column: str) -> Any:
+    """The upsert of one rollup table, adding to the sums of rows already there; made once per dialect and table, so
+    SQLAlchemy compiles it once (an upsert built with the rows in it was compiled afresh at every flush).
+    """
+    cache_key = (insert.__module__, column)
+    statement = _UPSERTS.get(cache_key)
+    if statement is None:
+        table = cast(Table, model.__table__)
+        names = ("tenant_id", column, *_ROLLUP_KEY[1:])
+        inserting = insert(table)
+        statement = _UPSERTS[cache_key] = inserting.on_conflict_do_update(
+            index_elements=list(names),
+            set_={name: table.c[name] + inserting.excluded[name] for name in _ROLLUP_SUMS},
+        )
+    return statement
 
 
 async def _roll_up(session: AsyncSession, insert: Any, batch: list[Usage]) -> None:
     """Add newly inserted records to their days' rows of ``usage_daily`` and their hours' rows of ``usage_hourly``
     (only new ones: a record written twice counts once). Rows are upserted in key order, so two processes never lock
     the same rows in opposite orders.
+
+    The records are summed by hour in one pass (yielding to the event loop every ``_ROLLUP_YIELD_EVERY`` records),
+    and the hours' sums by day; each table then takes its rows in one executemany of a statement compiled once.
     """
-    for model, column, truncate in ((UsageDaily, "day", _day), (UsageHourly, "hour", _hour)):
-        sums: dict[tuple[Any, ...], list[Any]] = {}
-        for usage in batch:
-            key = (
-                usage.tenant_id,
-                truncate(usage.created_at),
-                usage.deployment_id,
-                usage.model_name,
-                usage.model_version,
-                usage.api_key_id or "",
-                usage.kind,
-            )
-            total = sums.setdefault(key, [0, 0, 0.0, 0.0, Decimal(0)])
-            total[0] += 1
-            total[1] += usage.items
-            total[2] += usage.processing_ms
-            total[3] += usage.gpu_ms
-            total[4] += usage.cost
-        table = cast(Table, model.__table__)
+    hours: dict[tuple[Any, ...], list[Any]] = {}
+    for n, usage in enumerate(batch, 1):
+        key = (
+            usage.tenant_id,
+            _hour(usage.created_at),
+            usage.deployment_id,
+            usage.model_name,
+            usage.model_version,
+            usage.api_key_id or "",
+            usage.kind,
+        )
+        total = hours.get(key)
+        if total is None:
+            total = hours[key] = [0, 0, 0.0, 0.0, Decimal(0)]
+        total[0] += 1
+        total[1] += usage.items
+        total[2] += usage.processing_ms
+        total[3] += usage.gpu_ms
+        total[4] += usage.cost
+        if n % _ROLLUP_YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+    days: dict[tuple[Any, ...], list[Any]] = {}
+    for (tenant_id, hour, *rest), total in hours.items():
+        key = (tenant_id, hour.replace(hour=0), *rest)
+        day = days.get(key)
+        if day is None:
+            days[key] = list(total)
+        else:
+            for i, value in enumerate(total):
+                day[i] += value
+    for model, column, sums in ((UsageDaily, "day", days), (UsageHourly, "hour", hours)):
         names = ("tenant_id", column, *_ROLLUP_KEY[1:])
         values = [
             dict(zip(names, key, strict=True)) | dict(zip(_ROLLUP_SUMS, total, strict=True))
             for key, total in sorted(sums.items(), key=lambda item: tuple(str(part) for part in item[0]))
         ]
         for start in range(0, len(values), _ROLLUP_SLICE):
-            statement = insert(table).values(values[start : start + _ROLLUP_SLICE])
-            await session.execute(
-                statement.on_conflict_do_update(
-                    index_elements=list(names),
-                    set_={name: table.c[name] + statement.excluded[name] for name in _ROLLUP_SUMS},
-                )
-            )
+            await session.execute(_rollup_upsert(insert, model, column), values[start : start + _ROLLUP_SLICE])
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
