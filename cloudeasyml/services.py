@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cloudeasyml.core.pricing import Pricing
 from cloudeasyml.db.engine import create_engine, session_factory
+from cloudeasyml.db.readiness import not_ready_reason
 from cloudeasyml.domain.authenticator import ApiKeyAuthenticator
 from cloudeasyml.domain.batch.lines import Describe, describe_plain
 from cloudeasyml.domain.batch.runner import ChunkRunner
@@ -27,6 +28,7 @@ from cloudeasyml.domain.broadcast import (
 )
 from cloudeasyml.domain.deployment_directory import DeploymentDirectory
 from cloudeasyml.domain.deployment_status import LoadOutcomes
+from cloudeasyml.domain.eager_warmup import EagerWarmup
 from cloudeasyml.domain.idempotency import IdempotencyStore
 from cloudeasyml.domain.inference import InferenceService
 from cloudeasyml.domain.invoices import plan_prices
@@ -94,6 +96,8 @@ class Services:
     """Batch input and output files (the artifact store's ``files/``)."""
     batches: BatchWorker
     """This process's batch workers."""
+    eager: EagerWarmup
+    """Loads the ``eagerLoad`` deployments when the process starts (``/health/ready`` waits for it)."""
     plans: PlanBook
     """The stored plans (``/plans``), this process's copy."""
     limits: LiveLimits
@@ -105,7 +109,7 @@ class Services:
 
     async def start(self) -> None:
         """Start background work (the meter: replay of journals left by stopped processes, then its writer; the
-        Redis subscriber; the webhook dispatcher).
+        Redis subscriber; the webhook dispatcher; the batch workers; the loading of ``eagerLoad`` deployments).
         """
         await self.plans.start()
         await self.meter.start()
@@ -116,11 +120,13 @@ class Services:
         if self.settings.webhooks.enabled:
             self.webhooks.start()
         self.batches.start()
+        self.eager.start()
 
     async def stop(self) -> None:
         """Stop delivering webhooks, cancel shadow copies, drain deployments, write outstanding usage and events, close
         the database and Redis.
         """
+        await self.eager.stop()
         await self.webhooks.stop()
         await self.batches.stop()
         await self.plans.stop()
@@ -136,6 +142,17 @@ class Services:
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
+
+    async def not_ready_reason(self) -> str | None:
+        """Why this process should get no traffic yet (``/health/ready``, ``/v2/health/ready``): the database does
+        not answer or its schema is not this release's, or the ``eagerLoad`` deployments are still loading; None
+        when ready.
+        """
+        reason = await not_ready_reason(self.sessions)
+        eager = self.eager
+        if reason is None and eager.pending:
+            reason = f"loading eagerLoad deployments: {eager.loaded + eager.failed} of {eager.total or '?'} done"
+        return reason
 
     def refresh_gauges(self) -> None:
         """Set the metrics' gauges from this process's state (loaded deployments, queues, unwritten usage)."""
@@ -340,6 +357,7 @@ def build_services(
         pricing=pricing,
         files=files,
         batches=batches,
+        eager=EagerWarmup(sessions, rollout, catalog, enabled=settings.runtime.eager_load_on_start),
         plans=plans,
         limits=limits,
         redis=redis,

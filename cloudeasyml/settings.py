@@ -120,6 +120,8 @@ class RuntimeSettings(msgspec.Struct, frozen=True):
     memory_budget_fraction: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
     """The share of the process's memory limit that loaded models may take when ``memory_budget_mb`` is 0; 0 here
     too means no budget at all."""
+    eager_load_on_start: bool = True
+    """Load every ``eagerLoad`` deployment when the process starts; ``/health/ready`` answers 503 until done."""
 
 
 class TenantLimits(msgspec.Struct, frozen=True):

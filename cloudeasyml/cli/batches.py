@@ -174,6 +174,10 @@ def worker(concurrency: int | None) -> None:
     settings = load_settings()
     workers = concurrency if concurrency is not None else max(1, settings.batch.workers)
     settings = msgspec.structs.replace(settings, batch=msgspec.structs.replace(settings.batch, workers=workers))
+    # A batch pod serves no online traffic: its models load when a job needs them, not every eagerLoad one at start.
+    settings = msgspec.structs.replace(
+        settings, runtime=msgspec.structs.replace(settings.runtime, eager_load_on_start=False)
+    )
 
     async def run() -> None:
         services = build_services(settings, describe_error=problem_body)

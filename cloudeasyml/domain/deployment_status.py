@@ -3,7 +3,8 @@
 A deployment is ``pending`` (made, not loaded in this process), ``loading`` (a load is under way in this process),
 ``ready`` (loaded in this process: a request runs without waiting for a load) or ``failed`` (the last load, in any
 process, failed; ``statusReason`` says why, and the next request tries again). Loading is each process's own: with
-``--workers N`` every worker loads a deployment on its first request there, so ``loading`` and ``ready`` are the
+``--workers N`` every worker loads a deployment on its first request there (an ``eagerLoad`` one when the worker
+starts: ``cloudeasyml.domain.eager_warmup``), so ``loading`` and ``ready`` are the
 answering process's view, derived from its registry and never stored. A failure must be visible whichever process
 answers, so the last load's outcome is stored in the deployment's row (``status`` ``failed`` with
 ``status_reason``, back to ``pending`` once a load succeeds): ``LoadOutcomes`` writes it, once per load.

@@ -50,6 +50,9 @@ class ModelCatalog:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
     def get(self, name: str) -> CatalogEntry:
         """The model called ``name``, or ``ModelNotFoundError``."""
         entry = self._entries.get(name)

@@ -10,7 +10,7 @@ from cloudeasyml.api.problems import problem
 from cloudeasyml.api.schemas import Health
 from cloudeasyml.core.clock import utc_now
 from cloudeasyml.db.errors import RETRY_AFTER_SECONDS
-from cloudeasyml.db.readiness import expected_heads, not_ready_reason
+from cloudeasyml.db.readiness import expected_heads
 from cloudeasyml.services import Services
 
 __all__ = ("HealthController",)
@@ -35,9 +35,11 @@ class HealthController(Controller):
 
     @get("/ready", summary="Readiness")
     async def ready(self, request: Request[Any, Any, Any]) -> Response[Any]:
-        """Ready only when the database answers and its schema is at the migrations' head."""
+        """Ready only when the database answers, its schema is at the migrations' head, and the ``eagerLoad``
+        deployments have loaded (``CLOUDEASYML_RUNTIME__EAGER_LOAD_ON_START``).
+        """
         services: Services = request.app.state.services
-        reason = await not_ready_reason(services.sessions)
+        reason = await services.not_ready_reason()
         if reason is not None:
             return problem(request, 503, reason, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         return Response({"status": "ready", "timestamp": utc_now().isoformat(), "schema": sorted(expected_heads())})

@@ -44,7 +44,6 @@ from cloudeasyml.api.raw_http import read_body
 from cloudeasyml.api.request_log import request_context
 from cloudeasyml.core.tensors import TensorSpec
 from cloudeasyml.db.errors import RETRY_AFTER_SECONDS
-from cloudeasyml.db.readiness import not_ready_reason
 from cloudeasyml.domain.inference import decode_json
 from cloudeasyml.domain.principal import Principal
 from cloudeasyml.domain.tensor_inference import infer_tensors
@@ -225,9 +224,11 @@ class OpenInferenceController(Controller):
 
     @get("/health/ready", summary="Server readiness")
     async def ready(self, request: Request[Any, Any, Any]) -> Response[Any]:
-        """Ready when the database answers at the current schema (no key needed); models load on first use."""
+        """Ready when the database answers at the current schema and the ``eagerLoad`` deployments have loaded (no
+        key needed); other deployments load on first use.
+        """
         services: Services = request.app.state.services
-        reason = await not_ready_reason(services.sessions)
+        reason = await services.not_ready_reason()
         if reason is not None:
             headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
             return problem(request, 503, reason, headers=headers, ready=False, error=reason)
