@@ -73,11 +73,6 @@ class EagerWarmup:
             await cancel_and_wait(self._task)
             self._task = None
 
-    async def wait(self) -> None:
-        """Until the pass has ended (at once if it never started)."""
-        if self._task is not None:
-            await asyncio.shield(self._task)
-
     async def _run(self) -> None:
         try:
             eager = await self._eager_deployments()
