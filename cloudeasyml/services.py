@@ -120,7 +120,7 @@ class Services:
         if self.settings.webhooks.enabled:
             self.webhooks.start()
         self.batches.start()
-        self.eager.start()
+        await self.eager.start()
 
     async def stop(self) -> None:
         """Stop delivering webhooks, cancel shadow copies, drain deployments, write outstanding usage and events, close

@@ -5,12 +5,13 @@ started later (a restart, a new replica, a worker of ``--workers N``) loaded it 
 waited for the load (seen: 0.8 s for the tiny test model on a busy CI machine). Triton and
 KServe load their models at startup and report ready after; so does this.
 
-At start, one background pass reads every deployment of every tenant that is not suspended (a process-wide chore,
-as the batch workers' claims are: no caller, so no principal) and, for each ``eagerLoad`` one whose model is
-installed, loads and warms its revision's units through ``Rollout.prepare`` (every route of a traffic split,
-within its tenant's plan's cap of loaded units). A deployment that fails to load is logged and the pass goes on.
-``/health/ready`` answers 503 until the pass has ended (``pending``), so that a load balancer sends nothing to a
-replica still loading. ``CLOUDEASYML_RUNTIME__EAGER_LOAD_ON_START=false`` turns the pass off.
+At start (in the lifespan's startup, one query) the process reads every deployment of every tenant that is not
+suspended (a process-wide chore, as the batch workers' claims are: no caller, so no principal); then a background
+pass loads and warms each ``eagerLoad`` one whose model is installed through ``Rollout.prepare`` (every route of a
+traffic split, within its tenant's plan's cap of loaded units). A deployment that fails to load is logged and the
+pass goes on. ``/health/ready`` answers 503 while the pass runs (``pending``), so that a load balancer sends nothing
+to a replica still loading; with no ``eagerLoad`` deployment there is no pass, and the process is ready at once.
+``CLOUDEASYML_RUNTIME__EAGER_LOAD_ON_START=false`` turns it off.
 """
 
 from __future__ import annotations
@@ -59,11 +60,22 @@ class EagerWarmup:
         """Whether the pass has started and not ended (the process is not ready yet)."""
         return self._task is not None and not self._task.done()
 
-    def start(self) -> None:
-        """Start the pass (once; not at all when disabled)."""
-        if self._enabled and self._task is None:
-            self.total = self.loaded = self.failed = 0
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="eager-warmup")
+    async def start(self) -> None:
+        """Find the ``eagerLoad`` deployments and start the pass that loads them (once; not when disabled). A
+        database that does not answer is logged: each deployment then loads on its first request.
+        """
+        if not self._enabled or self._task is not None:
+            return
+        self.total = self.loaded = self.failed = 0
+        try:
+            eager = await self._eager_deployments()
+        except Exception as exc:  # noqa: BLE001 - serve anyway; readiness reports the database itself
+            log.warning("eagerLoad deployments were not loaded at start (%r); each loads on its first request", exc)
+            return
+        if eager:
+            self.total = len(eager)
+            log.info("loading %d eagerLoad deployment(s)", len(eager))
+            self._task = asyncio.get_running_loop().create_task(self._run(eager), name="eager-warmup")
 
     async def stop(self) -> None:
         """Stop the pass if it still runs (a unit being loaded is unloaded by the registry's close); a later
@@ -71,17 +83,9 @@ class EagerWarmup:
         """
         if self._task is not None:
             await cancel_and_wait(self._task)
-            self._task = None
+        self._task = None
 
-    async def _run(self) -> None:
-        try:
-            eager = await self._eager_deployments()
-        except Exception as exc:  # noqa: BLE001 - the database is not there yet: the first requests load instead
-            log.warning("eagerLoad deployments were not loaded at start (%r); each loads on its first request", exc)
-            return
-        self.total = len(eager)
-        if eager:
-            log.info("loading %d eagerLoad deployment(s)", len(eager))
+    async def _run(self, eager: list[tuple[DeploymentSpec, str]]) -> None:
         for spec, plan in eager:
             try:
                 await self._rollout.prepare(spec, plan=plan)

@@ -93,6 +93,13 @@ async def test_a_deployment_that_fails_to_load_does_not_keep_the_process_unready
         assert _loaded(app, fine) and not _loaded(app, broken)
 
 
+async def test_without_eager_deployments_the_process_is_ready_at_once(settings: Settings, plugin_manager) -> None:
+    app = create_app(settings, plugin_manager)
+    async with AsyncTestClient(app=app) as client:
+        assert (await client.get("/health/ready")).status_code == 200  # no pass to wait for
+        assert not app.state.services.eager.pending
+
+
 async def test_switched_off_nothing_loads_at_start(settings: Settings, plugin_manager, tenant: NewTenant) -> None:
     async with AsyncTestClient(app=create_app(settings, plugin_manager)) as first:
         eager = await _deploy(first, tenant.key, "eager", True)
@@ -111,14 +118,16 @@ async def test_ready_answers_503_while_eager_deployments_load(
     settings: Settings, plugin_manager, tenant: NewTenant, migrated_url: str
 ) -> None:
     if not migrated_url.startswith("postgresql"):
-        pytest.skip("holds the start's pass with PostgreSQL's LOCK TABLE (SQLite's readers do not wait for a writer)")
+        pytest.skip("holds the start's pass with PostgreSQL's LOCK TABLE ... IN SHARE MODE")
     async with AsyncTestClient(app=create_app(settings, plugin_manager)) as first:
         eager = await _deploy(first, tenant.key, "eager", True)
     engine = create_engine(migrated_url)
     try:
         async with engine.connect() as lock:
             holding = await lock.begin()
-            await lock.execute(text("LOCK TABLE deployment IN ACCESS EXCLUSIVE MODE"))  # the pass's read waits on it
+            # SHARE lets the start's read of the deployments through and holds any write to the table: the pass then
+            # waits on the load's outcome, which the registry stores in the deployment's row once the model is loaded.
+            await lock.execute(text("LOCK TABLE deployment IN SHARE MODE"))
             app = create_app(settings, plugin_manager)
             async with AsyncTestClient(app=app) as second:
                 for _ in range(3):
