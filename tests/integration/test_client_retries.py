@@ -157,8 +157,9 @@ def test_a_timed_out_prediction_is_retried_with_its_key_and_billed_once(app, ten
         assert "tiny" in {m.name for m in client.models.list()}  # the first GET timed out; the retry was answered
         assert [s.path for s in front.matching()] == ["/models", "/models"]
 
-        # This server loads the model on its first prediction (eagerLoad loads where the deployment was made): load
-        # it now, or the retry below may time out as well while it loads (seen in CI: a 0.8 s load, three attempts).
+        # One prediction first, without a timeout to speak of: the server may still be loading the model (eagerLoad
+        # loads it in the background at start), and the retry below must not time out on a load as well (seen in CI
+        # before loads at start: a 0.8 s load on the first prediction, three attempts).
         with Client(f"http://{address}", tenant.key, timeout=TIMEOUT) as warming:
             warming.predict(deployment, [POINT])
         warmed = len(front.matching())
