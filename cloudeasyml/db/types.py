@@ -12,7 +12,14 @@ from sqlalchemy.types import TypeDecorator
 
 from cloudeasyml.core.pricing import COST_SCALE
 
-__all__ = ("Money", "UTCDateTime", "from_scaled", "to_scaled")
+__all__ = ("Money", "UTCDateTime", "as_utc", "from_scaled", "to_scaled")
+
+
+def as_utc(value: datetime) -> datetime:
+    """An aware datetime in UTC; a naive one is an error (whose zone would it be in?)."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -25,9 +32,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         """Aware in; naive UTC for SQLite, aware UTC for PostgreSQL."""
         if value is None:
             return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
+        value = as_utc(value)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:

@@ -15,14 +15,15 @@ column by column, on both databases.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
-from datetime import UTC
+from datetime import datetime
 from functools import cache
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cloudeasyml.db.types import to_scaled
+from cloudeasyml.db.types import as_utc, to_scaled
 from cloudeasyml.metering.usage_record import Usage
 
 __all__ = ("COLUMNS", "insert_usage")
@@ -45,17 +46,15 @@ COLUMNS = (
 """``usage_record``'s columns, in the order of a row's values."""
 
 
-def _sqlite_row(usage: Usage) -> tuple[Any, ...]:
-    created = usage.created_at
-    if created.tzinfo is not UTC:
-        if created.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        created = created.astimezone(UTC)
+def _row(
+    usage: Usage, stored_uuid: Callable[[uuid.UUID], Any], stored_time: Callable[[datetime], Any]
+) -> tuple[Any, ...]:
+    """A record's values in ``COLUMNS`` order, its UUIDs and its time as the database stores them."""
     return (
         usage.request_id,
-        f"{usage.tenant_id.int:032x}",  # UUID.hex, without its property call
+        stored_uuid(usage.tenant_id),
         usage.api_key_id,
-        f"{usage.deployment_id.int:032x}",
+        stored_uuid(usage.deployment_id),
         usage.deployment_name,
         usage.model_name,
         usage.model_version,
@@ -63,30 +62,29 @@ def _sqlite_row(usage: Usage) -> tuple[Any, ...]:
         usage.processing_ms,
         usage.gpu_ms,
         to_scaled(usage.cost),
-        created.isoformat(" ", "microseconds")[:26],  # naive text: the "+00:00" of UTC cut off
+        stored_time(as_utc(usage.created_at)),
         usage.kind,
     )
+
+
+def _sqlite_uuid(value: uuid.UUID) -> str:
+    return f"{value.int:032x}"  # UUID.hex, without its property call
+
+
+def _sqlite_time(value: datetime) -> str:
+    return value.isoformat(" ", "microseconds")[:26]  # naive text: the "+00:00" of UTC cut off
+
+
+def _native(value: Any) -> Any:
+    return value
+
+
+def _sqlite_row(usage: Usage) -> tuple[Any, ...]:
+    return _row(usage, _sqlite_uuid, _sqlite_time)
 
 
 def _postgres_row(usage: Usage) -> tuple[Any, ...]:
-    created = usage.created_at
-    if created.tzinfo is None:
-        raise ValueError("naive datetime given to a UTC column")
-    return (
-        usage.request_id,
-        usage.tenant_id,
-        usage.api_key_id,
-        usage.deployment_id,
-        usage.deployment_name,
-        usage.model_name,
-        usage.model_version,
-        usage.items,
-        usage.processing_ms,
-        usage.gpu_ms,
-        to_scaled(usage.cost),
-        created.astimezone(UTC),
-        usage.kind,
-    )
+    return _row(usage, _native, _native)
 
 
 _ROWS: dict[str, Callable[[Usage], tuple[Any, ...]]] = {"sqlite": _sqlite_row, "postgresql": _postgres_row}
