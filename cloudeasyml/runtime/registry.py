@@ -16,7 +16,7 @@ import numpy as np
 
 from cloudeasyml.core.serving import Device, ServingConfig
 from cloudeasyml.core.traffic import TrafficRoute
-from cloudeasyml.errors import DeploymentUnloadedError, NotFoundError
+from cloudeasyml.errors import DeploymentUnloadedError, ModelNotFoundError, ModelNotReadyError, NotFoundError
 from cloudeasyml.plugins.model import ModelPlugin
 from cloudeasyml.runtime.batcher import Batcher, BatchObserver, BatchResult
 from cloudeasyml.runtime.config import available_cpus, served_instances, session_threads
@@ -255,11 +255,23 @@ class ServingRegistry:
         return await self._loading.run(key, lambda: self._load(spec, model, tenant_cap))
 
     async def _load(self, spec: DeploymentSpec, model: ModelPlugin, tenant_cap: int) -> LoadedDeployment:
-        """Load once; a failure is told to ``on_load`` (not a deletion meanwhile), a success in ``_open_deployment``."""
+        """Load once; a failure is told to ``on_load`` (not a deletion meanwhile), a success in ``_open_deployment``.
+
+        A version whose files are gone from the artifact store (the resolver's ``ModelNotFoundError``) fails the load
+        as ``ModelNotReadyError`` (503): the deployment exists, and a 404 would read as if it did not.
+        """
         try:
             return await self._open_deployment(spec, model, tenant_cap)
+        except ModelNotFoundError as exc:
+            missing = ModelNotReadyError(
+                f"{spec.model_name} {spec.model_version} of deployment {spec.name!r} is missing from the artifact "
+                f"store ({exc}): restore its files there, or move the deployment to another version"
+            )
+            if self._on_load is not None:
+                await self._on_load(spec, missing)
+            raise missing from exc
         except NotFoundError:
-            raise
+            raise  # the deployment was deleted (before or while it loaded)
         except Exception as exc:
             if self._on_load is not None:
                 await self._on_load(spec, exc)

@@ -5,6 +5,7 @@ back to ``pending`` elsewhere once a load succeeds."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from pathlib import Path
 
@@ -84,3 +85,27 @@ async def test_a_failed_load_is_stored_with_its_reason_for_every_process_and_cle
         assert await _status(second, tenant.key, deployment["id"]) == ("ready", None)
         # The first process has not loaded it: not ready there, but not failed any more either.
         assert await _status(first, tenant.key, deployment["id"]) == ("pending", None)
+
+
+async def test_a_version_gone_from_the_artifact_store_fails_its_load_with_the_reason(
+    client, tenant: NewTenant, artifact_dir: Path
+) -> None:
+    """An operator deletes a trained version's files while a deployment still serves it: its next load fails, the
+    deployment says so (``failed``, with the reason) and its predictions are 503, not a 404 that reads as if the
+    deployment were gone."""
+    version = "1.3.0-removed"
+    tiny_model.seed_version(artifact_dir, version, 1.0)
+    deployment = await deploy(client, tenant.key, name="gone", modelVersion=version)
+    shutil.rmtree(artifact_dir / "tiny" / version)
+    body = {"deploymentId": deployment["id"], "inputs": [POINT]}
+    failed = await client.post("/predict", json=body, headers=bearer(tenant.key))
+    assert failed.status_code == 503, failed.text
+    assert version in failed.json()["detail"] and "artifact store" in failed.json()["detail"]
+    status, reason = await _status(client, tenant.key, deployment["id"])
+    assert status == "failed" and reason is not None and version in reason
+    v2 = await client.post(
+        "/v2/models/gone/infer",
+        json={"inputs": [{"name": "points", "shape": [1, 2], "datatype": "FP32", "data": [1.0, 2.0]}]},
+        headers=bearer(tenant.key),
+    )
+    assert v2.status_code == 503 and version in v2.json()["error"], v2.text
