@@ -14,6 +14,10 @@ the header list.
 - The same key with another request is a 409 problem; so is a retry while the first request still runs (Stripe's
   behaviour: the client retries later and then gets the replay).
 - Keys are per tenant (from the authenticated principal), 1 to 255 printable ASCII characters (else 400).
+- The body is read whole before the request runs (its hash is part of the request's identity): under the request
+  limit (``CLOUDEASYML_SERVER__MAX_BODY_BYTES``) in memory; a file upload (``POST /files``, ``POST /v1/files``) up to
+  its own limit (``CLOUDEASYML_BATCH__MAX_FILE_BYTES``), in memory up to the request limit and in a temporary file
+  beside the tenant's files past it, hashed as it arrives and handed to the route from there.
 - Its errors (a bad key, a conflict, a failed authentication) answer in the dialect of the route the request was for,
   as that route's own errors do: OpenAI's ``error`` object under ``/v1/``, the V2 protocol's ``error`` under ``/v2/``.
 """
@@ -24,7 +28,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import IO, Any
 
 from litestar.types import HTTPRequestEvent, HTTPScope, Message, Receive, ReceiveMessage, Send
 
@@ -32,9 +36,11 @@ from cloudeasyml.api.auth import authenticate_scope, is_public, token_of
 from cloudeasyml.api.controllers.embeddings import OPENAI_EXCEPTION_HANDLERS
 from cloudeasyml.api.controllers.v2 import V2_EXCEPTION_HANDLERS
 from cloudeasyml.api.problems import exception_handlers, send_problem
-from cloudeasyml.api.raw_http import read_body
-from cloudeasyml.domain.idempotency import Claim, IdempotencyStore, StoredAnswer, request_hash
-from cloudeasyml.errors import MalformedRequestError
+from cloudeasyml.api.raw_http import read_body, spool_body
+from cloudeasyml.api.uploads import MULTIPART_SLACK
+from cloudeasyml.domain.idempotency import Claim, IdempotencyStore, StoredAnswer, request_hasher
+from cloudeasyml.domain.principal import Principal
+from cloudeasyml.errors import MalformedRequestError, PayloadTooLargeError
 
 __all__ = ("IDEMPOTENCY_KEY", "MAX_KEY_LENGTH", "idempotency_key", "serve_idempotent")
 
@@ -45,6 +51,10 @@ MAX_KEY_LENGTH = 255
 """Longest key accepted (Stripe's limit): a UUID or a client's own id fits many times over."""
 
 _REPLAYED = (b"idempotent-replayed", b"true")
+_UPLOAD_PATHS = frozenset({"/files", "/v1/files"})
+"""The routes whose body may pass the request limit (file uploads, bounded by the batch file limit)."""
+_CHUNK = 1 << 20
+"""Bytes of a spooled body handed to the route at a time."""
 
 ASGIApp = Callable[[HTTPScope, Receive, Send], Awaitable[None]]
 
@@ -76,27 +86,61 @@ def _checked(key: bytes) -> str:
 
 async def serve_idempotent(scope: HTTPScope, receive: Receive, send: Send, app: ASGIApp, key: bytes) -> None:
     """Serve a POST that carries ``Idempotency-Key`` ``key`` with ``app``: run it once, replay its answer after."""
+    body: bytes | IO[bytes] = b""
     try:
-        text = _checked(key)
-        principal = await authenticate_scope(scope)
-        services = scope["litestar_app"].state.services
-        body = await read_body(scope, receive, services.settings.server.max_body_bytes)
-        fingerprint = request_hash(principal.key_id, scope["method"], scope["path"], scope["query_string"], body)
-        secret = hashlib.sha256(b"idempotency\0" + (token_of(scope) or "").encode()).digest()
-        outcome = await services.idempotency.claim(principal.tenant_id, text, fingerprint, secret)
-    except Exception as exc:  # noqa: BLE001 - answered as Litestar's exception middleware would, in the route's dialect
-        await send_problem(scope, receive, send, exc, _handlers_for(scope["path"]))
-        return
-    if isinstance(outcome, StoredAnswer):
-        await send({"type": "http.response.start", "status": outcome.status, "headers": [*outcome.headers, _REPLAYED]})
-        await send({"type": "http.response.body", "body": outcome.body, "more_body": False})
-        return
-    await _run_once(scope, receive, send, app, body, outcome)
+        try:
+            text = _checked(key)
+            principal = await authenticate_scope(scope)
+            services = scope["litestar_app"].state.services
+            hasher = request_hasher(principal.key_id, scope["method"], scope["path"], scope["query_string"])
+            body = await _read_body(scope, receive, principal, hasher.update)
+            secret = hashlib.sha256(b"idempotency\0" + (token_of(scope) or "").encode()).digest()
+            outcome = await services.idempotency.claim(principal.tenant_id, text, hasher.hexdigest(), secret)
+        except Exception as exc:  # noqa: BLE001 - answered as Litestar's exception middleware would, in the dialect
+            await send_problem(scope, receive, send, exc, _handlers_for(scope["path"]))
+            return
+        if isinstance(outcome, StoredAnswer):
+            replayed = [*outcome.headers, _REPLAYED]
+            await send({"type": "http.response.start", "status": outcome.status, "headers": replayed})
+            await send({"type": "http.response.body", "body": outcome.body, "more_body": False})
+            return
+        await _run_once(scope, receive, send, app, body, outcome)
+    finally:
+        if not isinstance(body, bytes):
+            body.close()
 
 
-async def _run_once(scope: HTTPScope, receive: Receive, send: Send, app: ASGIApp, body: bytes, claim: Claim) -> None:
-    """Run the request on ``app`` with its body already read; store its answer before the answer's last bytes leave
-    (a client that retries on receiving it then gets the replay, never a 409), or give the key up.
+async def _read_body(
+    scope: HTTPScope, receive: Receive, principal: Principal, on_chunk: Callable[[bytes], None]
+) -> bytes | IO[bytes]:
+    """The request's body, each chunk given to ``on_chunk``: bytes under the request limit, or for a file upload a
+    file (in memory up to the request limit, spooled to disk beside the tenant's files past it).
+    """
+    services = scope["litestar_app"].state.services
+    in_memory = services.settings.server.max_body_bytes
+    if scope["path"].rstrip("/") not in _UPLOAD_PATHS:
+        body = await read_body(scope, receive, in_memory)
+        on_chunk(body)
+        return body
+    file_limit = services.settings.batch.max_file_bytes
+    spooled, _size = await spool_body(
+        scope,
+        receive,
+        file_limit + MULTIPART_SLACK,  # the route applies the file's own limit to the file in a multipart body
+        in_memory=in_memory,
+        directory=services.files.scratch(principal.tenant_id),
+        on_chunk=on_chunk,
+        too_large=lambda: PayloadTooLargeError(f"the file is larger than the limit of {file_limit} bytes"),
+    )
+    return spooled
+
+
+async def _run_once(
+    scope: HTTPScope, receive: Receive, send: Send, app: ASGIApp, body: bytes | IO[bytes], claim: Claim
+) -> None:
+    """Run the request on ``app`` with its body already read (bytes, or a file handed on a chunk at a time); store
+    its answer before the answer's last bytes leave (a client that retries on receiving it then gets the replay,
+    never a 409), or give the key up.
     """
     store: IdempotencyStore = scope["litestar_app"].state.services.idempotency
     status = 0
@@ -104,12 +148,19 @@ async def _run_once(scope: HTTPScope, receive: Receive, send: Send, app: ASGIApp
     chunks: list[bytes] = []
     settled = False
     body_sent = False
+    size = 0 if isinstance(body, bytes) else body.seek(0, 2)
+    if not isinstance(body, bytes):
+        body.seek(0)
 
     async def replay_receive() -> ReceiveMessage:
         nonlocal body_sent
         if not body_sent:
-            body_sent = True
-            event: HTTPRequestEvent = {"type": "http.request", "body": body, "more_body": False}
+            if isinstance(body, bytes):
+                body_sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            chunk = body.read(_CHUNK)
+            body_sent = body.tell() >= size
+            event: HTTPRequestEvent = {"type": "http.request", "body": chunk, "more_body": not body_sent}
             return event
         return await receive()  # after the body: only a disconnect
 

@@ -327,8 +327,8 @@ class Files:
 
     async def upload(self, content: Upload, *, filename: str | None = None) -> File:
         """Upload JSON Lines: a path, the file's bytes, or rows (``{"input": ..., "customId": ...}``) written one
-        a line. Up to ``calls.KEYED_UPLOAD_MAX_BYTES`` it carries an ``Idempotency-Key``, so a retry after a broken
-        connection stores it once.
+        a line. It carries an ``Idempotency-Key``, whatever its size, so a retry after a broken connection stores it
+        once.
         """
         return await self._client.send(calls.upload_file(content, filename))
 

@@ -38,7 +38,6 @@ from cloudeasyml.client.schemas import (
 
 __all__ = (
     "DEFAULT_URL",
-    "KEYED_UPLOAD_MAX_BYTES",
     "BatchRef",
     "Call",
     "DeploymentRef",
@@ -323,12 +322,6 @@ def choose_route(ref: DeploymentRef, action: str, model_version: str, variant: s
 
 # Batch inference: see the README, "Batch inference".
 
-KEYED_UPLOAD_MAX_BYTES = 10 * 1024 * 1024
-"""Largest upload sent with an ``Idempotency-Key`` (so retried after a broken connection). The server reads a keyed
-request's whole body under its request limit (``CLOUDEASYML_SERVER__MAX_BODY_BYTES``, 10 MiB by default) before
-running it, while an upload may be as large as ``CLOUDEASYML_BATCH__MAX_FILE_BYTES``: a larger file goes without a
-key, and is not retried once it may have been received."""
-
 
 def file_id(ref: FileRef) -> str:
     """The id of a file reference, as a path segment."""
@@ -346,7 +339,8 @@ def _jsonl(rows: Iterable[Any]) -> bytes:
 
 def upload_file(content: Upload, filename: str | None) -> Call[File]:
     """``POST /files`` of JSON Lines: a path's bytes (named after it unless ``filename``), bytes as they are, or
-    rows encoded one a line (``{"input": ..., "customId": ...}``).
+    rows encoded one a line (``{"input": ..., "customId": ...}``). Keyed, whatever its size: the server spools a
+    keyed upload past its request limit to disk, so a retry after a broken connection stores the file once.
     """
     if isinstance(content, str | os.PathLike):
         body = Path(content).read_bytes()
@@ -356,12 +350,15 @@ def upload_file(content: Upload, filename: str | None) -> Call[File]:
     else:
         body = _jsonl(content)
     params = {"filename": filename} if filename else None
-    if len(body) <= KEYED_UPLOAD_MAX_BYTES:
-        safety, headers = Safety.KEYED, _keyed()
-    else:
-        safety, headers = Safety.UNSAFE, {}
     return Call(
-        "POST", "/files", _FILE, safety, params=params, body=body, headers=headers, content_type="application/jsonl"
+        "POST",
+        "/files",
+        _FILE,
+        Safety.KEYED,
+        params=params,
+        body=body,
+        headers=_keyed(),
+        content_type="application/jsonl",
     )
 
 

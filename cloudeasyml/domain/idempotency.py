@@ -28,7 +28,7 @@ from cloudeasyml.db.models import IdempotencyRecord
 from cloudeasyml.errors import IdempotencyKeyInUseError, IdempotencyKeyReusedError
 from cloudeasyml.settings import IdempotencySettings
 
-__all__ = ("Claim", "IdempotencyStore", "StoredAnswer", "request_hash")
+__all__ = ("Claim", "IdempotencyStore", "StoredAnswer", "request_hash", "request_hasher")
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,19 @@ class Claim(msgspec.Struct, frozen=True):
 
 def request_hash(api_key_id: str, method: str, path: str, query: bytes, body: bytes) -> str:
     """What makes two requests the same one: the API key, method, path, query string and body (SHA-256, hex)."""
+    digest = request_hasher(api_key_id, method, path, query)
+    digest.update(body)
+    return digest.hexdigest()
+
+
+def request_hasher(api_key_id: str, method: str, path: str, query: bytes) -> hashlib._Hash:
+    """``request_hash`` before its body: ``update`` it with the body's bytes as they arrive, then take its
+    ``hexdigest`` (the same as ``request_hash`` of the whole body).
+    """
     digest = hashlib.sha256()
     for part in (api_key_id.encode(), method.encode(), path.encode(), query):
         digest.update(len(part).to_bytes(8, "big") + part)  # length-prefixed: no two splits hash alike
-    digest.update(body)
-    return digest.hexdigest()
+    return digest
 
 
 def _keystream_xor(secret: bytes, nonce: str, data: bytes) -> bytes:

@@ -37,11 +37,10 @@ def test_a_patch_is_idempotent_and_keyed() -> None:
     }
 
 
-def test_an_upload_larger_than_a_keyed_body_goes_without_a_key(tmp_path: Path) -> None:
-    # The server reads a keyed request's whole body under its request limit (10 MiB by default); an upload may be
-    # larger (CLOUDEASYML_BATCH__MAX_FILE_BYTES), and then goes unkeyed rather than being refused with 413.
-    large = calls.upload_file(b"x" * (calls.KEYED_UPLOAD_MAX_BYTES + 1), "big.jsonl")
-    assert "Idempotency-Key" not in large.headers and large.safety is Safety.UNSAFE
+def test_an_upload_is_keyed_whatever_its_size(tmp_path: Path) -> None:
+    # The server spools a keyed upload past its request limit (10 MiB by default) to disk, up to the batch file limit.
+    large = calls.upload_file(b"x" * (10 * 1024 * 1024 + 1), "big.jsonl")
+    assert large.headers["Idempotency-Key"] and large.safety is Safety.KEYED
     assert large.params == {"filename": "big.jsonl"} and large.content_type == "application/jsonl"
     path = tmp_path / "rows.jsonl"
     path.write_bytes(b'{"input": 1}\n')
