@@ -172,6 +172,75 @@ def test_an_operator_manages_tenants_reads_the_audit_log_and_the_plans(console: 
     assert console.problems_in_the_log() == []
 
 
+def _plan_row(console: Console, name: str) -> str:
+    """The text of the plans table's row of ``name`` ("" when there is none)."""
+    for row in console.driver.find_elements(console.by.CSS_SELECTOR, "#plans-table tbody tr"):
+        cells = row.find_elements(console.by.TAG_NAME, "td")
+        if cells and cells[0].text == name:
+            return str(row.text)
+    return ""
+
+
+def test_an_operator_creates_a_plan_and_changes_only_what_was_changed(console: Console, live: OperatorLive) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    driver = console.driver
+    ops = bearer(live.operator_key)
+    driver.get(f"{live.base_url}/console#/plans")
+    console.visible("signin-form")
+    console.fill("signin-key", live.operator_key)
+    console.find("signin-form").submit()
+    console.visible("page-plans")  # the page the URL asked for
+    console.wait(lambda: _plan_row(console, "default"), what="the plans")
+
+    # Created from the form: what was left empty is absent (the server's defaults).
+    console.fill("plan-name", "team")
+    console.fill("plan-description", "For small teams")
+    console.fill("plan-rate", "120")
+    console.fill("plan-spend", "50")
+    console.fill("plan-prices", '{"tiny": {"perRequest": "0.003"}}')
+    console.find("plan-form").submit()
+    console.wait(lambda: "120/min" in _plan_row(console, "team"), what="the new plan")
+    team = httpx.get(f"{live.base_url}/plans/team", headers=ops).json()
+    assert team["description"] == "For small teams" and team["spendCap"] == "50" and team["requestCap"] is None
+    assert team["prices"]["tiny"]["perRequest"] == "0.003" and team["maxDeployments"] is None
+
+    # A bad price list is refused with the reason, and nothing changes.
+    console.click("Change plan team")
+    console.visible("plan-form")
+    assert driver.switch_to.active_element.get_attribute("id") == "plan-description"
+    assert console.find("plan-name").get_attribute("readonly") is not None
+    console.fill("plan-prices", "{not json")
+    console.find("plan-form").submit()
+    console.wait(lambda: "not valid JSON" in console.text("plan-error"), what="the JSON error")
+    console.check_page("plans-change")
+
+    # Changed: a cap emptied is removed, a limit set, shadow billing on; the untouched prices stay as they were.
+    console.find("plan-cancel").click()
+    assert driver.switch_to.active_element.get_attribute("aria-label") == "Change plan team"
+    console.click("Change plan team")
+    console.find("plan-spend").clear()
+    console.fill("plan-deployments", "7")
+    Select(console.find("plan-shadow")).select_by_value("true")
+    console.find("plan-form").submit()
+    console.wait(
+        lambda: "7" in _plan_row(console, "team") and "50" not in _plan_row(console, "team"), what="the change"
+    )
+    team = httpx.get(f"{live.base_url}/plans/team", headers=ops).json()
+    assert team["spendCap"] is None and team["maxDeployments"] == 7 and team["billShadow"] is True
+    assert team["prices"]["tiny"]["perRequest"] == "0.003" and team["rateLimitPerMinute"] == 120
+    assert console.text("plan-form-title") == "Create a plan"
+
+    # The audit log holds the change as the fields that changed, and nothing else.
+    changes = [
+        e
+        for e in httpx.get(f"{live.base_url}/audit", params={"action": "plan.updated"}, headers=ops).json()["items"]
+        if e["resourceId"] == "team"
+    ]
+    assert len(changes) == 1 and set(changes[0]["changes"]) == {"spendCap", "maxDeployments", "billShadow"}
+    assert console.problems_in_the_log() == []
+
+
 def test_a_tenant_key_never_sees_the_operator_pages(console: Console, live: OperatorLive) -> None:
     console.sign_in(live.key)
     console.idle()
