@@ -13,5 +13,5 @@ export async function load() {
           el("progress", { max: b.counts.total || 1, value: done, "aria-label": `Progress of ${b.id}` }),
           ` ${done} / ${b.counts.total}${b.counts.failed ? ` (${b.counts.failed} failed)` : ""}`),
         when(b.createdAt), when(b.finishedAt)];
-    }), "No batch jobs yet."));
+    }), "No batch jobs yet.", { stacked: true }));
 }

@@ -25,7 +25,7 @@ export async function load() {
           "aria-label": `Try it with ${d.name}`, text: "Try it" }),
         can("deployments:write") ? el("button", { type: "button", class: "danger", onclick: () => busy(remove(d)),
           "aria-label": `Delete ${d.name}`, text: "Delete" }) : null),
-    ]), "No deployments yet: create one from a model below."));
+    ]), "No deployments yet: create one from a model below.", { stacked: true }));
   $("tryit").hidden = false;
   fillTryIt();
 }

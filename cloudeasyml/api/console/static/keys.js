@@ -34,7 +34,7 @@ export async function load() {
         ? el("button", { type: "button", class: "danger", onclick: () => busy(revoke(k)), "aria-label": `Revoke ${k.name}`,
           text: "Revoke" })
         : "",
-    ]), "No keys."));
+    ]), "No keys.", { stacked: true }));
 }
 
 function keyState(key, own) {

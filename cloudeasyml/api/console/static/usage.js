@@ -121,7 +121,7 @@ async function showInvoices() {
     months.map((m) => [m.month, String(m.requests ?? "—"), String(m.total ?? "—"),
       el("button", { type: "button", class: "secondary", onclick: () => busy(download(m.month)),
         "aria-label": `Download the invoice of ${m.month} (PDF)`, text: "PDF" })]),
-    "No invoices yet: a month has one once it has usage."));
+    "No invoices yet: a month has one once it has usage.", { stacked: true }));
 }
 
 async function download(month) {

@@ -12,7 +12,7 @@ export async function load() {
     endpoints.map((w) => [w.url, w.events.join(", "), w.enabled ? "enabled" : `disabled ${w.disabledReason || ""}`,
       when(w.failingSince), el("button", { type: "button", class: "secondary", onclick: () => busy(deliveries(w)),
         "aria-label": `Deliveries to ${w.url}`, text: "Deliveries" })]),
-    "No endpoints yet."));
+    "No endpoints yet.", { stacked: true }));
 }
 
 async function deliveries(endpoint) {
@@ -22,7 +22,7 @@ async function deliveries(endpoint) {
   $("deliveries-table").replaceChildren(table("Deliveries", ["Event", "Status", "Attempts", "Last attempt", "Answer"],
     page.items.map((d) => [d.eventId, d.status, String(d.attempts), when(d.lastAttemptAt),
       d.responseStatus ? `${d.responseStatus} in ${Math.round(d.latencyMs)} ms` : d.error || "—"]),
-    "Nothing delivered yet."));
+    "Nothing delivered yet.", { stacked: true }));
   $("deliveries-title").focus();
 }
 
