@@ -15,6 +15,8 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from cloudeasyml.api import request_log
+from cloudeasyml.api.request_log import drain_access_log
 from cloudeasyml.app import create_app
 from cloudeasyml.db.engine import one_transaction
 from cloudeasyml.domain.tenants import NewTenant, create_tenant
@@ -28,6 +30,20 @@ from tests.support.workers import pytest_runtest_protocol  # noqa: F401
 
 POSTGRES_URL = os.environ.get("CLOUDEASYML_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("CLOUDEASYML_TEST_REDIS_URL")
+
+# Access-log lines are written when a test phase ends, inside its output capture, never by the writer thread's own
+# timer: a line it wrote between two phases (capture off) went to the run's output, among xdist's dots.
+request_log.WRITE_INTERVAL_S = 3600.0
+
+
+def _write_access_lines() -> Iterator[None]:
+    yield
+    drain_access_log(2.0)
+
+
+pytest_runtest_setup = pytest.hookimpl(hookwrapper=True, trylast=True)(_write_access_lines)
+pytest_runtest_call = pytest.hookimpl(hookwrapper=True, trylast=True)(_write_access_lines)
+pytest_runtest_teardown = pytest.hookimpl(hookwrapper=True, trylast=True)(_write_access_lines)
 
 
 async def _admin(url: str, statement: str) -> None:

@@ -230,6 +230,7 @@ class _AccessWriter:
         self.queued = 0
         self.written = 0
         self.dropped = 0
+        self._wake = threading.Event()  # set by ``write_soon`` (never by the event loop's ``put``)
         threading.Thread(target=self._run, name="cloudeasyml-access-log", daemon=True).start()
 
     def put(self, args: tuple[object, ...], access: tuple[Any, ...]) -> None:
@@ -240,9 +241,14 @@ class _AccessWriter:
         self._pending.append((time.time(), args, access))
         self.queued += 1
 
+    def write_soon(self) -> None:
+        """Have the writer thread write what waits now rather than at its next interval."""
+        self._wake.set()
+
     def _run(self) -> None:
         while True:
-            time.sleep(WRITE_INTERVAL_S)
+            self._wake.wait(WRITE_INTERVAL_S)
+            self._wake.clear()
             try:
                 self.write_pending()
             except Exception:  # noqa: BLE001 - a broken standard error must not end the writer
@@ -274,6 +280,8 @@ _writer: _AccessWriter | None = None
 def drain_access_log(timeout: float = 1.0) -> bool:
     """Wait (at most ``timeout`` seconds) until the writer thread has written every queued line; True if it has."""
     deadline = time.monotonic() + timeout
+    if _writer is not None and _writer.written < _writer.queued:
+        _writer.write_soon()
     while _writer is not None and _writer.written < _writer.queued:
         if time.monotonic() >= deadline:
             return False
