@@ -195,3 +195,38 @@ def test_no_secret_is_written_whatever_the_caller_passes() -> None:
     changed = diff({"name": "a", "secret": "s1", "nested": {"apiKey": "k"}}, {"name": "b", "secret": "s2"})
     assert changed["name"] == {"from": "a", "to": "b"}
     assert "s1" not in str(changed) and "s2" not in str(changed) and NOT_RECORDED in str(changed)
+
+
+async def test_batch_jobs_and_webhook_test_sends_are_recorded(client, tenant: NewTenant) -> None:
+    admin = bearer(tenant.key)
+    deployment = await deploy(client, tenant.key)
+    upload = await client.post(
+        "/files", content=b'{"input": {"x": 1.0, "y": 2.0}}\n', headers={**admin, "Content-Type": "application/jsonl"}
+    )
+    assert upload.status_code == 201, upload.text
+    job = await client.post(
+        "/batches", json={"inputFileId": upload.json()["id"], "deploymentId": deployment["id"]}, headers=admin
+    )
+    assert job.status_code == 201, job.text
+    cancelled = await client.post(f"/batches/{job.json()['id']}/cancel", headers=admin)
+    assert cancelled.status_code == 200, cancelled.text
+    hook = (
+        await client.post("/webhooks", json={"url": "http://127.0.0.1:9/h", "events": ["key.revoked"]}, headers=admin)
+    ).json()
+    sent = await client.post(f"/webhooks/{hook['id']}/test", headers=admin)
+    assert sent.status_code == 202, sent.text
+    [delivery] = (await client.get(f"/webhooks/{hook['id']}/deliveries", headers=admin)).json()["items"]
+    retried = await client.post(f"/webhooks/{hook['id']}/deliveries/{delivery['id']}/retry", headers=admin)
+    assert retried.status_code == 202, retried.text
+
+    by_action = {e["action"]: e for e in await _audit(client, tenant.key)}
+    made = by_action["batch.created"]
+    assert made["resourceId"] == job.json()["id"] and made["actorKeyId"] == tenant.key_id
+    assert made["changes"]["deploymentId"] == {"to": deployment["id"]}
+    assert made["changes"]["inputFileId"] == {"to": upload.json()["id"]}
+    assert by_action["batch.cancelled"]["changes"] == {
+        "status": {"from": "validating", "to": cancelled.json()["status"]}
+    }
+    assert by_action["webhook.test_sent"]["resourceId"] == hook["id"]
+    assert by_action["webhook.test_sent"]["changes"] == {"eventId": {"to": sent.json()["eventId"]}}
+    assert by_action["webhook.delivery_retried"]["changes"] == {"deliveryId": {"to": delivery["id"]}}

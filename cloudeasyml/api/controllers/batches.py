@@ -11,9 +11,11 @@ from litestar.params import Body, FromPath, FromQuery
 from litestar.response import File
 
 from cloudeasyml.api.auth import requires_scope
+from cloudeasyml.api.batch_audit import batch_created, cancel_audited
 from cloudeasyml.api.batch_schemas import BatchCreate, BatchRead, FileRead
 from cloudeasyml.api.deps import MANAGEMENT, WRITES, Injected
 from cloudeasyml.api.uploads import receive_upload
+from cloudeasyml.domain.audit import AuditTrail
 from cloudeasyml.domain.batch.files import FileService
 from cloudeasyml.domain.batch.jobs import BatchService
 from cloudeasyml.domain.principal import Principal
@@ -90,6 +92,7 @@ class BatchController(Controller):
         batches: Injected[BatchService],
         services: Injected[Services],
         caller: Injected[Principal],
+        audit: Injected[AuditTrail],
         data: Annotated[BatchCreate, Body()],
     ) -> BatchRead:
         """Run every line of ``inputFileId`` on ``deploymentId``, in the background, at the batch price. Lines
@@ -104,6 +107,7 @@ class BatchController(Controller):
             completion_window=data.completion_window,
             metadata=data.metadata,
         )
+        audit.record("batch.created", "batch", job.id, batch_created(job, spec))
         return BatchRead.of(job)
 
     @get("/", summary="List batch jobs")
@@ -117,8 +121,10 @@ class BatchController(Controller):
         return BatchRead.of(await batches.get(batch_id))
 
     @post("/{batch_id:str}/cancel", summary="Cancel a batch job", dependencies=WRITES, status_code=200)
-    async def cancel_batch(self, batches: Injected[BatchService], batch_id: FromPath[str]) -> BatchRead:
+    async def cancel_batch(
+        self, batches: Injected[BatchService], audit: Injected[AuditTrail], batch_id: FromPath[str]
+    ) -> BatchRead:
         """Stop starting chunks; the job is ``cancelling`` until the running ones finish, then ``cancelled`` with
         what finished in its output (and billed).
         """
-        return BatchRead.of(await batches.cancel(batch_id))
+        return BatchRead.of(await cancel_audited(batches, audit, batch_id))

@@ -16,10 +16,12 @@ from litestar.params import Body, FromPath
 from litestar.response import File
 
 from cloudeasyml.api.auth import requires_scope
+from cloudeasyml.api.batch_audit import batch_created, cancel_audited
 from cloudeasyml.api.controllers.embeddings import OPENAI_EXCEPTION_HANDLERS
 from cloudeasyml.api.deps import MANAGEMENT, WRITES, Injected
 from cloudeasyml.api.uploads import receive_upload
 from cloudeasyml.db.models import BatchFile, BatchJob
+from cloudeasyml.domain.audit import AuditTrail
 from cloudeasyml.domain.batch.files import FileService
 from cloudeasyml.domain.batch.jobs import BatchService
 from cloudeasyml.domain.batch.lines import EMBEDDINGS
@@ -167,6 +169,7 @@ class OpenAIBatchController(Controller):
         batches: Injected[BatchService],
         services: Injected[Services],
         caller: Injected[Principal],
+        audit: Injected[AuditTrail],
         data: Annotated[OpenAIBatchCreate, Body()],
     ) -> dict[str, Any]:
         """``batches.create``: the deployment is the ``model`` of the file's lines."""
@@ -191,6 +194,7 @@ class OpenAIBatchController(Controller):
             metadata=data.metadata,
             endpoint=EMBEDDINGS,
         )
+        audit.record("batch.created", "batch", job.id, batch_created(job, spec))
         return batch_object(job)
 
     @get("/", summary="List batches (OpenAI-compatible)")
@@ -206,6 +210,8 @@ class OpenAIBatchController(Controller):
         return batch_object(await batches.get(batch_id))
 
     @post("/{batch_id:str}/cancel", summary="Cancel a batch (OpenAI-compatible)", dependencies=WRITES, status_code=200)
-    async def cancel_batch(self, batches: Injected[BatchService], batch_id: FromPath[str]) -> dict[str, Any]:
+    async def cancel_batch(
+        self, batches: Injected[BatchService], audit: Injected[AuditTrail], batch_id: FromPath[str]
+    ) -> dict[str, Any]:
         """``batches.cancel``."""
-        return batch_object(await batches.cancel(batch_id))
+        return batch_object(await cancel_audited(batches, audit, batch_id))

@@ -144,10 +144,12 @@ class WebhookController(Controller):
         webhooks: Injected[WebhookEndpointService],
         db_session: Injected[AsyncSession],
         services: Injected[Services],
+        audit: Injected[AuditTrail],
         endpoint_id: FromPath[uuid.UUID],
     ) -> TestSent:
         """Write a ``webhook.test`` event for this endpoint only; its delivery shows in the endpoint's deliveries."""
         event_id = await webhooks.send_test(endpoint_id)
+        audit.record("webhook.test_sent", "webhook", endpoint_id, created({"eventId": event_id}))
         await db_session.commit()  # the event exists before the dispatcher is woken for it
         services.webhooks.wake()
         return TestSent(event_id=event_id)
@@ -178,11 +180,13 @@ class WebhookController(Controller):
         webhooks: Injected[WebhookEndpointService],
         db_session: Injected[AsyncSession],
         services: Injected[Services],
+        audit: Injected[AuditTrail],
         endpoint_id: FromPath[uuid.UUID],
         delivery_id: FromPath[uuid.UUID],
     ) -> DeliveryRead:
         """Attempt the delivery again now, whatever its status (failing, it is retried for another window)."""
         row = await webhooks.retry(endpoint_id, delivery_id)
+        audit.record("webhook.delivery_retried", "webhook", endpoint_id, created({"deliveryId": delivery_id}))
         await db_session.commit()
         services.webhooks.wake()
         return DeliveryRead.of(row)

@@ -8,7 +8,8 @@ const PAGE = 50;
 const ACTIONS = ["tenant.created", "tenant.updated", "tenant.suspended", "tenant.resumed", "tenant.deletion_requested",
   "tenant.deleted", "plan.created", "plan.updated", "key.created", "key.revoked", "deployment.created",
   "deployment.updated", "deployment.rolled_back", "deployment.promoted", "deployment.aborted", "deployment.deleted",
-  "webhook.created", "webhook.updated", "webhook.secret_rotated", "webhook.deleted"];
+  "webhook.created", "webhook.updated", "webhook.secret_rotated", "webhook.test_sent", "webhook.delivery_retried",
+  "webhook.deleted", "batch.created", "batch.cancelled"];
 
 let events = [];
 let cursor = null;
