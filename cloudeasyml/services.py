@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from cloudeasyml.core.pricing import Pricing
 from cloudeasyml.db.engine import create_engine, session_factory
 from cloudeasyml.db.readiness import not_ready_reason
+from cloudeasyml.domain.audit_retention import AuditRetention
 from cloudeasyml.domain.authenticator import ApiKeyAuthenticator
 from cloudeasyml.domain.batch.lines import Describe, describe_plain
 from cloudeasyml.domain.batch.runner import ChunkRunner
@@ -347,7 +348,10 @@ def build_services(
         webhooks=WebhookDispatcher(
             sessions,
             settings.webhooks,
-            chores=(MonthCloser(sessions, meter, plan_prices(catalog, pricing)),),
+            chores=(
+                MonthCloser(sessions, meter, plan_prices(catalog, pricing)),
+                AuditRetention(sessions, settings.operator.audit_retention_days),
+            ),
             export=settings.usage_export,
         ),
         notices=notices,

@@ -365,6 +365,8 @@ class OperatorSettings(msgspec.Struct, frozen=True):
     """How long the confirmation token of ``DELETE /operator/tenants/{id}`` stays valid; past it, ask again."""
     plan_refresh_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     """How often each process reads the stored plans again (at once, with Redis, when one is changed)."""
+    audit_retention_days: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    """Audit events older than this are deleted (by the webhook dispatcher's periodic scan); 0 keeps them all."""
 
 
 class BatchSettings(msgspec.Struct, frozen=True):

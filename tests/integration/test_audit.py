@@ -230,3 +230,40 @@ async def test_batch_jobs_and_webhook_test_sends_are_recorded(client, tenant: Ne
     assert by_action["webhook.test_sent"]["resourceId"] == hook["id"]
     assert by_action["webhook.test_sent"]["changes"] == {"eventId": {"to": sent.json()["eventId"]}}
     assert by_action["webhook.delivery_retried"]["changes"] == {"deliveryId": {"to": delivery["id"]}}
+
+
+async def test_events_past_the_retention_are_deleted_by_the_periodic_scan(
+    settings: Settings, plugin_manager, migrated_url: str, tenant: NewTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cloudeasyml.domain import audit_retention
+
+    monkeypatch.setattr(audit_retention, "BATCH", 2)  # several passes of one deletion
+    now = utc_now()
+    async with db_session(migrated_url) as session:
+        for age_days in (400, 200, 91, 89, 1):
+            session.add(
+                AuditEvent(
+                    tenant_id=tenant.tenant.id,
+                    action="key.created",
+                    resource_type="key",
+                    resource_id=f"aged-{age_days}",
+                    changes={},
+                    created_at=now - timedelta(days=age_days),
+                )
+            )
+        await session.commit()
+
+    async def kept() -> list[str]:
+        return sorted(e.resource_id for e in await _stored(migrated_url) if e.resource_id.startswith("aged-"))
+
+    keep_all = create_app(settings, plugin_manager)  # the default: 0 days, nothing is deleted
+    operator = msgspec.structs.replace(settings.operator, audit_retention_days=90)
+    ninety_days = create_app(msgspec.structs.replace(settings, operator=operator), plugin_manager)
+    try:
+        await keep_all.state.services.webhooks.scan()
+        assert await kept() == ["aged-1", "aged-200", "aged-400", "aged-89", "aged-91"]
+        await ninety_days.state.services.webhooks.scan()
+        assert await kept() == ["aged-1", "aged-89"]
+    finally:
+        for app in (keep_all, ninety_days):
+            await app.state.services.engine.dispose()
