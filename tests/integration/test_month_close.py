@@ -124,3 +124,24 @@ async def test_the_dispatchers_scan_closes_the_month_and_the_api_serves_that_inv
     assert invoice["status"] == "final" and invoice["issuedAt"] == "2026-12-01T01:00:00.500000Z"  # the closer's
     assert Decimal(invoice["total"]) == sum(r.cost for r in records)
     assert len(await events(migrated_url, "invoice.ready")) == await _tenants(migrated_url)
+
+
+async def test_months_that_closed_while_no_process_ran_are_closed_late_for_the_tenants_with_usage(
+    migrated_url: str, plugin_manager: PluginManager, tenant: NewTenant, other_tenant: NewTenant, tmp_path: Path
+) -> None:
+    """No process ran from November's end to February: November (usage) and December (none) closed unseen."""
+    await _seed(migrated_url, tenant)  # November usage of one tenant only
+    now = Now(datetime(2027, 2, 1, 1, 0, tzinfo=UTC))
+    async with closer(migrated_url, plugin_manager, now, tmp_path / "a") as close:
+        frozen_now = await close()
+        tenants = await _tenants(migrated_url)
+        # January (the previous month) for every tenant; November for the tenant that used it; December for none.
+        assert await _frozen(migrated_url) == {"2027-01": tenants, "2026-11": 1}
+        assert frozen_now == tenants + 1
+        ready = await events(migrated_url, "invoice.ready")
+        assert sorted(event["data"]["month"] for event in ready) == ["2026-11"] + ["2027-01"] * tenants
+        assert await close() == 0  # every month of the window is closed here now
+    async with db_session(migrated_url) as session:
+        late = await session.get(Invoice, (tenant.tenant.id, "2026-11"))
+        assert late is not None and '"status":"final"' in late.body
+        assert await session.get(Invoice, (other_tenant.tenant.id, "2026-11")) is None
