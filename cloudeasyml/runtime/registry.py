@@ -14,6 +14,7 @@ from typing import Any, cast
 import msgspec
 import numpy as np
 
+from cloudeasyml.core.heap import freeze_new_modules
 from cloudeasyml.core.serving import Device, ServingConfig
 from cloudeasyml.core.traffic import TrafficRoute
 from cloudeasyml.errors import DeploymentUnloadedError, ModelNotFoundError, ModelNotReadyError, NotFoundError
@@ -311,6 +312,7 @@ class ServingRegistry:
             spec.config.variant,
             loaded.session.providers[0],
         )
+        freeze_new_modules()  # a load that exported its graph imported torch: keep it out of the collector's way
         await self._evict_over_budget(keep=key)
         return loaded
 
