@@ -21,7 +21,8 @@ def test_a_load_that_imported_modules_freezes_what_exists_and_only_then(monkeypa
     monkeypatch.setitem(sys.modules, module.__name__, module)
     before = gc.get_freeze_count()
     assert heap.freeze_new_modules()
-    assert gc.get_freeze_count() >= before + 5_000
+    # At least those rows (the count also drops as frozen objects elsewhere are freed, so it is a lower bound).
+    assert gc.get_freeze_count() >= before + 4_000
     assert not heap.freeze_new_modules()  # once per import, not once per call
 
 
@@ -29,4 +30,4 @@ def test_nothing_is_frozen_before_the_startup_freeze(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(heap, "_modules_frozen", 0)  # a tool, or a test, that never started the app
     before = gc.get_freeze_count()
     assert not heap.freeze_new_modules()
-    assert gc.get_freeze_count() == before
+    assert gc.get_freeze_count() <= before  # nothing added (frozen objects freed meanwhile leave the count)
