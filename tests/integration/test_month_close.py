@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
+import pytest
 from sqlalchemy import func, select
 
 from cloudeasyml.db.engine import create_engine, session_factory
@@ -23,11 +25,20 @@ from cloudeasyml.metering.meter import Meter
 from cloudeasyml.metering.pricing_book import PricingBook
 from cloudeasyml.plugins.catalog import build_catalog
 from cloudeasyml.plugins.manager import PluginManager
+from cloudeasyml.settings import Settings
 from tests.conftest import bearer, db_session
 from tests.integration.test_usage_detail import _seed
 from tests.support.webhooks import LOOPBACK, events
 
 NOVEMBER_ENDS = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+@pytest.fixture(name="settings")
+def fx_settings(settings: Settings) -> Settings:
+    """The ``client`` app runs no dispatcher: its month close runs on the real clock, and from December 2026 on the
+    real previous month is the test's November, which it froze first (with its own ``issuedAt``) in one CI run.
+    """
+    return msgspec.structs.replace(settings, webhooks=msgspec.structs.replace(settings.webhooks, enabled=False))
 
 
 class Now:
