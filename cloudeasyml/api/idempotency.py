@@ -123,7 +123,7 @@ async def _read_body(
         on_chunk(body)
         return body
     file_limit = services.settings.batch.max_file_bytes
-    spooled, _size = await spool_body(
+    return await spool_body(
         scope,
         receive,
         file_limit + MULTIPART_SLACK,  # the route applies the file's own limit to the file in a multipart body
@@ -132,7 +132,6 @@ async def _read_body(
         on_chunk=on_chunk,
         too_large=lambda: PayloadTooLargeError(f"the file is larger than the limit of {file_limit} bytes"),
     )
-    return spooled
 
 
 async def _run_once(

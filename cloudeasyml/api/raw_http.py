@@ -64,9 +64,9 @@ async def spool_body(
     directory: Path,
     on_chunk: Callable[[bytes], None],
     too_large: Callable[[], Exception],
-) -> tuple[IO[bytes], int]:
+) -> IO[bytes]:
     """The whole request body, in memory up to ``in_memory`` bytes and in a temporary file in ``directory`` past
-    it (deleted when closed), positioned at its start, with its size; each chunk is given to ``on_chunk`` as it
+    it (deleted when closed), positioned at its start; each chunk is given to ``on_chunk`` as it
     arrives. ``too_large()`` is raised past ``max_bytes`` (checked on the announced length first). The caller
     closes the file.
     """
@@ -90,7 +90,7 @@ async def spool_body(
                 spool.write(chunk)
             if not message.get("more_body", False):
                 spool.seek(0)
-                return cast(IO[bytes], spool), received
+                return cast(IO[bytes], spool)
     except BaseException:
         spool.close()
         raise

@@ -62,9 +62,9 @@ def fx_console(browser: Any, live: OperatorLive, screenshots: Path) -> Iterator[
     console.driver.execute_script("sessionStorage.clear()")
 
 
-def _row(console: Console, name: str) -> str:
-    """The text of the tenants table's row of ``name`` ("" when there is none)."""
-    for row in console.driver.find_elements(console.by.CSS_SELECTOR, "#tenants-table tbody tr"):
+def _row(console: Console, name: str, table: str = "tenants-table") -> str:
+    """The text of the row of ``name`` in the table in ``table`` ("" when there is none)."""
+    for row in console.driver.find_elements(console.by.CSS_SELECTOR, f"#{table} tbody tr"):
         cells = row.find_elements(console.by.TAG_NAME, "td")
         if cells and cells[0].text == name:
             return str(row.text)
@@ -172,15 +172,6 @@ def test_an_operator_manages_tenants_reads_the_audit_log_and_the_plans(console: 
     assert console.problems_in_the_log() == []
 
 
-def _plan_row(console: Console, name: str) -> str:
-    """The text of the plans table's row of ``name`` ("" when there is none)."""
-    for row in console.driver.find_elements(console.by.CSS_SELECTOR, "#plans-table tbody tr"):
-        cells = row.find_elements(console.by.TAG_NAME, "td")
-        if cells and cells[0].text == name:
-            return str(row.text)
-    return ""
-
-
 def test_an_operator_creates_a_plan_and_changes_only_what_was_changed(console: Console, live: OperatorLive) -> None:
     from selenium.webdriver.support.ui import Select
 
@@ -191,7 +182,7 @@ def test_an_operator_creates_a_plan_and_changes_only_what_was_changed(console: C
     console.fill("signin-key", live.operator_key)
     console.find("signin-form").submit()
     console.visible("page-plans")  # the page the URL asked for
-    console.wait(lambda: _plan_row(console, "default"), what="the plans")
+    console.wait(lambda: _row(console, "default", "plans-table"), what="the plans")
 
     # Created from the form: what was left empty is absent (the server's defaults).
     console.fill("plan-name", "team")
@@ -200,7 +191,7 @@ def test_an_operator_creates_a_plan_and_changes_only_what_was_changed(console: C
     console.fill("plan-spend", "50")
     console.fill("plan-prices", '{"tiny": {"perRequest": "0.003"}}')
     console.find("plan-form").submit()
-    console.wait(lambda: "120/min" in _plan_row(console, "team"), what="the new plan")
+    console.wait(lambda: "120/min" in _row(console, "team", "plans-table"), what="the new plan")
     team = httpx.get(f"{live.base_url}/plans/team", headers=ops).json()
     assert team["description"] == "For small teams" and team["spendCap"] == "50" and team["requestCap"] is None
     assert team["prices"]["tiny"]["perRequest"] == "0.003" and team["maxDeployments"] is None
@@ -224,7 +215,8 @@ def test_an_operator_creates_a_plan_and_changes_only_what_was_changed(console: C
     Select(console.find("plan-shadow")).select_by_value("true")
     console.find("plan-form").submit()
     console.wait(
-        lambda: "7" in _plan_row(console, "team") and "50" not in _plan_row(console, "team"), what="the change"
+        lambda: "7" in _row(console, "team", "plans-table") and "50" not in _row(console, "team", "plans-table"),
+        what="the change",
     )
     team = httpx.get(f"{live.base_url}/plans/team", headers=ops).json()
     assert team["spendCap"] is None and team["maxDeployments"] == 7 and team["billShadow"] is True
